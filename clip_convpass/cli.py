@@ -1,0 +1,53 @@
+"""Command line for train.py (and `python -m clip_convpass.cli`)."""
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train / evaluate CLIP adaptation methods")
+    p.add_argument("--root", default="", help="dataset root (DATASET.ROOT)")
+    p.add_argument("--output-dir", default="", help="output directory (OUTPUT_DIR)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (SEED); 0 is a valid seed")
+    p.add_argument("--config-file", default="", help="method config YAML")
+    p.add_argument("--dataset-config-file", default="", help="dataset config YAML")
+    p.add_argument("--trainer", default="", help="trainer name (TRAINER.NAME)")
+    p.add_argument("--backbone", default="", help="open_clip model name (MODEL.BACKBONE)")
+    p.add_argument("--eval-only", action="store_true", help="only evaluate")
+    p.add_argument("--model-dir", default="", help="load trained weights from this run directory")
+    p.add_argument("--load-epoch", type=int, default=None, help="epoch checkpoint to load (default: latest)")
+    p.add_argument("--eval-datasets", nargs="*", default=[], help="also evaluate on these datasets (registry names)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return p
+
+
+def cfg_from_args(args):
+    from .config import setup_cfg
+
+    opts: List[str] = []
+    if args.root:
+        opts += ["DATASET.ROOT", args.root]
+    if args.output_dir:
+        opts += ["OUTPUT_DIR", args.output_dir]
+    if args.seed is not None:
+        opts += ["SEED", str(args.seed)]
+    if args.trainer:
+        opts += ["TRAINER.NAME", args.trainer]
+    if args.backbone:
+        opts += ["MODEL.BACKBONE", args.backbone]
+    return setup_cfg(args.dataset_config_file or None, args.config_file or None, opts + list(args.opts))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .engine import run
+
+    cfg = cfg_from_args(args)
+    run(cfg, eval_only=args.eval_only, model_dir=args.model_dir, load_epoch=args.load_epoch,
+        eval_datasets=args.eval_datasets)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

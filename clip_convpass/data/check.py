@@ -1,0 +1,78 @@
+"""Check a data root before a run: per dataset found/missing, classes and images vs expected, unreadable files.
+
+    python -m clip_convpass.data.check --root DATA [--class-list wnids.txt] [--verify-images] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from tabulate import tabulate
+
+from ..config import setup_cfg
+from ..registry import DATASET_REGISTRY
+from ..utils import Progress, setup_logger
+from .base import DatasetLayoutError
+from .images import ImageLoadError, load_rgb
+
+
+def check_dataset(name: str, root: str, class_list: str = "", verify_images: bool = False) -> dict:
+    cfg = setup_cfg(None, None, ["DATASET.ROOT", root, "DATASET.NAME", name, "DATASET.CLASS_LIST", class_list])
+    cls = DATASET_REGISTRY.get(name)
+    row = {"dataset": name, "status": "ok", "classes": None, "expected_classes": None, "images": None,
+           "expected_images": None, "unreadable": [], "problem": ""}
+    try:
+        ds = cls(cfg)
+        row["classes"] = ds.num_classes
+        row["expected_classes"] = cls.EXPECTED_CLASSES if not class_list else ds.num_classes
+        items = ds.test
+        row["images"] = len(items)
+        row["expected_images"] = cls.EXPECTED_TEST_IMAGES if not class_list else None
+        row["path"] = str(ds.dataset_dir)
+    except (DatasetLayoutError, ValueError) as e:
+        row["status"] = "missing" if isinstance(e, DatasetLayoutError) and "none of the expected" in str(e) else "error"
+        row["problem"] = str(e)
+        return row
+    if row["expected_images"] is not None and row["images"] != row["expected_images"]:
+        row["status"] = "incomplete"
+        row["problem"] = f"{row['images']} images, expected {row['expected_images']}"
+    if verify_images:
+        progress = Progress(len(items), f"verify {name}", every=max(1, len(items) // 20))
+        for d in items:
+            try:
+                load_rgb(d.impath)
+            except ImageLoadError as e:
+                row["unreadable"].append(str(e))
+            progress.step()
+        if row["unreadable"]:
+            row["status"] = "unreadable files"
+    return row
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True, help="DATASET.ROOT")
+    p.add_argument("--class-list", default="", help="DATASET.CLASS_LIST (default: the 1000 ImageNet classes)")
+    p.add_argument("--datasets", nargs="*", default=None, help="registry names (default: all)")
+    p.add_argument("--verify-images", action="store_true", help="decode every test image")
+    p.add_argument("--json", default="", help="also write the report here")
+    args = p.parse_args(argv)
+    setup_logger(None)
+    rows = [check_dataset(n, args.root, args.class_list, args.verify_images) for n in (args.datasets or DATASET_REGISTRY.names())]
+    table = [[r["dataset"], r["status"], f"{r['classes']}/{r['expected_classes']}" if r["classes"] is not None else "-",
+              f"{r['images']}/{r['expected_images'] or '?'}" if r["images"] is not None else "-",
+              len(r["unreadable"]), r["problem"][:100]] for r in rows]
+    print(tabulate(table, headers=["dataset", "status", "classes", "test images", "unreadable", "problem"]))
+    for r in rows:
+        for msg in r["unreadable"]:
+            print(f"  {r['dataset']}: {msg}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

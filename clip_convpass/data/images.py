@@ -1,0 +1,57 @@
+"""Image decoding to RGB, and the torch Dataset / collate that can skip (and count) unreadable files."""
+from __future__ import annotations
+
+from typing import Callable, List, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, default_collate
+
+from .base import Datum
+
+
+class ImageLoadError(RuntimeError):
+    """An image file could not be decoded; the message names the file."""
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Decode any PIL-readable file (whatever its extension says) to RGB: CMYK, L, P, RGBA, ..."""
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now, so truncated files fail here and not inside a transform
+            if im.mode == "P":
+                im = im.convert("RGBA")
+            if im.mode in ("RGBA", "LA"):
+                # Composite on white: dropping alpha would expose arbitrary colours under transparent pixels.
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im.convert("RGBA"))
+            return im.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageLoadError(f"Cannot read image {path}: {type(e).__name__}: {e}") from e
+
+
+class ImageListDataset(Dataset):
+    def __init__(self, items: Sequence[Datum], transform: Callable, skip_bad: bool = False):
+        self.items = list(items)
+        self.transform = transform
+        self.skip_bad = skip_bad
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        d = self.items[i]
+        try:
+            img = load_rgb(d.impath)
+        except ImageLoadError as e:
+            if not self.skip_bad:
+                raise
+            return {"bad_path": d.impath, "error": str(e)}
+        return {"img": self.transform(img), "label": d.label, "index": i}
+
+
+def collate_skipping(batch: List[dict]) -> dict:
+    good = [b for b in batch if "bad_path" not in b]
+    out = default_collate(good) if good else {"img": None, "label": None, "index": None}
+    out["skipped"] = [(b["bad_path"], b["error"]) for b in batch if "bad_path" in b]
+    return out

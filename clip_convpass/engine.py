@@ -1,0 +1,47 @@
+"""Run one configured experiment: build the trainer, train (resuming if possible) and/or evaluate."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from .config import config_hash
+from .data import build_dataset
+from .registry import TRAINER_REGISTRY
+from .utils import environment_info, setup_logger
+
+logger = logging.getLogger("clip_convpass")
+
+
+def build_trainer(cfg):
+    return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)
+
+
+def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[int] = None,
+        eval_datasets: Sequence[str] = ()) -> List[dict]:
+    """Train and/or evaluate; returns the result records written to OUTPUT_DIR/eval/<dataset>/results.json.
+
+    eval_datasets: further datasets (registry names) to evaluate the same model on, in this process.
+    """
+    TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # unknown trainer: fail before any work
+    out = Path(cfg.OUTPUT_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    setup_logger(out)
+    logger.info("=" * 20 + f" {'evaluation' if eval_only else 'run'} " + "=" * 20)
+    logger.info(f"Environment: {environment_info()}")
+    logger.info(f"Config (hash {config_hash(cfg)}):\n{cfg.dump()}")
+    (out / "config.yaml").write_text(cfg.dump())
+    trainer = build_trainer(cfg)
+    results = []
+    if eval_only:
+        if model_dir:
+            trainer.load_from_model_dir(model_dir, load_epoch)
+        elif trainer.trainable_named_parameters() and trainer.NAME != "ZeroShotCLIP":
+            logger.warning("--eval-only without --model-dir: evaluating the untrained model")
+    else:
+        trainer.train()
+    if eval_only or cfg.TEST.AFTER_TRAIN:
+        results.append(trainer.test())
+    for name in eval_datasets:
+        results.append(trainer.test(build_dataset(cfg, name)))
+    return results

@@ -1,0 +1,43 @@
+"""Optimizers and per-epoch LR schedules with constant or linear warmup (Dassl semantics)."""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], optim_cfg) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("No trainable parameters to optimise")
+    name = optim_cfg.NAME.lower()
+    lr, wd = optim_cfg.LR, optim_cfg.WEIGHT_DECAY
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=optim_cfg.MOMENTUM, weight_decay=wd)
+    betas = (optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=optim_cfg.EPS, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=optim_cfg.EPS, weight_decay=wd)
+    raise ValueError(f"Unknown OPTIM.NAME {optim_cfg.NAME!r}; choices: sgd, adam, adamw")
+
+
+def lr_at_epoch(epoch: int, optim_cfg) -> float:
+    """LR used during `epoch` (0-based). Warmup epochs come first; the main schedule then starts at its epoch 0."""
+    c = optim_cfg
+    if epoch < c.WARMUP_EPOCH:
+        if c.WARMUP_TYPE == "constant":
+            return c.WARMUP_CONS_LR
+        return c.WARMUP_MIN_LR + (c.LR - c.WARMUP_MIN_LR) * epoch / c.WARMUP_EPOCH
+    t = epoch - c.WARMUP_EPOCH
+    if c.LR_SCHEDULER == "cosine":
+        return 0.5 * c.LR * (1 + math.cos(math.pi * t / max(1, c.MAX_EPOCH)))
+    if c.LR_SCHEDULER == "step":
+        return c.LR * c.GAMMA ** sum(t >= s for s in c.STEPSIZE)
+    return c.LR
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim_cfg) -> torch.optim.lr_scheduler.LambdaLR:
+    base = optim_cfg.LR
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_at_epoch(e, optim_cfg) / base)

@@ -1,0 +1,137 @@
+"""Small shared helpers: seeding, devices, atomic file writes, logging, progress with ETA."""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import torch
+
+LOGGER_NAME = "clip_convpass"
+logger = logging.getLogger(LOGGER_NAME)
+
+
+def set_random_seed(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % (2**32))
+    except ImportError:  # numpy is optional
+        pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"DEVICE={name!r} was requested but CUDA is not available; use DEVICE cpu or auto")
+    return dev
+
+
+def _atomic_write(path: Path, write_fn, mode: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON via a temporary file + rename, so readers never see a partial file."""
+    _atomic_write(Path(path), lambda f: f.write(json.dumps(obj, indent=2, sort_keys=False) + "\n"), "w")
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
+    _atomic_write(Path(path), lambda f: torch.save(obj, f), "wb")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def setup_logger(output_dir: Optional[str | os.PathLike], log_name: str = "log.txt") -> logging.Logger:
+    """Log to stdout and append to <output_dir>/<log_name>."""
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    sh = logging.StreamHandler(sys.stdout)
+    sh.setFormatter(fmt)
+    logger.addHandler(sh)
+    if output_dir:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(Path(output_dir) / log_name)
+        fh.setFormatter(fmt)
+        logger.addHandler(fh)
+    return logger
+
+
+def environment_info() -> dict:
+    import open_clip
+    import torchvision
+
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "open_clip": open_clip.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "num_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def format_seconds(sec: float) -> str:
+    return str(datetime.timedelta(seconds=int(max(sec, 0))))
+
+
+class Progress:
+    """Logs 'desc [i/n] ... eta' every `every` steps and at the end; no terminal tricks, so logs stay clean."""
+
+    def __init__(self, total: int, desc: str, every: int = 10, log: logging.Logger = logger):
+        self.total, self.desc, self.every, self.log = total, desc, max(1, every), log
+        self.start = time.time()
+        self.count = 0
+
+    def step(self, extra: str = "") -> None:
+        self.count += 1
+        if self.count % self.every and self.count != self.total:
+            return
+        elapsed = time.time() - self.start
+        eta = elapsed / self.count * (self.total - self.count)
+        msg = f"{self.desc} [{self.count}/{self.total}] elapsed {format_seconds(elapsed)} eta {format_seconds(eta)}"
+        self.log.info(msg + (f" {extra}" if extra else ""))
+
+
+@contextmanager
+def timer() -> Iterator[dict]:
+    out = {}
+    t0 = time.time()
+    yield out
+    out["elapsed"] = time.time() - t0

@@ -1,0 +1,12 @@
+from clip_convpass.data.base import WnidSubsetTestSet
+from clip_convpass.registry import DATASET_REGISTRY
+
+
+@DATASET_REGISTRY.register("ImageNetA")
+class ImageNetA(WnidSubsetTestSet):
+    NAME = "ImageNetA"
+    WNID_FILE = "imagenet_a_wnids.txt"
+    LAYOUTS = ("imagenet-adversarial/imagenet-a", "imagenet-a")
+    LAYOUT_HELP = "imagenet-adversarial/imagenet-a/<wnid>/*.jpg, 200 classes (the archive's imagenet-a/ is accepted too)"
+    EXPECTED_CLASSES = 200
+    EXPECTED_TEST_IMAGES = 7500

@@ -1,0 +1,40 @@
+import os
+from typing import List
+
+from clip_convpass.data.base import DatasetBase, Datum, DatasetLayoutError, imagenet_wnids, list_images
+from clip_convpass.registry import DATASET_REGISTRY
+
+
+@DATASET_REGISTRY.register("ImageNetV2")
+class ImageNetV2(DatasetBase):
+    """Matched-frequency ImageNet-V2: folder names are ImageNet class indices (0..999), not wnids."""
+
+    NAME = "ImageNetV2"
+    LAYOUTS = ("imagenetv2/imagenetv2-matched-frequency-format-val", "imagenetv2-matched-frequency-format-val")
+    LAYOUT_HELP = "imagenetv2/imagenetv2-matched-frequency-format-val/<class index 0..999>/*.jpeg"
+    EXPECTED_CLASSES = 1000
+    EXPECTED_TEST_IMAGES = 10000
+
+    def _read_test(self) -> List[Datum]:
+        full = imagenet_wnids()
+        present = {}
+        for e in os.scandir(self.dataset_dir):
+            if not e.is_dir():
+                continue
+            # int(), never string order: folder "10" is class 10, not the third folder
+            if not e.name.isdigit() or int(e.name) >= len(full):
+                raise DatasetLayoutError(
+                    f"ImageNetV2: folder {e.path} is not a class index 0..{len(full) - 1} ({self.LAYOUT_HELP})"
+                )
+            present[full[int(e.name)]] = e.path
+        missing = [w for w in self.class_wnids if w not in present]
+        if missing:
+            idx = [full.index(w) for w in missing[:10]]
+            raise DatasetLayoutError(f"ImageNetV2: {self.dataset_dir} lacks class folders {idx} (of {len(missing)} missing)")
+        items = []
+        for label, wnid in enumerate(self.class_wnids):
+            names = list_images(present[wnid])
+            if not names:
+                raise DatasetLayoutError(f"ImageNetV2: class folder {present[wnid]} has no images")
+            items += [Datum(os.path.join(present[wnid], n), label, self.classnames[label]) for n in names]
+        return items

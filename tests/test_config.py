@@ -1,0 +1,60 @@
+import pytest
+
+from clip_convpass.config import ConfigError, config_hash, setup_cfg
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_merge_order_dataset_then_method_then_opts(tmp_path):
+    ds = write(tmp_path / "ds.yaml", "DATASET:\n  NAME: ImageNetA\n  NUM_SHOTS: 4\nOPTIM:\n  LR: 0.5\n")
+    method = write(tmp_path / "m.yaml", "OPTIM:\n  LR: 0.01\n  MAX_EPOCH: 3\n")
+    cfg = setup_cfg(ds, method, ["OPTIM.MAX_EPOCH", "7"])
+    assert cfg.DATASET.NAME == "ImageNetA" and cfg.DATASET.NUM_SHOTS == 4  # from the dataset file
+    assert cfg.OPTIM.LR == 0.01  # method file beats dataset file
+    assert cfg.OPTIM.MAX_EPOCH == 7  # opts beat both
+
+
+def test_base_inheritance(tmp_path):
+    write(tmp_path / "base.yaml", "OPTIM:\n  LR: 0.3\n  MAX_EPOCH: 9\n")
+    child = write(tmp_path / "child.yaml", "_BASE_: base.yaml\nOPTIM:\n  MAX_EPOCH: 2\n")
+    cfg = setup_cfg(None, child)
+    assert (cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH) == (0.3, 2)
+
+
+def test_unknown_key_in_file_is_named(tmp_path):
+    bad = write(tmp_path / "bad.yaml", "OPTIM:\n  LRR: 0.1\n")
+    with pytest.raises(ConfigError, match="OPTIM.LRR") as e:
+        setup_cfg(None, bad)
+    assert "bad.yaml" in str(e.value)
+
+
+def test_unknown_key_in_opts_is_named():
+    with pytest.raises(ConfigError, match="TRAINER.NOPE"):
+        setup_cfg(None, None, ["TRAINER.NOPE", "1"])
+
+
+@pytest.mark.parametrize("opts,match", [
+    (["OPTIM.LR", "-0.1"], "OPTIM.LR"),
+    (["TRAINER.NAME", "NoSuchTrainer"], "NoSuchTrainer"),
+    (["TRAINER.ZSCLIP.TEMPLATES", "ensemble9"], "ensemble9"),
+    (["PREC", "fp8"], "PREC"),
+    (["OPTIM.NAME", "lion"], "OPTIM.NAME"),
+    (["INPUT.TRANSFORMS", "['rotate']"], "rotate"),
+])
+def test_invalid_values_fail_before_work(opts, match):
+    with pytest.raises(ConfigError, match=match):
+        setup_cfg(None, None, opts)
+
+
+def test_seed_zero_is_kept():
+    assert setup_cfg(None, None, ["SEED", "0"]).SEED == 0
+
+
+def test_config_hash_ignores_paths_but_not_settings():
+    a = setup_cfg(None, None, ["OUTPUT_DIR", "/a", "DATASET.ROOT", "/x"])
+    b = setup_cfg(None, None, ["OUTPUT_DIR", "/b", "DATASET.ROOT", "/y"])
+    c = setup_cfg(None, None, ["OPTIM.LR", "0.1"])
+    assert config_hash(a) == config_hash(b) != config_hash(c)

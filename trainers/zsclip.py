@@ -1,0 +1,20 @@
+"""Zero-shot CLIP: the text classifier of prompted class names, nothing trained."""
+from clip_convpass.clip_loader import load_clip_from_cfg
+from clip_convpass.heads import CLIPClassifier, build_head
+from clip_convpass.registry import TRAINER_REGISTRY
+from clip_convpass.trainer import TrainerBase
+
+
+@TRAINER_REGISTRY.register("ZeroShotCLIP")
+class ZeroShotCLIP(TrainerBase):
+    NAME = "ZeroShotCLIP"
+
+    def build_model(self):
+        bundle = load_clip_from_cfg(self.cfg, self.device)
+        head = build_head(bundle, self.classnames, self.cfg.TRAINER.ZSCLIP.TEMPLATES, "text", self.device)
+        self.model = CLIPClassifier(bundle.model.visual, head).eval()
+        self.model.requires_grad_(False)
+        del bundle  # the text tower is not needed after the head is built
+
+    def model_inference(self, images):
+        return self.model(images)
