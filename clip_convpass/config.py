@@ -106,6 +106,21 @@ _C.TRAINER.ZSCLIP = CN()
 # single | ensemble7 | ensemble80 (open_clip.zero_shot_metadata)
 _C.TRAINER.ZSCLIP.TEMPLATES = "single"
 
+# Convpass_CLIP (trainers/convpass_clip.py); see README "Convpass_CLIP choices".
+_C.TRAINER.CONVPASS = CN()
+_C.TRAINER.CONVPASS.HIDDEN = 8
+# s in x + Attn(LN(x)) + s * Convpass(LN(x)); pick it on VAL_SHOTS with `python -m clip_convpass.sweep`.
+_C.TRAINER.CONVPASS.SCALE = 1.0
+_C.TRAINER.CONVPASS.KERNEL_SIZE = 3  # 3, or 1 for the "language-oriented" 1x1 ablation
+_C.TRAINER.CONVPASS.DROPOUT = 0.1
+_C.TRAINER.CONVPASS.CONV_INIT = "identity"  # identity (centre tap) | xavier
+_C.TRAINER.CONVPASS.POSITIONS = "both"  # both | attn | mlp
+_C.TRAINER.CONVPASS.MODE = "parallel"  # parallel | sequential
+_C.TRAINER.CONVPASS.SHARE = False  # Convpass_share
+_C.TRAINER.CONVPASS.TEMPLATES = "single"  # head init text: single | ensemble7 | ensemble80
+_C.TRAINER.CONVPASS.HEAD_INIT = "text"  # text | random | zero
+_C.TRAINER.CONVPASS.HEAD_TRAINABLE = True
+
 VALID_PREC = ("fp32", "amp", "bf16")
 VALID_OPTIM = ("sgd", "adam", "adamw")
 VALID_SCHED = ("cosine", "step", "constant")

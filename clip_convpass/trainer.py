@@ -281,6 +281,7 @@ class TrainerBase:
     # ---- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
+        self.set_model_mode(False)
         with self.autocast():
             return self.model_inference(images.to(self.device)).float()
 

@@ -1,2 +1,2 @@
 """One file per method; importing this package registers them all."""
-from . import zsclip  # noqa: F401
+from . import convpass_clip, zsclip  # noqa: F401
