@@ -154,11 +154,27 @@ def _load_yaml_chain(path: Path, seen: Optional[set] = None) -> list[Path]:
     return chain + [path]
 
 
+def _int_to_float(default, value):
+    """`SCALE: 10` for a float key is what the user means; yacs would reject it as a type change."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _coerce_tree(defaults: CN, data: dict) -> dict:
+    out = {}
+    for k, v in data.items():
+        d = defaults.get(k) if isinstance(defaults, CN) else None
+        out[k] = _coerce_tree(d, v) if isinstance(v, dict) and isinstance(d, CN) else _int_to_float(d, v)
+    return out
+
+
 def merge_config_file(cfg: CN, path: str | os.PathLike) -> None:
     for p in _load_yaml_chain(Path(path)):
         with open(p) as f:
             data = yaml.safe_load(f) or {}
         data.pop("_BASE_", None)
+        data = _coerce_tree(cfg, data)
         try:
             cfg.merge_from_other_cfg(CN(data))
         except KeyError as e:
@@ -170,8 +186,19 @@ def merge_config_file(cfg: CN, path: str | os.PathLike) -> None:
 def merge_opts(cfg: CN, opts: Sequence[str]) -> None:
     if len(opts) % 2:
         raise ConfigError(f"Command-line opts must be KEY VALUE pairs, got an odd number: {list(opts)}")
+    opts = list(opts)
+    for i in range(0, len(opts), 2):
+        node, *path = [cfg] + opts[i].split(".")
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, CN) else None
+        default = node.get(path[-1]) if isinstance(node, CN) else None
+        if isinstance(default, float) and isinstance(opts[i + 1], str):
+            try:
+                opts[i + 1] = str(float(opts[i + 1]))
+            except ValueError:
+                pass  # not a number: yacs reports the type mismatch with the key named
     try:
-        cfg.merge_from_list(list(opts))
+        cfg.merge_from_list(opts)
     except (KeyError, AssertionError) as e:
         raise ConfigError(f"Command-line opts: {e.args[0] if e.args else e}") from e
     except ValueError as e:

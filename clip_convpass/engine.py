@@ -30,7 +30,8 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
     logger.info("=" * 20 + f" {'evaluation' if eval_only else 'run'} " + "=" * 20)
     logger.info(f"Environment: {environment_info()}")
     logger.info(f"Config (hash {config_hash(cfg)}):\n{cfg.dump()}")
-    (out / "config.yaml").write_text(cfg.dump())
+    # an evaluation of a trained run must not overwrite the training run's config
+    (out / (f"config_eval_{cfg.DATASET.NAME}.yaml" if eval_only else "config.yaml")).write_text(cfg.dump())
     trainer = build_trainer(cfg)
     results = []
     if eval_only:

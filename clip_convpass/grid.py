@@ -39,6 +39,7 @@ class Method:
 # The Table 2 grid (ViT-B/16, 16 shots), in the paper's row order.
 TABLE2_METHODS = [
     Method("ZeroShotCLIP", "trainers/ZeroShotCLIP/vit_b16.yaml"),
+    Method("ConvpassCLIP", "trainers/ConvpassCLIP/vit_b16.yaml"),
 ]
 
 
@@ -70,7 +71,7 @@ def cell_done(out_dir: Path, domains: Sequence[str]) -> bool:
 
 def run_grid(methods: Sequence[Method], seeds: Sequence[int], data: str, output: str | Path,
              extra_opts: Sequence[str] = (), domains: Sequence[str] = DOMAINS, force: bool = False,
-             override_config: str | Path | None = None) -> List[Path]:
+             override_config: str | Path | None = None, method_opts: Optional[dict] = None) -> List[Path]:
     from .engine import run
 
     output = Path(output)
@@ -78,7 +79,8 @@ def run_grid(methods: Sequence[Method], seeds: Sequence[int], data: str, output:
     done_dirs = []
     t0 = time.time()
     for i, (method, seed) in enumerate(cells, 1):
-        cfg = build_cell_cfg(method, seed, data, output, extra_opts, override_config)
+        opts = [*extra_opts, *(method_opts or {}).get(method.name, [])]
+        cfg = build_cell_cfg(method, seed, data, output, opts, override_config)
         out_dir = Path(cfg.OUTPUT_DIR)
         prefix = f"[grid {i}/{len(cells)}] {method.name} seed {seed}"
         if cell_done(out_dir, domains) and not force:

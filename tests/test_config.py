@@ -58,3 +58,11 @@ def test_config_hash_ignores_paths_but_not_settings():
     b = setup_cfg(None, None, ["OUTPUT_DIR", "/b", "DATASET.ROOT", "/y"])
     c = setup_cfg(None, None, ["OPTIM.LR", "0.1"])
     assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_integer_for_float_key_is_accepted(tmp_path):
+    f = write(tmp_path / "c.yaml", "TRAINER:\n  CONVPASS:\n    SCALE: 10\n")
+    assert setup_cfg(None, f).TRAINER.CONVPASS.SCALE == 10.0
+    assert setup_cfg(None, None, ["TRAINER.CONVPASS.SCALE", "100"]).TRAINER.CONVPASS.SCALE == 100.0
+    with pytest.raises(ConfigError, match="TRAINER.CONVPASS.SCALE"):
+        setup_cfg(None, None, ["TRAINER.CONVPASS.SCALE", "big"])

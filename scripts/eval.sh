@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Evaluate a run trained by scripts/train.sh on target datasets (--eval-only --model-dir).
+#   DATA=/path/to/data OUTPUT=output scripts/eval.sh TRAINER CONFIG [SHOTS] [SEED] [--force] [--targets "imagenet_v2 ..."] [KEY VALUE ...]
+# Results: <run dir>/eval/<dataset name>/results.json; existing ones are skipped unless --force.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-$HERE/.venv/bin/python}"; [ -x "$PY" ] || PY=python3
+: "${DATA:?set DATA to the dataset root}"
+OUTPUT="${OUTPUT:-output}"
+TRAINER="${1:?trainer name}"; CONFIG="${2:?config name}"; SHOTS="${3:-16}"; SEED="${4:-1}"
+shift $(( $# < 4 ? $# : 4 ))
+FORCE=0; TARGETS="imagenet_v2 imagenet_sketch imagenet_a imagenet_r"; SOURCE="ImageNet"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --force) FORCE=1; shift ;;
+    --targets) TARGETS="$2"; shift 2 ;;
+    --source) SOURCE="$2"; shift 2 ;;
+    *) break ;;
+  esac
+done
+CFG="$HERE/configs/trainers/$TRAINER/$CONFIG.yaml"
+DIR="$OUTPUT/$SOURCE/$TRAINER/${CONFIG}_${SHOTS}shots/seed$SEED"
+[ -d "$DIR" ] || { echo "No trained run in $DIR (run scripts/train.sh first)" >&2; exit 2; }
+for T in $TARGETS; do
+  DCFG="$HERE/configs/datasets/$T.yaml"
+  NAME="$(sed -n 's/^ *NAME: *"\{0,1\}\([A-Za-z0-9]*\)"\{0,1\}.*/\1/p' "$DCFG" | head -1)"
+  if [ -f "$DIR/eval/$NAME/results.json" ] && [ "$FORCE" = 0 ]; then
+    echo "Results exist for $NAME in $DIR, skipping"; continue
+  fi
+  "$PY" "$HERE/train.py" --root "$DATA" --seed "$SEED" --trainer "$TRAINER" --dataset-config-file "$DCFG" \
+    --config-file "$CFG" --output-dir "$DIR" --eval-only --model-dir "$DIR" DATASET.NUM_SHOTS "$SHOTS" "$@"
+done

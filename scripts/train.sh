@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Train one method on one dataset (and evaluate on its test split).
+#   DATA=/path/to/data OUTPUT=output scripts/train.sh TRAINER CONFIG [DATASET] [SHOTS] [SEED] [--force] [KEY VALUE ...]
+# e.g. DATA=~/data scripts/train.sh ConvpassCLIP vit_b16 imagenet 16 1
+# Output: $OUTPUT/<dataset name>/<TRAINER>/<CONFIG>_<SHOTS>shots/seed<SEED>/ (rerunning resumes; a finished run is skipped)
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-$HERE/.venv/bin/python}"; [ -x "$PY" ] || PY=python3
+: "${DATA:?set DATA to the dataset root}"
+OUTPUT="${OUTPUT:-output}"
+TRAINER="${1:?trainer name, e.g. ConvpassCLIP}"; CONFIG="${2:?config name under configs/trainers/$1/}"
+DATASET="${3:-imagenet}"; SHOTS="${4:-16}"; SEED="${5:-1}"
+shift $(( $# < 5 ? $# : 5 ))
+FORCE=0; if [ "${1:-}" = "--force" ]; then FORCE=1; shift; fi
+CFG="$HERE/configs/trainers/$TRAINER/$CONFIG.yaml"; DCFG="$HERE/configs/datasets/$DATASET.yaml"
+[ -f "$CFG" ] || { echo "No method config $CFG" >&2; exit 2; }
+[ -f "$DCFG" ] || { echo "No dataset config $DCFG" >&2; exit 2; }
+NAME="$(sed -n 's/^ *NAME: *"\{0,1\}\([A-Za-z0-9]*\)"\{0,1\}.*/\1/p' "$DCFG" | head -1)"
+DIR="$OUTPUT/$NAME/$TRAINER/${CONFIG}_${SHOTS}shots/seed$SEED"
+if [ -f "$DIR/eval/$NAME/results.json" ] && [ "$FORCE" = 0 ]; then
+  echo "Results exist in $DIR, skipping (use --force to rerun)"; exit 0
+fi
+if [ "$FORCE" = 1 ]; then rm -rf "$DIR"; fi
+exec "$PY" "$HERE/train.py" --root "$DATA" --seed "$SEED" --trainer "$TRAINER" \
+  --dataset-config-file "$DCFG" --config-file "$CFG" --output-dir "$DIR" DATASET.NUM_SHOTS "$SHOTS" "$@"

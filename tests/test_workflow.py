@@ -1,0 +1,69 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from clip_convpass.sweep import run_sweep
+from conftest import REPO, TINY
+
+CONVPASS_CFG = REPO / "configs" / "trainers" / "ConvpassCLIP" / "vit_b16.yaml"
+
+
+def tiny_opts(synth, tmp_path):
+    return ["MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)",
+            "DATALOADER.NUM_WORKERS", "0", "DATASET.CLASS_LIST", synth["class_list"], "OPTIM.MAX_EPOCH", "1",
+            "DATASET.SPLIT_DIR", str(tmp_path / "splits"), "DEVICE", "cpu"]
+
+
+def test_sweep_selects_on_val_and_resumes(synth, tmp_path):
+    opts = ["DATASET.ROOT", synth["root"], *tiny_opts(synth, tmp_path), "DATASET.NUM_SHOTS", "2",
+            "DATASET.VAL_SHOTS", "2", "OPTIM.LR", "0.01"]
+    grid = {"TRAINER.CONVPASS.SCALE": ["0.01", "10"]}
+    out = tmp_path / "sweep"
+    summary = run_sweep(grid, out, str(REPO / "configs/datasets/imagenet.yaml"), str(CONVPASS_CFG), opts)
+    on_disk = json.loads((out / "sweep.json").read_text())
+    assert len(on_disk["points"]) == 2
+    assert on_disk["best"]["val_top1"] == max(p["val_top1"] for p in on_disk["points"])
+    for p in on_disk["points"]:
+        run_dir = p["run_dir"]
+        assert os.path.isfile(os.path.join(run_dir, "eval", "ImageNet_val", "results.json"))
+        assert not os.path.exists(os.path.join(run_dir, "eval", "ImageNet"))  # the test split is never touched
+        rec = json.loads(open(os.path.join(run_dir, "eval", "ImageNet_val", "results.json")).read())
+        assert rec["split"] == "val" and rec["n_images"] == 6 * 2
+    first = out / "SCALE=0.01" / "eval" / "ImageNet_val" / "results.json"
+    mtime = first.stat().st_mtime_ns
+    again = run_sweep(grid, out, str(REPO / "configs/datasets/imagenet.yaml"), str(CONVPASS_CFG), opts)
+    assert first.stat().st_mtime_ns == mtime and again["best"] == summary["best"]
+
+
+def sh(script, args, env_extra, cwd):
+    env = {**os.environ, **env_extra, "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(REPO / "scripts" / script), *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_train_and_eval_scripts_skip_and_force(synth, tmp_path):
+    env = {"DATA": synth["root"], "OUTPUT": str(tmp_path / "out")}
+    opts = tiny_opts(synth, tmp_path)
+    r = sh("train.sh", ["ConvpassCLIP", "vit_b16", "imagenet", "2", "0", *opts], env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run_dir = tmp_path / "out" / "ImageNet" / "ConvpassCLIP" / "vit_b16_2shots" / "seed0"
+    res = run_dir / "eval" / "ImageNet" / "results.json"
+    assert json.loads(res.read_text())["seed"] == 0  # seed 0 is honoured, not treated as "unset"
+    mtime = res.stat().st_mtime_ns
+    r = sh("train.sh", ["ConvpassCLIP", "vit_b16", "imagenet", "2", "0", *opts], env, tmp_path)
+    assert r.returncode == 0 and "skipping" in r.stdout and res.stat().st_mtime_ns == mtime
+    r = sh("eval.sh", ["ConvpassCLIP", "vit_b16", "2", "0", "--targets", "imagenet_a imagenet_v2", *opts], env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a = run_dir / "eval" / "ImageNetA" / "results.json"
+    assert json.loads(a.read_text())["n_classes"] == 4 and (run_dir / "eval" / "ImageNetV2" / "results.json").is_file()
+    a_mtime = a.stat().st_mtime_ns
+    r = sh("eval.sh", ["ConvpassCLIP", "vit_b16", "2", "0", "--targets", "imagenet_a", *opts], env, tmp_path)
+    assert "skipping" in r.stdout and a.stat().st_mtime_ns == a_mtime
+    r = sh("eval.sh", ["ConvpassCLIP", "vit_b16", "2", "0", "--force", "--targets", "imagenet_a", *opts], env, tmp_path)
+    assert r.returncode == 0 and a.stat().st_mtime_ns != a_mtime
+    r = sh("train.sh", ["ConvpassCLIP", "no_such_config"], env, tmp_path)
+    assert r.returncode == 2 and "No method config" in r.stderr
