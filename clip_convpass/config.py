@@ -121,6 +121,44 @@ _C.TRAINER.CONVPASS.TEMPLATES = "single"  # head init text: single | ensemble7 |
 _C.TRAINER.CONVPASS.HEAD_INIT = "text"  # text | random | zero
 _C.TRAINER.CONVPASS.HEAD_TRAINABLE = True
 
+# CoOp (trainers/coop.py)
+_C.TRAINER.COOP = CN()
+_C.TRAINER.COOP.N_CTX = 16
+_C.TRAINER.COOP.CTX_INIT = ""  # e.g. "a photo of a" (then N_CTX = its token count)
+_C.TRAINER.COOP.CSC = False  # class-specific contexts
+_C.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end | middle | front
+_C.TRAINER.COOP.INIT_STD = 0.02
+
+# CoCoOp (trainers/cocoop.py)
+_C.TRAINER.COCOOP = CN()
+_C.TRAINER.COCOOP.N_CTX = 4
+_C.TRAINER.COCOOP.CTX_INIT = "a photo of a"
+_C.TRAINER.COCOOP.INIT_STD = 0.02
+# Evaluation runs the text encoder on (images x classes) prompts; at most this many per call.
+_C.TRAINER.COCOOP.PROMPTS_PER_CHUNK = 1000
+
+# Tip-Adapter and Tip-Adapter-F (trainers/tip_adapter.py)
+_C.TRAINER.TIP = CN()
+_C.TRAINER.TIP.TEMPLATES = "ensemble7"
+_C.TRAINER.TIP.AUGMENT_EPOCH = 10
+_C.TRAINER.TIP.CROP_SCALE = (0.5, 1.0)
+_C.TRAINER.TIP.INIT_ALPHA = 1.0
+_C.TRAINER.TIP.INIT_BETA = 1.0
+# alpha, beta are searched on the VAL_SHOTS split (never on test data) over these ranges.
+_C.TRAINER.TIP.SEARCH = True
+_C.TRAINER.TIP.ALPHA_RANGE = (0.1, 3.0)
+_C.TRAINER.TIP.BETA_RANGE = (0.1, 7.0)
+_C.TRAINER.TIP.ALPHA_STEPS = 20
+_C.TRAINER.TIP.BETA_STEPS = 200
+
+# Linear-probe CLIP (trainers/linear_probe.py)
+_C.TRAINER.LINEAR_PROBE = CN()
+# Inverse L2 strength C (scikit-learn's convention): coarse grid, then a finer grid around the best.
+_C.TRAINER.LINEAR_PROBE.C_GRID = (1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4, 1e6)
+_C.TRAINER.LINEAR_PROBE.REFINE_POINTS = 9  # log-spaced points between the best C's neighbours
+_C.TRAINER.LINEAR_PROBE.MAX_ITER = 1000
+_C.TRAINER.LINEAR_PROBE.NORMALIZE = True  # L2-normalise features (as every other method's head does)
+
 VALID_PREC = ("fp32", "amp", "bf16")
 VALID_OPTIM = ("sgd", "adam", "adamw")
 VALID_SCHED = ("cosine", "step", "constant")

@@ -21,6 +21,9 @@ from .utils import format_seconds, setup_logger
 BANNER = "#" * 100
 # Demo-scale settings per method (the paper's LR and epochs are for real CLIP on ImageNet).
 DEMO_METHOD_OPTS = {
+    "CoOp": ["OPTIM.MAX_EPOCH", "10", "OPTIM.LR", "0.02", "DATALOADER.TRAIN_X.BATCH_SIZE", "16"],
+    "CoCoOp": ["OPTIM.MAX_EPOCH", "2", "OPTIM.LR", "0.02"],
+    "TipAdapterF": ["OPTIM.MAX_EPOCH", "10", "DATALOADER.TRAIN_X.BATCH_SIZE", "16", "TRAINER.TIP.AUGMENT_EPOCH", "2"],
     "ConvpassCLIP": ["OPTIM.LR", "3e-3", "OPTIM.MAX_EPOCH", "10", "DATALOADER.TRAIN_X.BATCH_SIZE", "16"],
 }
 

@@ -39,6 +39,10 @@ class Method:
 # The Table 2 grid (ViT-B/16, 16 shots), in the paper's row order.
 TABLE2_METHODS = [
     Method("ZeroShotCLIP", "trainers/ZeroShotCLIP/vit_b16.yaml"),
+    Method("LinearProbeCLIP", "trainers/LinearProbeCLIP/vit_b16.yaml"),
+    Method("CoOp", "trainers/CoOp/vit_b16_ep50.yaml"),
+    Method("CoCoOp", "trainers/CoCoOp/vit_b16_c4_ep10_batch1.yaml"),
+    Method("TipAdapterF", "trainers/TipAdapterF/vit_b16.yaml"),
     Method("ConvpassCLIP", "trainers/ConvpassCLIP/vit_b16.yaml"),
 ]
 

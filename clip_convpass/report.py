@@ -139,7 +139,7 @@ def render(table: List[dict], fmt: str = "terminal", paper: bool = False) -> str
         w.writerow(headers)
         w.writerows(body)
         return buf.getvalue()
-    return tabulate(body, headers=headers, tablefmt="github" if fmt == "markdown" else "simple")
+    return tabulate(body, headers=headers, tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True)
 
 
 def plot(table: List[dict], path: str | Path, title: str = "Top-1 accuracy per domain") -> None:

@@ -98,6 +98,12 @@ class TrainerBase:
     def set_model_mode(self, train: bool) -> None:
         self.model.train(train)
 
+    def fit(self) -> bool:
+        """Training-free methods compute their state from the training data here (cache, probe).
+
+        Return True if there is state to checkpoint."""
+        return False
+
     def extra_state(self) -> Dict[str, torch.Tensor]:
         return {}
 
@@ -214,6 +220,24 @@ class TrainerBase:
             persistent_workers=False,
         )
 
+    @torch.no_grad()
+    def extract_features(self, encode, items, transform=None, desc: str = "features"):
+        """(features [N, D] as returned by encode, labels [N]) in item order (no shuffling)."""
+        # a private generator: creating the iterator then draws nothing from the global RNG, which
+        # random transforms (cache passes) consume in item order from a state the caller seeded
+        loader = self.build_loader(items, is_train=False, transform=transform, generator=torch.Generator())
+        progress = Progress(len(loader), desc, max(1, len(loader) // 10))
+        feats, labels = [], []
+        for batch in loader:
+            if batch["skipped"]:
+                raise RuntimeError(f"{desc}: unreadable images {[p for p, _ in batch['skipped']]}; cannot skip "
+                                   f"images when building per-sample state")
+            with self.autocast():
+                feats.append(encode(batch["img"].to(self.device)).float())
+            labels.append(batch["label"].to(self.device))
+            progress.step()
+        return torch.cat(feats), torch.cat(labels)
+
     # ---- training ---------------------------------------------------------------------------
     def resume_if_possible(self) -> None:
         path = latest_checkpoint(self.output_dir)
@@ -224,7 +248,14 @@ class TrainerBase:
 
     def train(self) -> None:
         if not self.is_trainable:
-            logger.info(f"{self.NAME}: nothing to train")
+            path = latest_checkpoint(self.output_dir)
+            if path is not None:
+                self.load_model(path)
+                logger.info(f"{self.NAME}: fitted state loaded from {path}")
+            elif self.fit():
+                self.save(0)
+            else:
+                logger.info(f"{self.NAME}: nothing to train")
             self.after_train()
             return
         self.resume_if_possible()

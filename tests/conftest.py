@@ -49,3 +49,16 @@ def cfg_factory(synth, tmp_path):
         return make_cfg(synth, output_dir or tmp_path / "out", dataset, config_file, opts, freeze)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """A fixed random tiny CLIP as a local checkpoint: trainers built from it share the backbone exactly."""
+    import torch
+
+    from clip_convpass.clip_loader import load_clip
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    torch.save(load_clip("tiny-ViT-Q", "none").model.state_dict(), path)
+    return str(path)

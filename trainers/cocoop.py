@@ -1,0 +1,67 @@
+"""CoCoOp (Zhou et al., 2022): CoOp plus a meta-net that shifts the context per image."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clip_convpass.clip_loader import load_clip_from_cfg
+from clip_convpass.prompt_learner import PromptLearner
+from clip_convpass.registry import TRAINER_REGISTRY
+from clip_convpass.text_encoder import TextEncoder
+from clip_convpass.trainer import TrainerBase
+
+
+class MetaNet(nn.Sequential):
+    def __init__(self, vis_dim: int, ctx_dim: int):
+        super().__init__()
+        self.add_module("linear1", nn.Linear(vis_dim, vis_dim // 16))
+        self.add_module("relu", nn.ReLU(inplace=True))
+        self.add_module("linear2", nn.Linear(vis_dim // 16, ctx_dim))
+
+
+class CoCoOpModel(nn.Module):
+    def __init__(self, clip_model: nn.Module, learner: PromptLearner, text: TextEncoder, prompts_per_chunk: int):
+        super().__init__()
+        self.visual = clip_model.visual
+        self.text_encoder = text
+        self.prompt_learner = learner
+        self.meta_net = MetaNet(clip_model.visual.output_dim, text.width)
+        self.prompts_per_chunk = max(1, prompts_per_chunk)
+        self.register_buffer("logit_scale", clip_model.logit_scale.detach().exp().clone(), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        img = F.normalize(self.visual(images), dim=-1)  # [B, D]
+        shifts = self.meta_net(img)  # [B, W]
+        pl = self.prompt_learner
+        n_cls = pl.n_cls
+        rows = []
+        # one image's prompts at a time, classes in chunks: memory is bounded by prompts_per_chunk
+        for i in range(img.shape[0]):
+            ctx = pl.ctx + shifts[i]  # broadcast over context tokens (and classes if CSC)
+            parts = []
+            for start in range(0, n_cls, self.prompts_per_chunk):
+                idx = torch.arange(start, min(start + self.prompts_per_chunk, n_cls), device=img.device)
+                text = self.text_encoder.forward_embeddings(pl.assemble(ctx, idx), pl.eot(idx))
+                parts.append(F.normalize(text, dim=-1) @ img[i])
+            rows.append(torch.cat(parts))
+        return self.logit_scale * torch.stack(rows)
+
+
+@TRAINER_REGISTRY.register("CoCoOp")
+class CoCoOp(TrainerBase):
+    NAME = "CoCoOp"
+
+    def build_model(self):
+        c = self.cfg.TRAINER.COCOOP
+        bundle = load_clip_from_cfg(self.cfg, self.device)
+        text = TextEncoder(bundle.model)
+        learner = PromptLearner(text, bundle.tokenizer, self.classnames, c.N_CTX, c.CTX_INIT, False, "end", c.INIT_STD)
+        self.model = CoCoOpModel(bundle.model, learner, text, c.PROMPTS_PER_CHUNK)
+        self.model.requires_grad_(False)
+        learner.ctx.requires_grad_(True)
+        self.model.meta_net.requires_grad_(True)
+
+    def set_model_mode(self, train: bool):
+        self.model.eval()
+
+    def model_inference(self, images):
+        return self.model(images)

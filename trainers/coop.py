@@ -1,0 +1,73 @@
+"""CoOp (Zhou et al., 2022): learnable context vectors in the text prompt; both encoders frozen."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clip_convpass.clip_loader import load_clip_from_cfg
+from clip_convpass.config import ConfigError, register_validator
+from clip_convpass.prompt_learner import CLASS_POSITIONS, PromptLearner
+from clip_convpass.registry import TRAINER_REGISTRY
+from clip_convpass.text_encoder import TextEncoder
+from clip_convpass.trainer import TrainerBase
+
+
+@register_validator
+def _check_coop_cfg(cfg):
+    c = cfg.TRAINER.COOP
+    if c.CLASS_TOKEN_POSITION not in CLASS_POSITIONS:
+        raise ConfigError(f"TRAINER.COOP.CLASS_TOKEN_POSITION must be one of {CLASS_POSITIONS}, got {c.CLASS_TOKEN_POSITION!r}")
+    if not c.CTX_INIT and c.N_CTX < 1:
+        raise ConfigError("TRAINER.COOP.N_CTX must be >= 1 when CTX_INIT is empty")
+
+
+class PromptedCLIP(nn.Module):
+    """Frozen CLIP towers + a prompt learner; logits = logit_scale * norm(img) @ norm(text(prompts)).T"""
+
+    def __init__(self, clip_model: nn.Module, prompt_learner: PromptLearner, text_encoder: TextEncoder):
+        super().__init__()
+        self.visual = clip_model.visual
+        self.text_encoder = text_encoder
+        self.prompt_learner = prompt_learner
+        self.register_buffer("logit_scale", clip_model.logit_scale.detach().exp().clone(), persistent=False)
+
+    def encode_image(self, images):
+        return F.normalize(self.visual(images), dim=-1)
+
+    def text_features(self):
+        pl = self.prompt_learner
+        return F.normalize(self.text_encoder.forward_embeddings(pl(), pl.eot()), dim=-1)
+
+    def forward(self, images):
+        return self.logit_scale * self.encode_image(images) @ self.text_features().t()
+
+
+@TRAINER_REGISTRY.register("CoOp")
+class CoOp(TrainerBase):
+    NAME = "CoOp"
+
+    def build_model(self):
+        c = self.cfg.TRAINER.COOP
+        bundle = load_clip_from_cfg(self.cfg, self.device)
+        text = TextEncoder(bundle.model)
+        learner = PromptLearner(text, bundle.tokenizer, self.classnames, c.N_CTX, c.CTX_INIT, c.CSC,
+                                c.CLASS_TOKEN_POSITION, c.INIT_STD)
+        self.model = PromptedCLIP(bundle.model, learner, text)
+        self.model.requires_grad_(False)
+        learner.ctx.requires_grad_(True)
+
+    def set_model_mode(self, train: bool):
+        self.model.eval()  # nothing in CoOp has train-time behaviour besides the prompts
+
+    def model_inference(self, images):
+        if not torch.is_grad_enabled():
+            # at evaluation the prompts do not change: encode the classes once per call of test()
+            return self.model.logit_scale * self.model.encode_image(images) @ self._eval_text_features().t()
+        return self.model(images)
+
+    def _eval_text_features(self):
+        ctx = self.model.prompt_learner.ctx
+        key = (id(ctx), ctx._version)  # bumped by every in-place update (optimizer step, checkpoint load)
+        if getattr(self, "_text_cache_key", None) != key:
+            self._text_cache = self.model.text_features()
+            self._text_cache_key = key
+        return self._text_cache

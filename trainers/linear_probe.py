@@ -1,0 +1,134 @@
+"""Linear-probe CLIP: L2-regularised multinomial logistic regression on frozen image features.
+
+Objective (scikit-learn's LogisticRegression with C, bias not penalised):
+    C * sum_i CE(W x_i + b, y_i) + 0.5 * ||W||^2
+solved with L-BFGS in torch (GPU-capable). C is chosen on the VAL_SHOTS split: a coarse grid, then
+a finer log-spaced grid between the best point's neighbours; the final probe is fit on the train
+shots with the chosen C. Features use the test transform, as in CLIP's and CoOp's linear probes.
+"""
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clip_convpass.clip_loader import load_clip_from_cfg
+from clip_convpass.config import ConfigError, register_validator
+from clip_convpass.data import build_transform
+from clip_convpass.registry import TRAINER_REGISTRY
+from clip_convpass.trainer import TrainerBase
+
+logger = logging.getLogger("clip_convpass")
+
+
+@register_validator
+def _check_lp_cfg(cfg):
+    grid = cfg.TRAINER.LINEAR_PROBE.C_GRID
+    if not grid or any(c <= 0 for c in grid):
+        raise ConfigError(f"TRAINER.LINEAR_PROBE.C_GRID must list positive values, got {grid}")
+
+
+def logreg_objective(weight, bias, x, y, c):
+    return c * F.cross_entropy(x @ weight.t() + bias, y, reduction="sum") + 0.5 * weight.pow(2).sum()
+
+
+def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float, max_iter: int = 1000,
+               init: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimise logreg_objective with L-BFGS; returns (weight [K, D], bias [K])."""
+    x = x.double()
+    w = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, device=x.device)
+    b = torch.zeros(num_classes, dtype=torch.float64, device=x.device)
+    if init is not None:
+        w.copy_(init[0])
+        b.copy_(init[1])
+    w.requires_grad_(True)
+    b.requires_grad_(True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
+                            history_size=20, line_search_fn="strong_wolfe")
+    n = x.shape[0]
+
+    def closure():
+        opt.zero_grad()
+        loss = logreg_objective(w, b, x, y, c) / n  # scaled for conditioning; same minimiser
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return w.detach().float(), b.detach().float()
+
+
+class LinearProbeModel(nn.Module):
+    def __init__(self, visual: nn.Module, num_classes: int, normalize: bool):
+        super().__init__()
+        self.visual = visual
+        self.normalize = normalize
+        self.register_buffer("weight", torch.zeros(num_classes, visual.output_dim))
+        self.register_buffer("bias", torch.zeros(num_classes))
+
+    def encode(self, images):
+        f = self.visual(images)
+        return F.normalize(f, dim=-1) if self.normalize else f
+
+    def forward(self, images):
+        return self.encode(images) @ self.weight.t() + self.bias
+
+
+@TRAINER_REGISTRY.register("LinearProbeCLIP")
+class LinearProbeCLIP(TrainerBase):
+    NAME = "LinearProbeCLIP"
+
+    def build_model(self):
+        bundle = load_clip_from_cfg(self.cfg, self.device)
+        self.model = LinearProbeModel(bundle.model.visual, len(self.classnames),
+                                      self.cfg.TRAINER.LINEAR_PROBE.NORMALIZE).eval()
+        del bundle
+        self.model.requires_grad_(False)
+        self.chosen_c = None
+
+    def set_model_mode(self, train: bool):
+        self.model.eval()
+
+    def model_inference(self, images):
+        return self.model(images)
+
+    def extra_state(self):
+        return {"weight": self.model.weight, "bias": self.model.bias}
+
+    def load_extra_state(self, state):
+        with torch.no_grad():
+            self.model.weight.copy_(state["weight"])
+            self.model.bias.copy_(state["bias"])
+
+    def fit(self) -> bool:
+        lp = self.cfg.TRAINER.LINEAR_PROBE
+        test_tf = build_transform(self.cfg, False)
+        x, y = self.extract_features(self.model.encode, self.dataset.train_x, test_tf, "train features")
+        n_cls = len(self.classnames)
+        if self.dataset.val:
+            xv, yv = self.extract_features(self.model.encode, self.dataset.val, test_tf, "val features")
+            scores = {}
+
+            def score(c):
+                if c not in scores:
+                    w, b = fit_logreg(x, y, n_cls, c, lp.MAX_ITER)
+                    scores[c] = ((xv @ w.t() + b).argmax(1) == yv).float().mean().item()
+                    logger.info(f"linear probe C={c:.3g}: val accuracy {100 * scores[c]:.2f}")
+                return scores[c]
+
+            grid = sorted(lp.C_GRID)
+            best_i = max(range(len(grid)), key=lambda i: (score(grid[i]), -i))
+            lo = math.log10(grid[max(best_i - 1, 0)])
+            hi = math.log10(grid[min(best_i + 1, len(grid) - 1)])
+            for i in range(lp.REFINE_POINTS):
+                score(10 ** (lo + (hi - lo) * i / max(1, lp.REFINE_POINTS - 1)))
+            self.chosen_c = max(sorted(scores), key=lambda c: scores[c])
+        else:
+            self.chosen_c = 1.0
+            logger.warning("No VAL_SHOTS split: linear probe uses C=1.0 without selection")
+        w, b = fit_logreg(x, y, n_cls, self.chosen_c, lp.MAX_ITER)
+        self.load_extra_state({"weight": w, "bias": b})
+        train_acc = ((x @ w.t() + b).argmax(1) == y).float().mean().item()
+        logger.info(f"linear probe: C={self.chosen_c:.3g}, train accuracy {100 * train_acc:.2f}")
+        return True

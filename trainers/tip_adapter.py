@@ -1,0 +1,169 @@
+"""Tip-Adapter and Tip-Adapter-F (Zhang et al., 2022): a key-value cache of few-shot features.
+
+logits = logit_scale * f W_text^T + alpha * exp(-beta * (1 - f K^T)) V, with f the L2-normalised
+image feature, K the cache keys (one per training shot), V their one-hot labels. Tip-Adapter-F
+trains K. alpha and beta are searched on the VAL_SHOTS split, never on test data.
+"""
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clip_convpass.clip_loader import load_clip_from_cfg
+from clip_convpass.config import ConfigError, register_validator
+from clip_convpass.data import build_transform
+from clip_convpass.heads import zero_shot_weights
+from clip_convpass.registry import TRAINER_REGISTRY
+from clip_convpass.trainer import TrainerBase
+from clip_convpass.utils import Progress
+
+logger = logging.getLogger("clip_convpass")
+
+
+@register_validator
+def _check_tip_cfg(cfg):
+    c = cfg.TRAINER.TIP
+    if c.AUGMENT_EPOCH < 1:
+        raise ConfigError("TRAINER.TIP.AUGMENT_EPOCH must be >= 1")
+    for key in ("ALPHA_RANGE", "BETA_RANGE"):
+        lo, hi = c[key]
+        if not 0 <= lo < hi:
+            raise ConfigError(f"TRAINER.TIP.{key} must be (low, high) with 0 <= low < high, got {c[key]}")
+
+
+def tip_logits(feats, text_weights, keys, values, alpha, beta):
+    """text_weights already include the logit scale."""
+    clip_logits = feats @ text_weights.t()
+    affinity = feats @ keys.t()
+    cache_logits = torch.exp(-beta * (1 - affinity)) @ values
+    return clip_logits + alpha * cache_logits
+
+
+class TipAdapterModel(nn.Module):
+    def __init__(self, visual: nn.Module, text_weights: torch.Tensor, n_keys: int, trainable_keys: bool):
+        super().__init__()
+        self.visual = visual
+        dim = text_weights.shape[1]
+        self.register_buffer("text_weights", text_weights)
+        self.keys = nn.Parameter(torch.zeros(n_keys, dim), requires_grad=trainable_keys)
+        self.register_buffer("values", torch.zeros(n_keys, text_weights.shape[0]))
+        self.register_buffer("alpha", torch.tensor(1.0))
+        self.register_buffer("beta", torch.tensor(1.0))
+
+    def encode(self, images):
+        return F.normalize(self.visual(images), dim=-1)
+
+    def logits_from_features(self, feats, alpha=None, beta=None):
+        return tip_logits(feats, self.text_weights, self.keys, self.values,
+                          self.alpha if alpha is None else alpha, self.beta if beta is None else beta)
+
+    def forward(self, images):
+        return self.logits_from_features(self.encode(images))
+
+
+@TRAINER_REGISTRY.register("TipAdapter")
+class TipAdapter(TrainerBase):
+    NAME = "TipAdapter"
+    TRAIN_KEYS = False
+
+    def build_model(self):
+        c = self.cfg.TRAINER.TIP
+        bundle = load_clip_from_cfg(self.cfg, self.device)
+        text_weights = zero_shot_weights(bundle, self.classnames, c.TEMPLATES, self.device)
+        n_keys = self.cfg.DATASET.NUM_SHOTS * len(self.classnames)
+        self.model = TipAdapterModel(bundle.model.visual, text_weights, n_keys, self.TRAIN_KEYS)
+        del bundle
+        self.model.visual.requires_grad_(False)
+        with torch.no_grad():
+            self.model.alpha.fill_(c.INIT_ALPHA)
+            self.model.beta.fill_(c.INIT_BETA)
+
+    def set_model_mode(self, train: bool):
+        self.model.eval()
+
+    def extra_state(self):
+        m = self.model
+        state = {"values": m.values, "alpha": m.alpha, "beta": m.beta}
+        if not self.TRAIN_KEYS:
+            state["keys"] = m.keys
+        return state
+
+    def load_extra_state(self, state):
+        with torch.no_grad():
+            for name, tensor in state.items():
+                getattr(self.model, name).copy_(tensor)
+
+    def model_inference(self, images):
+        return self.model(images)
+
+    # ---- cache ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def build_cache(self):
+        c = self.cfg.TRAINER.TIP
+        items = self.dataset.train_x
+        k, n_cls = self.cfg.DATASET.NUM_SHOTS, len(self.classnames)
+        if len(items) != self.model.keys.shape[0]:
+            raise ValueError(f"{self.NAME} needs exactly NUM_SHOTS={k} images for each of the {n_cls} classes "
+                             f"({k * n_cls}); the split has {len(items)}")
+        transform = build_transform(self.cfg, True, ["random_resized_crop", "random_flip", "normalize"], c.CROP_SCALE)
+        total = None
+        for epoch in range(c.AUGMENT_EPOCH):
+            torch.manual_seed(self.cfg.SEED * 1000 + epoch)
+            # the same sample order in every pass: features are averaged per sample
+            feats, labels = self.extract_features(self.model.visual, items, transform,
+                                                  f"cache pass [{epoch + 1}/{c.AUGMENT_EPOCH}]")
+            total = feats if total is None else total + feats
+        self.model.keys.copy_(F.normalize(total / c.AUGMENT_EPOCH, dim=-1))
+        self.model.values.copy_(F.one_hot(labels, n_cls).float())
+        logger.info(f"{self.NAME}: cache of {len(items)} keys built from {c.AUGMENT_EPOCH} augmented passes")
+
+    @torch.no_grad()
+    def search_alpha_beta(self):
+        c = self.cfg.TRAINER.TIP
+        if not c.SEARCH:
+            return
+        if not self.dataset.val:
+            raise ValueError("Tip-Adapter searches alpha/beta on the VAL_SHOTS split; set DATASET.VAL_SHOTS > 0 "
+                             "or TRAINER.TIP.SEARCH False")
+        feats, labels = self.extract_features(self.model.encode, self.dataset.val, desc="val features")
+        alphas = torch.linspace(*c.ALPHA_RANGE, c.ALPHA_STEPS + 1)[1:].tolist()  # (low, high]
+        betas = torch.linspace(*c.BETA_RANGE, c.BETA_STEPS + 1)[1:].tolist()
+        best = (-1.0, self.model.alpha.item(), self.model.beta.item())
+        progress = Progress(len(betas), "alpha/beta search", max(1, len(betas) // 5))
+        for beta in betas:
+            for alpha in alphas:
+                acc = (self.model.logits_from_features(feats, alpha, beta).argmax(1) == labels).float().mean().item()
+                if acc > best[0]:
+                    best = (acc, alpha, beta)
+            progress.step()
+        acc, alpha, beta = best
+        self.model.alpha.fill_(alpha)
+        self.model.beta.fill_(beta)
+        logger.info(f"{self.NAME}: alpha {alpha:.3f} beta {beta:.3f} (val accuracy {100 * acc:.2f})")
+
+    def fit(self) -> bool:
+        self.build_cache()
+        self.search_alpha_beta()
+        return True
+
+
+@TRAINER_REGISTRY.register("TipAdapterF")
+class TipAdapterF(TipAdapter):
+    NAME = "TipAdapterF"
+    TRAIN_KEYS = True
+
+    def before_train(self):
+        if self.start_epoch == 0:
+            self.build_cache()
+
+    def after_train(self):
+        self.search_alpha_beta()
+        self.save(self.epochs_done)  # the searched alpha/beta travel with the trained keys
+
+    def build_loader(self, items, is_train, generator=None, transform=None):
+        if is_train and transform is None:
+            c = self.cfg.TRAINER.TIP
+            transform = build_transform(self.cfg, True, ["random_resized_crop", "random_flip", "normalize"],
+                                        c.CROP_SCALE)
+        return super().build_loader(items, is_train, generator, transform)
