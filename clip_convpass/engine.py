@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence
 from .config import config_hash
 from .data import build_dataset
 from .registry import TRAINER_REGISTRY
-from .utils import environment_info, setup_logger
+from .utils import environment_info, exclusive_lock, setup_logger
 
 logger = logging.getLogger("clip_convpass")
 
@@ -26,18 +26,26 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
     TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # unknown trainer: fail before any work
     out = Path(cfg.OUTPUT_DIR)
     out.mkdir(parents=True, exist_ok=True)
-    setup_logger(out)
-    logger.info("=" * 20 + f" {'evaluation' if eval_only else 'run'} " + "=" * 20)
-    logger.info(f"Environment: {environment_info()}")
-    logger.info(f"Config (hash {config_hash(cfg)}):\n{cfg.dump()}")
-    # an evaluation of a trained run must not overwrite the training run's config
-    (out / (f"config_eval_{cfg.DATASET.NAME}.yaml" if eval_only else "config.yaml")).write_text(cfg.dump())
+    # One process at a time may train into a directory (checkpoints, history); evaluations of
+    # different datasets only write their own eval/<dataset>/ and may run side by side.
+    lock = out / ".lock" if not eval_only else out / "eval" / cfg.DATASET.NAME / ".lock"
+    with exclusive_lock(lock, f"Output directory {out}"):
+        setup_logger(out)
+        logger.info("=" * 20 + f" {'evaluation' if eval_only else 'run'} " + "=" * 20)
+        logger.info(f"Environment: {environment_info()}")
+        logger.info(f"Config (hash {config_hash(cfg)}):\n{cfg.dump()}")
+        # an evaluation of a trained run must not overwrite the training run's config
+        (out / (f"config_eval_{cfg.DATASET.NAME}.yaml" if eval_only else "config.yaml")).write_text(cfg.dump())
+        return _run_locked(cfg, eval_only, model_dir, load_epoch, eval_datasets)
+
+
+def _run_locked(cfg, eval_only, model_dir, load_epoch, eval_datasets) -> List[dict]:
     trainer = build_trainer(cfg)
     results = []
     if eval_only:
         if model_dir:
             trainer.load_from_model_dir(model_dir, load_epoch)
-        elif trainer.trainable_named_parameters() and trainer.NAME != "ZeroShotCLIP":
+        elif trainer.trainable_named_parameters() or trainer.extra_state():
             logger.warning("--eval-only without --model-dir: evaluating the untrained model")
     else:
         trainer.train()

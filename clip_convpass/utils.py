@@ -129,6 +129,35 @@ class Progress:
         self.log.info(msg + (f" {extra}" if extra else ""))
 
 
+class LockedError(RuntimeError):
+    """Another process is using the same output directory or cache entry."""
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """An advisory fcntl lock, released by the OS even if the holder is killed (so a resume never waits)."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise LockedError(f"{what} is in use by another process (pid {holder}, lock {path}); "
+                              f"wait for it to finish or use another directory") from e
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @contextmanager
 def timer() -> Iterator[dict]:
     out = {}
