@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
 from torch import nn
 
-POSITIONS = ("both", "attn", "mlp")
+POSITIONS = ("both", "attn", "mlp", "none")  # none: no bypasses (head-only training)
 MODES = ("parallel", "sequential")
 CONV_INITS = ("identity", "xavier")
 
@@ -189,6 +189,8 @@ def inject_convpass(visual: nn.Module, spec: ConvpassSpec) -> List[Convpass]:
         bypasses.append(bp)
         return bp
 
+    if spec.positions == "none":
+        return bypasses
     for i, block in enumerate(transformer.resblocks):
         ba = make() if spec.positions in ("both", "attn") else None
         bm = make() if spec.positions in ("both", "mlp") else None

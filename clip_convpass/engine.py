@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from .checkpoint import latest_checkpoint
 from .config import config_hash
 from .data import build_dataset
 from .registry import TRAINER_REGISTRY
@@ -18,10 +19,12 @@ def build_trainer(cfg):
 
 
 def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[int] = None,
-        eval_datasets: Sequence[str] = ()) -> List[dict]:
+        eval_datasets: Sequence[str] = (), eval_step0: bool = False) -> List[dict]:
     """Train and/or evaluate; returns the result records written to OUTPUT_DIR/eval/<dataset>/results.json.
 
     eval_datasets: further datasets (registry names) to evaluate the same model on, in this process.
+    eval_step0: also evaluate the freshly built model before training (OUTPUT_DIR/eval_step0/), e.g. to
+    put zero-shot accuracy next to trained accuracy in the head-initialisation experiments.
     """
     TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # unknown trainer: fail before any work
     out = Path(cfg.OUTPUT_DIR)
@@ -36,12 +39,16 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
         logger.info(f"Config (hash {config_hash(cfg)}):\n{cfg.dump()}")
         # an evaluation of a trained run must not overwrite the training run's config
         (out / (f"config_eval_{cfg.DATASET.NAME}.yaml" if eval_only else "config.yaml")).write_text(cfg.dump())
-        return _run_locked(cfg, eval_only, model_dir, load_epoch, eval_datasets)
+        return _run_locked(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0)
 
 
-def _run_locked(cfg, eval_only, model_dir, load_epoch, eval_datasets) -> List[dict]:
+def _run_locked(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0) -> List[dict]:
     trainer = build_trainer(cfg)
     results = []
+    if eval_step0 and not eval_only and latest_checkpoint(cfg.OUTPUT_DIR) is None:
+        results.append(trainer.test(stage="step0"))
+        for name in eval_datasets:
+            results.append(trainer.test(build_dataset(cfg, name), stage="step0"))
     if eval_only:
         if model_dir:
             trainer.load_from_model_dir(model_dir, load_epoch)

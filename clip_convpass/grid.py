@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import shutil
 import logging
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class Method:
     name: str  # row label in tables (cfg.NAME)
     config: str  # method YAML, relative to configs/ or absolute
     opts: List[str] = field(default_factory=list)
+    tag: str = ""  # run-folder name; default: the config file's stem
 
     @property
     def config_path(self) -> Path:
@@ -48,7 +50,7 @@ TABLE2_METHODS = [
 
 
 def cell_dir(output: Path, cfg, method: Method) -> Path:
-    stem = method.config_path.stem
+    stem = method.tag or method.config_path.stem
     return output / cfg.DATASET.NAME / cfg.TRAINER.NAME / f"{stem}_{cfg.DATASET.NUM_SHOTS}shots" / f"seed{cfg.SEED}"
 
 
@@ -69,13 +71,15 @@ def build_cell_cfg(method: Method, seed: int, data: str, output: Path, extra_opt
     return cfg
 
 
-def cell_done(out_dir: Path, domains: Sequence[str]) -> bool:
-    return all((out_dir / "eval" / d / "results.json").is_file() for d in domains)
+def cell_done(out_dir: Path, domains: Sequence[str], eval_step0: bool = False) -> bool:
+    stages = ["eval", "eval_step0"] if eval_step0 else ["eval"]
+    return all((out_dir / s / d / "results.json").is_file() for d in domains for s in stages)
 
 
 def run_grid(methods: Sequence[Method], seeds: Sequence[int], data: str, output: str | Path,
              extra_opts: Sequence[str] = (), domains: Sequence[str] = DOMAINS, force: bool = False,
-             override_config: str | Path | None = None, method_opts: Optional[dict] = None) -> List[Path]:
+             override_config: str | Path | None = None, method_opts: Optional[dict] = None,
+             eval_step0: bool = False) -> List[Path]:
     from .engine import run
 
     output = Path(output)
@@ -87,14 +91,13 @@ def run_grid(methods: Sequence[Method], seeds: Sequence[int], data: str, output:
         cfg = build_cell_cfg(method, seed, data, output, opts, override_config)
         out_dir = Path(cfg.OUTPUT_DIR)
         prefix = f"[grid {i}/{len(cells)}] {method.name} seed {seed}"
-        if cell_done(out_dir, domains) and not force:
+        if cell_done(out_dir, domains, eval_step0) and not force:
             print(f"{prefix}: results exist in {out_dir}, skipping (use --force to rerun)")
         else:
-            if force:
-                for d in domains:
-                    (out_dir / "eval" / d / "results.json").unlink(missing_ok=True)
+            if force and out_dir.exists():
+                shutil.rmtree(out_dir)  # a forced rerun trains from scratch, as scripts/train.sh --force
             print(f"{prefix}: running in {out_dir}")
-            run(cfg, eval_datasets=[d for d in domains if d != cfg.DATASET.NAME])
+            run(cfg, eval_datasets=[d for d in domains if d != cfg.DATASET.NAME], eval_step0=eval_step0)
             gc.collect()
         done_dirs.append(out_dir)
         elapsed = time.time() - t0

@@ -18,7 +18,7 @@ from tabulate import tabulate
 
 DOMAINS = ["ImageNet", "ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR"]
 DOMAIN_LABELS = {"ImageNet": "ImageNet", "ImageNetV2": "-V2", "ImageNetSketch": "-Sketch", "ImageNetA": "-A",
-                 "ImageNetR": "-R"}
+                 "ImageNetR": "-R", "ImageNet@step0": "ImageNet step 0"}
 TARGETS = DOMAINS[1:]
 METHOD_ORDER = ["ZeroShotCLIP", "LinearProbeCLIP", "CoOp", "CoCoOp", "TipAdapterF", "ConvpassCLIP"]
 METHOD_LABELS = {"ZeroShotCLIP": "ZS CLIP", "LinearProbeCLIP": "LP CLIP", "CoOp": "CoOp", "CoCoOp": "CoCoOp",
@@ -56,12 +56,13 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
 
 
 def aggregate(records: List[dict], metric: str = "top1", split: str = "test") -> Dict[str, Dict[str, Cell]]:
-    """{row name: {domain: (mean, std, n_seeds) or None}}; a later record for the same seed replaces an earlier one."""
+    """{row name: {domain: (mean, std, n_seeds) or None}}; of two records for one seed, the newer counts."""
     by_seed: Dict[Tuple[str, str], Dict[int, float]] = defaultdict(dict)
-    for r in records:
+    for r in sorted(records, key=lambda r: r.get("timestamp", "")):
         if r.get("split", "test") != split:
             continue
-        by_seed[(r.get("name") or r["trainer"], r["dataset"])][r["seed"]] = r["metrics"][metric]
+        dataset = r["dataset"] if r.get("stage", "final") == "final" else f"{r['dataset']}@{r['stage']}"
+        by_seed[(r.get("name") or r["trainer"], dataset)][r["seed"]] = r["metrics"][metric]
     rows: Dict[str, Dict[str, Cell]] = defaultdict(dict)
     for (name, dataset), seeds in by_seed.items():
         m, s = mean_std(list(seeds.values()))
@@ -69,9 +70,9 @@ def aggregate(records: List[dict], metric: str = "top1", split: str = "test") ->
     return rows
 
 
-def order_rows(names: Iterable[str]) -> List[str]:
+def order_rows(names: Iterable[str], order: Optional[Sequence[str]] = None) -> List[str]:
     names = list(names)
-    known = [n for n in METHOD_ORDER if n in names]
+    known = [n for n in (order or METHOD_ORDER) if n in names]
     return known + sorted(n for n in names if n not in known)
 
 
@@ -82,10 +83,11 @@ def target_average(cells: Dict[str, Cell]) -> Cell:
     return sum(means) / len(means), 0.0, min(cells[d][2] for d in TARGETS)
 
 
-def build_table(rows: Dict[str, Dict[str, Cell]], paper: bool = False, domains: Sequence[str] = DOMAINS) -> List[dict]:
+def build_table(rows: Dict[str, Dict[str, Cell]], paper: bool = False, domains: Sequence[str] = DOMAINS,
+                order: Optional[Sequence[str]] = None) -> List[dict]:
     """One dict per row: method, per-domain cells, target average, paper values and deltas (if asked)."""
     out = []
-    for name in order_rows(rows):
+    for name in order_rows(rows, order):
         cells = {d: rows[name].get(d) for d in domains}
         row = {"method": name, "cells": cells}
         if list(domains) == DOMAINS:

@@ -317,7 +317,8 @@ class TrainerBase:
             return self.model_inference(images.to(self.device)).float()
 
     @torch.no_grad()
-    def test(self, dataset: Optional[DatasetBase] = None, split: Optional[str] = None) -> dict:
+    def test(self, dataset: Optional[DatasetBase] = None, split: Optional[str] = None, stage: str = "final") -> dict:
+        """Evaluate and write results.json. stage "step0" marks an evaluation before any training."""
         dataset = dataset or self.dataset
         split = split or self.cfg.TEST.SPLIT
         items = dataset.test if split == "test" else dataset.val
@@ -339,6 +340,7 @@ class TrainerBase:
         for path, err in skipped:
             logger.warning(f"Skipped unreadable image: {err}")
         result = self.result_record(dataset, split, metrics, time.time() - t0, skipped)
+        result["stage"] = stage
         self.write_result(result)
         return result
 
@@ -371,12 +373,12 @@ class TrainerBase:
             rec["per_class_acc"] = per_class
         return rec
 
-    def results_path(self, dataset_name: str, split: str) -> Path:
+    def results_path(self, dataset_name: str, split: str, stage: str = "final") -> Path:
         tag = dataset_name if split == "test" else f"{dataset_name}_{split}"
-        return self.output_dir / "eval" / tag / "results.json"
+        return self.output_dir / ("eval" if stage == "final" else f"eval_{stage}") / tag / "results.json"
 
     def write_result(self, rec: dict) -> None:
-        path = self.results_path(rec["dataset"], rec["split"])
+        path = self.results_path(rec["dataset"], rec["split"], rec.get("stage", "final"))
         atomic_write_json(path, rec)
         m = rec["metrics"]
         logger.info(

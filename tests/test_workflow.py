@@ -67,3 +67,43 @@ def test_train_and_eval_scripts_skip_and_force(synth, tmp_path):
     assert r.returncode == 0 and a.stat().st_mtime_ns != a_mtime
     r = sh("train.sh", ["ConvpassCLIP", "no_such_config"], env, tmp_path)
     assert r.returncode == 2 and "No method config" in r.stderr
+
+
+def test_grid_skips_finished_cells_and_resumes_a_partial_one(synth, tmp_path, capsys):
+    from clip_convpass.grid import Method, run_grid
+
+    methods = [Method("ZeroShotCLIP", "trainers/ZeroShotCLIP/vit_b16.yaml"),
+               Method("ConvpassCLIP", "trainers/ConvpassCLIP/vit_b16.yaml")]
+    opts = [*tiny_opts(synth, tmp_path), "DATASET.NUM_SHOTS", "2"]
+    domains = ["ImageNet", "ImageNetA"]
+    dirs = run_grid(methods, [1], synth["root"], tmp_path / "grid", opts, domains=domains)
+    files = sorted(p for d in dirs for p in d.rglob("results.json"))
+    assert len(files) == 4
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    capsys.readouterr()
+    run_grid(methods, [1], synth["root"], tmp_path / "grid", opts, domains=domains)
+    assert capsys.readouterr().out.count("skipping") == 2
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    victim = dirs[1] / "eval" / "ImageNetA" / "results.json"
+    victim.unlink()
+    run_grid(methods, [1], synth["root"], tmp_path / "grid", opts, domains=domains)
+    assert victim.is_file()
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if dirs[0] in p.parents)
+    assert "Resuming from" in (dirs[1] / "log.txt").read_text()  # the trained cell was not retrained
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path, capsys):
+    from clip_convpass import demo
+    from clip_convpass.report import DOMAINS, METHOD_ORDER
+
+    assert demo.main(["--output", str(tmp_path / "demo"), "--seeds", "1", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "SYNTHETIC" in out and "Head initialisation" in out
+    table = json.loads((tmp_path / "demo" / "table2.json").read_text())
+    assert [r["method"] for r in table] == METHOD_ORDER
+    for row in table:
+        for d in DOMAINS:
+            assert row["cells"][d] is not None and row["cells"][d][2] == 2, (row["method"], d)
+    assert "missing" not in (tmp_path / "demo" / "headinit.md").read_text()
+    assert (tmp_path / "demo" / "table2.png").stat().st_size > 1000
