@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", default="", help="load trained weights from this run directory")
     p.add_argument("--load-epoch", type=int, default=None, help="epoch checkpoint to load (default: latest)")
     p.add_argument("--eval-datasets", nargs="*", default=[], help="also evaluate on these datasets (registry names)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    p.add_argument("opts", nargs="*", help="KEY VALUE config overrides (flags may come before or after them)")
     return p
 
 
@@ -40,7 +40,7 @@ def cfg_from_args(args):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     from .engine import run
 
     cfg = cfg_from_args(args)

@@ -90,6 +90,10 @@ _C.TEST.PER_CLASS_RESULT = False
 # Evaluate on the training dataset's test split at the end of training.
 _C.TEST.AFTER_TRAIN = True
 _C.TEST.SPLIT = "test"  # test | val
+# Frozen-encoder methods read/write evaluation features here ("" = no cache). The grid and demo set it.
+_C.TEST.FEATURE_CACHE_DIR = ""
+# native: store features as computed (cached == uncached metrics, exactly); fp16: half the disk
+_C.TEST.FEATURE_CACHE_DTYPE = "native"
 
 _C.MODEL = CN()
 # Any open_clip model name (see open_clip.list_models()), e.g. ViT-B-16-quickgelu for OpenAI weights.
@@ -291,6 +295,8 @@ def validate_cfg(cfg: CN) -> None:
     _check(cfg.TRAIN.CHECKPOINT_FREQ >= 1, "TRAIN.CHECKPOINT_FREQ must be >= 1")
     _check(cfg.TRAIN.KEEP_CHECKPOINTS >= 1, "TRAIN.KEEP_CHECKPOINTS must be >= 1")
     _check(cfg.TEST.SPLIT in ("test", "val"), f"TEST.SPLIT must be test|val, got {cfg.TEST.SPLIT!r}")
+    _check(cfg.TEST.FEATURE_CACHE_DTYPE in ("native", "fp16"),
+           f"TEST.FEATURE_CACHE_DTYPE must be native|fp16, got {cfg.TEST.FEATURE_CACHE_DTYPE!r}")
     _check(len(cfg.INPUT.SIZE) == 2, f"INPUT.SIZE must be (height, width), got {cfg.INPUT.SIZE}")
     _check(cfg.INPUT.INTERPOLATION in ("bicubic", "bilinear", "nearest"),
            f"INPUT.INTERPOLATION must be bicubic|bilinear|nearest, got {cfg.INPUT.INTERPOLATION!r}")

@@ -9,7 +9,8 @@ from .checkpoint import latest_checkpoint
 from .config import config_hash
 from .data import build_dataset
 from .registry import TRAINER_REGISTRY
-from .utils import environment_info, exclusive_lock, setup_logger
+from . import distributed
+from .utils import environment_info, exclusive_lock, resolve_device, setup_logger
 
 logger = logging.getLogger("clip_convpass")
 
@@ -27,15 +28,19 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
     put zero-shot accuracy next to trained accuracy in the head-initialisation experiments.
     """
     TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # unknown trainer: fail before any work
+    distributed.init_from_env(resolve_device(cfg.DEVICE))
     out = Path(cfg.OUTPUT_DIR)
     out.mkdir(parents=True, exist_ok=True)
+    if not distributed.is_main():  # under torchrun, rank 0 holds the lock and writes logs and files
+        setup_logger(None, level=logging.WARNING)
+        return _run_locked(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0)
     # One process at a time may train into a directory (checkpoints, history); evaluations of
     # different datasets only write their own eval/<dataset>/ and may run side by side.
     lock = out / ".lock" if not eval_only else out / "eval" / cfg.DATASET.NAME / ".lock"
     with exclusive_lock(lock, f"Output directory {out}"):
         setup_logger(out)
         logger.info("=" * 20 + f" {'evaluation' if eval_only else 'run'} " + "=" * 20)
-        logger.info(f"Environment: {environment_info()}")
+        logger.info(f"Environment: {environment_info()}, processes: {distributed.world_size()}")
         logger.info(f"Config (hash {config_hash(cfg)}):\n{cfg.dump()}")
         # an evaluation of a trained run must not overwrite the training run's config
         (out / (f"config_eval_{cfg.DATASET.NAME}.yaml" if eval_only else "config.yaml")).write_text(cfg.dump())

@@ -28,6 +28,19 @@ class Evaluator:
         self._preds.append(logits.argmax(dim=1))
         self._labels.append(labels)
 
+    def state(self) -> dict:
+        return {"preds": torch.cat(self._preds) if self._preds else torch.zeros(0, dtype=torch.long),
+                "labels": torch.cat(self._labels) if self._labels else torch.zeros(0, dtype=torch.long),
+                "top5": self._top5}
+
+    def merge(self, states: Sequence[dict]) -> None:
+        """Replace this evaluator's samples with the union of several (e.g. one per process)."""
+        self.reset()
+        for st in states:
+            self._preds.append(st["preds"])
+            self._labels.append(st["labels"])
+            self._top5 += st["top5"]
+
     def evaluate(self) -> Dict:
         if not self._labels:
             raise ValueError("No samples were evaluated")

@@ -79,7 +79,9 @@ def cell_done(out_dir: Path, domains: Sequence[str], eval_step0: bool = False) -
 def run_grid(methods: Sequence[Method], seeds: Sequence[int], data: str, output: str | Path,
              extra_opts: Sequence[str] = (), domains: Sequence[str] = DOMAINS, force: bool = False,
              override_config: str | Path | None = None, method_opts: Optional[dict] = None,
-             eval_step0: bool = False) -> List[Path]:
+             eval_step0: bool = False, feature_cache: bool = True) -> List[Path]:
+    """Run every (method, seed) cell. With feature_cache, frozen-encoder methods share test-set features
+    through <output>/feature_cache: each test set is encoded once for all of them and all seeds."""
     from .engine import run
 
     output = Path(output)
@@ -88,6 +90,8 @@ def run_grid(methods: Sequence[Method], seeds: Sequence[int], data: str, output:
     t0 = time.time()
     for i, (method, seed) in enumerate(cells, 1):
         opts = [*extra_opts, *(method_opts or {}).get(method.name, [])]
+        if feature_cache:
+            opts = ["TEST.FEATURE_CACHE_DIR", str(output / "feature_cache"), *opts]
         cfg = build_cell_cfg(method, seed, data, output, opts, override_config)
         out_dir = Path(cfg.OUTPUT_DIR)
         prefix = f"[grid {i}/{len(cells)}] {method.name} seed {seed}"
@@ -114,15 +118,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
     p.add_argument("--force", action="store_true", help="rerun cells whose results exist")
     p.add_argument("--override-config", default="", help="YAML merged after each method's config")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every cell")
-    args = p.parse_args(argv)
+    p.add_argument("--no-feature-cache", action="store_true", help="re-encode test sets for every method and seed")
+    p.add_argument("opts", nargs="*", help="KEY VALUE overrides for every cell")
+    args = p.parse_intermixed_args(argv)
     methods = [m for m in TABLE2_METHODS if args.methods is None or m.name in args.methods]
     unknown = set(args.methods or []) - {m.name for m in TABLE2_METHODS}
     if unknown:
         p.error(f"unknown methods {sorted(unknown)}; choices: {[m.name for m in TABLE2_METHODS]}")
     setup_logger(None)
     run_grid(methods, args.seeds, args.data, args.output, args.opts, force=args.force,
-             override_config=args.override_config or None)
+             override_config=args.override_config or None, feature_cache=not args.no_feature_cache)
     from .report import aggregate, build_table, collect, render
 
     print(render(build_table(aggregate(collect([args.output])), paper=True), paper=True))

@@ -19,8 +19,9 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
+from . import distributed, feature_cache
 from .checkpoint import check_compatible, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import config_hash
 from .data import DatasetBase, ImageListDataset, build_dataset, build_transform, collate_skipping
@@ -38,10 +39,15 @@ class NonFiniteLossError(FloatingPointError):
 
 class TrainerBase:
     NAME = ""
+    # Methods whose image encoder never changes set this and implement encode_images and
+    # logits_from_features; their evaluation features can then come from the shared feature cache.
+    FROZEN_IMAGE_ENCODER = False
 
     def __init__(self, cfg):
         self.cfg = cfg
         self.device = resolve_device(cfg.DEVICE)
+        distributed.init_from_env(self.device)  # no-op unless launched by torchrun with WORLD_SIZE > 1
+        self.device = distributed.local_device(self.device)
         set_random_seed(cfg.SEED)
         self.output_dir = Path(cfg.OUTPUT_DIR)
         self.dataset: DatasetBase = build_dataset(cfg)
@@ -61,9 +67,16 @@ class TrainerBase:
         n_all = sum(p.numel() for p in self.model.parameters())
         logger.info(f"{self.NAME}: {n_train:,} trainable parameters of {n_all:,} in the model")
         self.optim = self.sched = None
+        self.ddp: Optional[nn.Module] = None
         if self.is_trainable:
             self.optim = build_optimizer(self.trainable_parameters(), cfg.OPTIM)
             self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+            if distributed.is_distributed():
+                # Only a model with trainable parameters is wrapped; DDP syncs just those gradients.
+                from torch.nn.parallel import DistributedDataParallel
+
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.ddp = DistributedDataParallel(self.model, device_ids=ids)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.PREC == "amp" and self.device.type == "cuda")
 
     # ---- hooks ------------------------------------------------------------------------------
@@ -72,16 +85,29 @@ class TrainerBase:
 
     def model_inference(self, images: torch.Tensor) -> torch.Tensor:
         """Logits over the class universe."""
+        if self.FROZEN_IMAGE_ENCODER:
+            return self.logits_from_features(self.encode_images(images))
+        raise NotImplementedError
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw (unnormalised) features of the frozen image encoder."""
+        raise NotImplementedError
+
+    def logits_from_features(self, feats: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward_backward(self, batch: dict) -> Dict[str, float]:
         images, labels = batch["img"].to(self.device), batch["label"].to(self.device)
         with self.autocast():
-            logits = self.model_inference(images)
+            logits = self.train_forward(images)
             loss = F.cross_entropy(logits.float(), labels)
         self.optimize(loss)
         acc = (logits.argmax(1) == labels).float().mean().item() * 100
         return {"loss": loss.item(), "acc": acc}
+
+    def train_forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Training logits; through DDP under torchrun (every model's forward() is its model_inference)."""
+        return self.ddp(images) if self.ddp is not None else self.model_inference(images)
 
     def before_train(self) -> None:
         pass
@@ -133,7 +159,10 @@ class TrainerBase:
             "shapes": {k: list(v.shape) for k, v in state.items()},
         }
 
-    def save(self, epoch: int) -> Path:
+    def save(self, epoch: int) -> Optional[Path]:
+        if not distributed.is_main():
+            distributed.barrier()  # rank 0 writes; the others wait so no one reads a half-written file
+            return None
         state = {
             "epoch": epoch,
             "meta": self.checkpoint_meta(),
@@ -147,6 +176,7 @@ class TrainerBase:
         }
         path = save_checkpoint(self.output_dir, epoch, state, keep=self.cfg.TRAIN.KEEP_CHECKPOINTS)
         logger.info(f"Saved checkpoint {path}")
+        distributed.barrier()
         return path
 
     def load_model(self, path: Path, with_optimizer: bool = False) -> int:
@@ -209,10 +239,21 @@ class TrainerBase:
     def build_loader(self, items, is_train: bool, generator: Optional[torch.Generator] = None, transform=None):
         cfg = self.cfg
         ds = ImageListDataset(items, transform or build_transform(cfg, is_train), cfg.DATASET.SKIP_BAD_IMAGES)
+        batch_size = cfg.DATALOADER.TRAIN_X.BATCH_SIZE if is_train else cfg.DATALOADER.TEST.BATCH_SIZE
+        sampler = None
+        if is_train and distributed.is_distributed():
+            # TRAIN_X.BATCH_SIZE is the global batch: each of the W processes takes 1/W of it.
+            w = distributed.world_size()
+            if batch_size % w:
+                raise ValueError(f"DATALOADER.TRAIN_X.BATCH_SIZE={batch_size} must be divisible by the {w} processes")
+            batch_size //= w
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()) if generator is not None else 0
+            sampler = DistributedSampler(ds, shuffle=True, seed=seed)
         return DataLoader(
             ds,
-            batch_size=cfg.DATALOADER.TRAIN_X.BATCH_SIZE if is_train else cfg.DATALOADER.TEST.BATCH_SIZE,
-            shuffle=is_train,
+            batch_size=batch_size,
+            shuffle=is_train and sampler is None,
+            sampler=sampler,
             num_workers=cfg.DATALOADER.NUM_WORKERS,
             collate_fn=collate_skipping,
             generator=generator,
@@ -302,6 +343,8 @@ class TrainerBase:
         return {k: v / max(n, 1) for k, v in totals.items()}
 
     def record_epoch(self, stats: Dict[str, float]) -> None:
+        if not distributed.is_main():
+            return
         path = self.output_dir / "train_history.json"
         history = json.loads(path.read_text()) if path.is_file() else []
         history = [h for h in history if h["epoch"] < self.epoch + 1]
@@ -317,31 +360,71 @@ class TrainerBase:
             return self.model_inference(images.to(self.device)).float()
 
     @torch.no_grad()
-    def test(self, dataset: Optional[DatasetBase] = None, split: Optional[str] = None, stage: str = "final") -> dict:
-        """Evaluate and write results.json. stage "step0" marks an evaluation before any training."""
-        dataset = dataset or self.dataset
-        split = split or self.cfg.TEST.SPLIT
-        items = dataset.test if split == "test" else dataset.val
-        self.set_model_mode(False)
-        evaluator = Evaluator(dataset.num_classes, dataset.classnames, self.cfg.TEST.PER_CLASS_RESULT)
-        columns = torch.tensor(dataset.label_columns, device=self.device)
-        loader = self.build_loader(items, is_train=False)
-        progress = Progress(len(loader), f"eval {dataset.NAME}/{split}", max(1, len(loader) // 10))
-        skipped: List[tuple] = []
-        t0 = time.time()
+    def encode_split(self, items, transform, desc: str):
+        """Frozen-encoder features of items, per test batch: (features, labels, skipped files)."""
+        loader = self.build_loader(items, is_train=False, transform=transform)
+        progress = Progress(len(loader), desc, max(1, len(loader) // 10))
+        feats, labels, skipped = [], [], []
+        feature_cache.STATS["passes"] += 1
         for batch in loader:
             skipped += batch["skipped"]
             if batch["img"] is not None:
-                # Restricting universe logits to the dataset's classes: the one mechanism for 200-class sets.
-                logits = self.predict(batch["img"]).index_select(1, columns)
-                evaluator.process(logits, batch["label"])
+                with self.autocast():
+                    feats.append(self.encode_images(batch["img"].to(self.device)))
+                labels.append(batch["label"])
+                feature_cache.STATS["images"] += len(batch["label"])
             progress.step()
+        return feats, labels, skipped
+
+    @torch.no_grad()
+    def test(self, dataset: Optional[DatasetBase] = None, split: Optional[str] = None, stage: str = "final") -> dict:
+        """Evaluate and write results.json. stage "step0" marks an evaluation before any training.
+
+        Under torchrun each process evaluates a contiguous shard (no padded duplicates) and the
+        predictions are gathered, so the metrics equal a single-process run's.
+        """
+        cfg = self.cfg
+        dataset = dataset or self.dataset
+        split = split or cfg.TEST.SPLIT
+        items = distributed.shard(dataset.test if split == "test" else dataset.val)
+        self.set_model_mode(False)
+        evaluator = Evaluator(dataset.num_classes, dataset.classnames, cfg.TEST.PER_CLASS_RESULT)
+        # Restricting universe logits to the dataset's classes: the one mechanism for 200-class sets.
+        columns = torch.tensor(dataset.label_columns, device=self.device)
+        desc = f"eval {dataset.NAME}/{split}"
+        t0 = time.time()
+        if self.FROZEN_IMAGE_ENCODER and cfg.TEST.FEATURE_CACHE_DIR:
+            transform = build_transform(cfg, False)
+            key, meta = feature_cache.cache_key(cfg, dataset.NAME, split, items, dataset.root, transform)
+            feats, labels, skipped = feature_cache.get_or_compute(
+                cfg.TEST.FEATURE_CACHE_DIR, key, meta, lambda: self.encode_split(items, transform, desc),
+                cfg.TEST.FEATURE_CACHE_DTYPE)
+            for f, lab in zip(feats, labels):
+                with self.autocast():
+                    logits = self.logits_from_features(f.to(self.device)).float()
+                evaluator.process(logits.index_select(1, columns), lab)
+        else:
+            loader = self.build_loader(items, is_train=False)
+            progress = Progress(len(loader), desc, max(1, len(loader) // 10))
+            skipped = []
+            feature_cache.STATS["passes"] += 1
+            for batch in loader:
+                skipped += batch["skipped"]
+                if batch["img"] is not None:
+                    evaluator.process(self.predict(batch["img"]).index_select(1, columns), batch["label"])
+                    feature_cache.STATS["images"] += len(batch["label"])
+                progress.step()
+        if distributed.is_distributed():
+            evaluator.merge(distributed.gather_objects(evaluator.state()))
+            skipped = [s for part in distributed.gather_objects(skipped) for s in part]
         metrics = evaluator.evaluate()
         for path, err in skipped:
             logger.warning(f"Skipped unreadable image: {err}")
         result = self.result_record(dataset, split, metrics, time.time() - t0, skipped)
         result["stage"] = stage
-        self.write_result(result)
+        if distributed.is_main():
+            self.write_result(result)
+        distributed.barrier()
         return result
 
     def result_record(self, dataset, split, metrics, elapsed, skipped) -> dict:

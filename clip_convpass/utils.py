@@ -70,9 +70,10 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
-def setup_logger(output_dir: Optional[str | os.PathLike], log_name: str = "log.txt") -> logging.Logger:
+def setup_logger(output_dir: Optional[str | os.PathLike], log_name: str = "log.txt",
+                 level: int = logging.INFO) -> logging.Logger:
     """Log to stdout and append to <output_dir>/<log_name>."""
-    logger.setLevel(logging.INFO)
+    logger.setLevel(level)
     logger.propagate = False
     for h in list(logger.handlers):
         logger.removeHandler(h)
@@ -134,7 +135,7 @@ class LockedError(RuntimeError):
 
 
 @contextmanager
-def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+def _flock(path: str | os.PathLike, blocking: bool, what: str) -> Iterator[None]:
     """An advisory fcntl lock, released by the OS even if the holder is killed (so a resume never waits)."""
     import fcntl
 
@@ -142,7 +143,7 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError as e:
             f.seek(0)
             holder = f.read().strip() or "unknown"
@@ -156,6 +157,16 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def exclusive_lock(path: str | os.PathLike, what: str):
+    """Fail at once if another process holds the lock."""
+    return _flock(path, False, what)
+
+
+def blocking_lock(path: str | os.PathLike):
+    """Wait for another process holding the lock (e.g. computing the same cache entry)."""
+    return _flock(path, True, str(path))
 
 
 @contextmanager

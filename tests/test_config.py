@@ -66,3 +66,10 @@ def test_integer_for_float_key_is_accepted(tmp_path):
     assert setup_cfg(None, None, ["TRAINER.CONVPASS.SCALE", "100"]).TRAINER.CONVPASS.SCALE == 100.0
     with pytest.raises(ConfigError, match="TRAINER.CONVPASS.SCALE"):
         setup_cfg(None, None, ["TRAINER.CONVPASS.SCALE", "big"])
+
+
+def test_cli_flags_may_follow_overrides():
+    from clip_convpass.cli import build_parser
+
+    args = build_parser().parse_intermixed_args(["OPTIM.LR", "-0.1", "INPUT.SIZE", "(32,32)", "--eval-only", "--seed", "0"])
+    assert args.opts == ["OPTIM.LR", "-0.1", "INPUT.SIZE", "(32,32)"] and args.eval_only and args.seed == 0

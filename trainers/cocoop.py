@@ -29,7 +29,10 @@ class CoCoOpModel(nn.Module):
         self.register_buffer("logit_scale", clip_model.logit_scale.detach().exp().clone(), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        img = F.normalize(self.visual(images), dim=-1)  # [B, D]
+        return self.logits_from_features(self.visual(images))
+
+    def logits_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        img = F.normalize(feats, dim=-1)  # [B, D]
         shifts = self.meta_net(img)  # [B, W]
         pl = self.prompt_learner
         n_cls = pl.n_cls
@@ -49,6 +52,7 @@ class CoCoOpModel(nn.Module):
 @TRAINER_REGISTRY.register("CoCoOp")
 class CoCoOp(TrainerBase):
     NAME = "CoCoOp"
+    FROZEN_IMAGE_ENCODER = True
 
     def build_model(self):
         c = self.cfg.TRAINER.COCOOP
@@ -63,5 +67,8 @@ class CoCoOp(TrainerBase):
     def set_model_mode(self, train: bool):
         self.model.eval()
 
-    def model_inference(self, images):
-        return self.model(images)
+    def encode_images(self, images):
+        return self.model.visual(images)
+
+    def logits_from_features(self, feats):
+        return self.model.logits_from_features(feats)

@@ -38,12 +38,13 @@ class PromptedCLIP(nn.Module):
         return F.normalize(self.text_encoder.forward_embeddings(pl(), pl.eot()), dim=-1)
 
     def forward(self, images):
-        return self.logit_scale * self.encode_image(images) @ self.text_features().t()
+        return self.logit_scale * self.encode_image(images) @ self.text_features().t()  # the training path
 
 
 @TRAINER_REGISTRY.register("CoOp")
 class CoOp(TrainerBase):
     NAME = "CoOp"
+    FROZEN_IMAGE_ENCODER = True
 
     def build_model(self):
         c = self.cfg.TRAINER.COOP
@@ -58,16 +59,19 @@ class CoOp(TrainerBase):
     def set_model_mode(self, train: bool):
         self.model.eval()  # nothing in CoOp has train-time behaviour besides the prompts
 
-    def model_inference(self, images):
-        if not torch.is_grad_enabled():
-            # at evaluation the prompts do not change: encode the classes once per call of test()
-            return self.model.logit_scale * self.model.encode_image(images) @ self._eval_text_features().t()
-        return self.model(images)
+    def encode_images(self, images):
+        return self.model.visual(images)
+
+    def logits_from_features(self, feats):
+        # at evaluation the prompts do not change: the class texts are encoded once, not per batch
+        text = self.model.text_features() if torch.is_grad_enabled() else self._eval_text_features()
+        return self.model.logit_scale * F.normalize(feats, dim=-1) @ text.t()
 
     def _eval_text_features(self):
         ctx = self.model.prompt_learner.ctx
-        key = (id(ctx), ctx._version)  # bumped by every in-place update (optimizer step, checkpoint load)
+        # _version is bumped by every in-place update (optimizer step, checkpoint load)
+        key = (id(ctx), ctx._version, torch.is_autocast_enabled(self.device.type))
         if getattr(self, "_text_cache_key", None) != key:
-            self._text_cache = self.model.text_features()
+            self._text_cache = self.model.text_features().float()
             self._text_cache_key = key
         return self._text_cache

@@ -71,13 +71,18 @@ class LinearProbeModel(nn.Module):
         f = self.visual(images)
         return F.normalize(f, dim=-1) if self.normalize else f
 
+    def classify(self, feats):
+        f = F.normalize(feats, dim=-1) if self.normalize else feats
+        return f @ self.weight.t() + self.bias
+
     def forward(self, images):
-        return self.encode(images) @ self.weight.t() + self.bias
+        return self.classify(self.visual(images))
 
 
 @TRAINER_REGISTRY.register("LinearProbeCLIP")
 class LinearProbeCLIP(TrainerBase):
     NAME = "LinearProbeCLIP"
+    FROZEN_IMAGE_ENCODER = True
 
     def build_model(self):
         bundle = load_clip_from_cfg(self.cfg, self.device)
@@ -90,8 +95,11 @@ class LinearProbeCLIP(TrainerBase):
     def set_model_mode(self, train: bool):
         self.model.eval()
 
-    def model_inference(self, images):
-        return self.model(images)
+    def encode_images(self, images):
+        return self.model.visual(images)
+
+    def logits_from_features(self, feats):
+        return self.model.classify(feats)
 
     def extra_state(self):
         return {"weight": self.model.weight, "bias": self.model.bias}

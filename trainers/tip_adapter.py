@@ -66,6 +66,7 @@ class TipAdapterModel(nn.Module):
 class TipAdapter(TrainerBase):
     NAME = "TipAdapter"
     TRAIN_KEYS = False
+    FROZEN_IMAGE_ENCODER = True
 
     def build_model(self):
         c = self.cfg.TRAINER.TIP
@@ -94,8 +95,11 @@ class TipAdapter(TrainerBase):
             for name, tensor in state.items():
                 getattr(self.model, name).copy_(tensor)
 
-    def model_inference(self, images):
-        return self.model(images)
+    def encode_images(self, images):
+        return self.model.visual(images)
+
+    def logits_from_features(self, feats):
+        return self.model.logits_from_features(F.normalize(feats, dim=-1))
 
     # ---- cache ------------------------------------------------------------------------------
     @torch.no_grad()

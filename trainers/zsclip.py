@@ -1,4 +1,6 @@
 """Zero-shot CLIP: the text classifier of prompted class names, nothing trained."""
+import torch.nn.functional as F
+
 from clip_convpass.clip_loader import load_clip_from_cfg
 from clip_convpass.heads import CLIPClassifier, build_head
 from clip_convpass.registry import TRAINER_REGISTRY
@@ -8,6 +10,7 @@ from clip_convpass.trainer import TrainerBase
 @TRAINER_REGISTRY.register("ZeroShotCLIP")
 class ZeroShotCLIP(TrainerBase):
     NAME = "ZeroShotCLIP"
+    FROZEN_IMAGE_ENCODER = True
 
     def build_model(self):
         bundle = load_clip_from_cfg(self.cfg, self.device)
@@ -16,5 +19,8 @@ class ZeroShotCLIP(TrainerBase):
         self.model.requires_grad_(False)
         del bundle  # the text tower is not needed after the head is built
 
-    def model_inference(self, images):
-        return self.model(images)
+    def encode_images(self, images):
+        return self.model.visual(images)
+
+    def logits_from_features(self, feats):
+        return self.model.head(F.normalize(feats, dim=-1))

@@ -1,0 +1,59 @@
+"""torchrun support: process group from the environment, contiguous shards without padding, gathers."""
+from __future__ import annotations
+
+import os
+from typing import Any, List, Sequence
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_from_env(device: torch.device) -> None:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); gloo on CPU, nccl on CUDA."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+def local_device(device: torch.device) -> torch.device:
+    if device.type == "cuda" and is_distributed():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def shard(items: Sequence) -> list:
+    """This rank's contiguous slice; slices cover every item exactly once (DistributedSampler would pad)."""
+    n, w, r = len(items), world_size(), rank()
+    return list(items[r * n // w:(r + 1) * n // w])
+
+
+def gather_objects(obj: Any) -> List[Any]:
+    """[obj of rank 0, obj of rank 1, ...] on every rank (just [obj] when not distributed)."""
+    if not is_distributed():
+        return [obj]
+    out: List[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
