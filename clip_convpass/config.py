@@ -102,6 +102,8 @@ _C.MODEL.BACKBONE = "ViT-B-16-quickgelu"
 _C.MODEL.PRETRAINED = "openai"
 # Where open_clip looks for / caches downloaded weights ("" = open_clip's default).
 _C.MODEL.CACHE_DIR = ""
+# Run the text encoder only up to the longest prompt's EOT (exact; False = always 77 positions).
+_C.MODEL.TEXT_TRUNCATE = True
 
 _C.TRAINER = CN()
 _C.TRAINER.NAME = "ZeroShotCLIP"
@@ -121,6 +123,8 @@ _C.TRAINER.CONVPASS.CONV_INIT = "identity"  # identity (centre tap) | xavier
 _C.TRAINER.CONVPASS.POSITIONS = "both"  # both | attn | mlp | none (no bypasses: head-only probe)
 _C.TRAINER.CONVPASS.MODE = "parallel"  # parallel | sequential
 _C.TRAINER.CONVPASS.SHARE = False  # Convpass_share
+# Same attention math on contiguous batch-first tensors (faster training on CPU and GPU; False = open_clip's MHA call).
+_C.TRAINER.CONVPASS.FAST_ATTENTION = True
 _C.TRAINER.CONVPASS.TEMPLATES = "single"  # head init text: single | ensemble7 | ensemble80
 _C.TRAINER.CONVPASS.HEAD_INIT = "text"  # text | random | zero
 _C.TRAINER.CONVPASS.HEAD_TRAINABLE = True

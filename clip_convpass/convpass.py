@@ -39,6 +39,7 @@ class ConvpassSpec:
     positions: str = "both"
     mode: str = "parallel"
     share: bool = False  # Convpass_share: one down/up pair for all bypasses, depthwise conv per bypass, no biases
+    fast_attention: bool = True  # batch-first fused attention in training (see ConvpassBlock._attn_branch)
 
     def __post_init__(self):
         if self.hidden < 1:
@@ -53,7 +54,8 @@ class ConvpassSpec:
     @classmethod
     def from_cfg(cls, node) -> "ConvpassSpec":
         return cls(hidden=node.HIDDEN, scale=node.SCALE, kernel_size=node.KERNEL_SIZE, dropout=node.DROPOUT,
-                   conv_init=node.CONV_INIT, positions=node.POSITIONS, mode=node.MODE, share=node.SHARE)
+                   conv_init=node.CONV_INIT, positions=node.POSITIONS, mode=node.MODE, share=node.SHARE,
+                   fast_attention=node.FAST_ATTENTION)
 
 
 class SharedProjections(nn.Module):
@@ -130,17 +132,41 @@ class ConvpassBlock(nn.Module):
     """Wraps an open_clip (Custom)ResidualAttentionBlock and adds bypasses beside its two branches."""
 
     def __init__(self, block: nn.Module, bypass_attn: Optional[Convpass], bypass_mlp: Optional[Convpass],
-                 scale: float, mode: str, batch_first: bool = True):
+                 scale: float, mode: str, batch_first: bool = True, fast_attention: bool = True):
         super().__init__()
         self.block = block
+        attn = getattr(block, "attn", None)
+        # The fused path needs a plain packed-projection self-attention without extras.
+        self.fast_attention = (
+            fast_attention and batch_first and isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim
+            and attn.in_proj_bias is not None and attn.bias_k is None and not attn.add_zero_attn
+            and attn.dropout == 0.0 and hasattr(block, "attention")
+        )
         self.bypass_attn = bypass_attn
         self.bypass_mlp = bypass_mlp
         self.scale = scale
         self.mode = mode
         self.batch_first = batch_first
 
+    def _fused_attention(self, y: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """nn.MultiheadAttention's math on contiguous batch-first tensors.
+
+        With gradients enabled, MultiheadAttention leaves its fused kernel and runs the QKV projection on
+        a transposed (sequence-first) view, which becomes a batched matmul against a broadcast copy of
+        the weight, forward and backward. Projecting the contiguous input instead is a single GEMM.
+        """
+        attn = self.block.attn
+        b, n, d = y.shape
+        h = attn.num_heads
+        qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        mask = attn_mask.to(y.dtype) if attn_mask is not None else None
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
+        return F.linear(out.transpose(1, 2).reshape(b, n, d), attn.out_proj.weight, attn.out_proj.bias)
+
     def _attn_branch(self, y: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
         b = self.block
+        if self.fast_attention:
+            return b.ls_1(self._fused_attention(y, attn_mask))
         if hasattr(b, "attention"):  # ResidualAttentionBlock
             return b.ls_1(b.attention(q_x=y, attn_mask=attn_mask))
         return b.ls_1(b.ln_attn(b.attn(y, attn_mask=attn_mask)))  # CustomResidualAttentionBlock
@@ -194,7 +220,8 @@ def inject_convpass(visual: nn.Module, spec: ConvpassSpec) -> List[Convpass]:
     for i, block in enumerate(transformer.resblocks):
         ba = make() if spec.positions in ("both", "attn") else None
         bm = make() if spec.positions in ("both", "mlp") else None
-        transformer.resblocks[i] = ConvpassBlock(block, ba, bm, spec.scale, spec.mode, transformer.batch_first)
+        transformer.resblocks[i] = ConvpassBlock(block, ba, bm, spec.scale, spec.mode, transformer.batch_first,
+                                                 spec.fast_attention)
     return bypasses
 
 

@@ -28,15 +28,15 @@ class CLIPClassifier(nn.Module):
 
 
 def zero_shot_weights(bundle: ClipBundle, classnames: Sequence[str], templates: Union[str, Sequence[str]],
-                      device: Union[str, torch.device] = "cpu") -> torch.Tensor:
+                      device: Union[str, torch.device] = "cpu", truncate: bool = True) -> torch.Tensor:
     """logit_scale.exp() * normalised text classifier, [C, D]."""
-    text = TextEncoder(bundle.model).to(device)
+    text = TextEncoder(bundle.model, truncate).to(device)
     weights = build_text_classifier(text, bundle.tokenizer, classnames, templates, device)
     return bundle.model.logit_scale.exp().item() * weights
 
 
 def build_head(bundle: ClipBundle, classnames: Sequence[str], templates, init: str = "text",
-               device: Union[str, torch.device] = "cpu", seed: int = 0) -> nn.Linear:
+               device: Union[str, torch.device] = "cpu", seed: int = 0, truncate: bool = True) -> nn.Linear:
     """Linear head over L2-normalised image features; bias zero.
 
     init: "text" = zero-shot classifier (logit_scale * normalised text embeddings);
@@ -50,7 +50,7 @@ def build_head(bundle: ClipBundle, classnames: Sequence[str], templates, init: s
     with torch.no_grad():
         head.bias.zero_()
         if init == "text":
-            head.weight.copy_(zero_shot_weights(bundle, classnames, templates, device).cpu())
+            head.weight.copy_(zero_shot_weights(bundle, classnames, templates, device, truncate).cpu())
         elif init == "random":
             g = torch.Generator().manual_seed(seed)
             head.weight.copy_(scale * F.normalize(torch.randn(len(classnames), dim, generator=g), dim=-1))

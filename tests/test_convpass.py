@@ -221,3 +221,29 @@ def test_learns_a_local_spatial_pattern(cfg_factory, tmp_path):
     after = trainer.test()["metrics"]["top1"]
     assert after >= 85.0, (before, after)
     assert after >= before + 20.0, (before, after)
+
+
+def test_fused_attention_matches_open_clip_attention_with_gradients(tiny):
+    torch.manual_seed(0)
+    models = []
+    for fast in (True, False):
+        visual = copy.deepcopy(tiny.model.visual)
+        visual.requires_grad_(False)
+        bps = inject_convpass(visual, ConvpassSpec(hidden=4, dropout=0.0, fast_attention=fast))
+        assert all(b.fast_attention == fast for b in visual.transformer.resblocks)
+        models.append((visual, bps))
+    with torch.no_grad():  # the same non-zero bypass weights in both
+        for (na, pa), (nb, pb) in zip(models[0][0].named_parameters(), models[1][0].named_parameters()):
+            assert na == nb
+            if is_bypass_parameter(na):
+                pa.normal_(std=0.1)
+                pb.copy_(pa)
+    images = torch.randn(3, 3, 32, 32)
+    outs, grads = [], []
+    for visual, bps in models:
+        out = visual(images)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for b in bps for p in b.parameters()]))
+    assert (outs[0] - outs[1]).abs().max() < 1e-5
+    assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-4)

@@ -57,7 +57,7 @@ class CoCoOp(TrainerBase):
     def build_model(self):
         c = self.cfg.TRAINER.COCOOP
         bundle = load_clip_from_cfg(self.cfg, self.device)
-        text = TextEncoder(bundle.model)
+        text = TextEncoder(bundle.model, self.cfg.MODEL.TEXT_TRUNCATE)
         learner = PromptLearner(text, bundle.tokenizer, self.classnames, c.N_CTX, c.CTX_INIT, False, "end", c.INIT_STD)
         self.model = CoCoOpModel(bundle.model, learner, text, c.PROMPTS_PER_CHUNK)
         self.model.requires_grad_(False)

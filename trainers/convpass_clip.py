@@ -30,7 +30,8 @@ class ConvpassCLIP(TrainerBase):
     def build_model(self):
         c = self.cfg.TRAINER.CONVPASS
         bundle = load_clip_from_cfg(self.cfg, self.device)
-        head = build_head(bundle, self.classnames, c.TEMPLATES, c.HEAD_INIT, self.device, seed=self.cfg.SEED)
+        head = build_head(bundle, self.classnames, c.TEMPLATES, c.HEAD_INIT, self.device, seed=self.cfg.SEED,
+                          truncate=self.cfg.MODEL.TEXT_TRUNCATE)
         visual = bundle.model.visual
         del bundle  # the text tower is released once the head exists
         visual.requires_grad_(False)

@@ -49,7 +49,7 @@ class CoOp(TrainerBase):
     def build_model(self):
         c = self.cfg.TRAINER.COOP
         bundle = load_clip_from_cfg(self.cfg, self.device)
-        text = TextEncoder(bundle.model)
+        text = TextEncoder(bundle.model, self.cfg.MODEL.TEXT_TRUNCATE)
         learner = PromptLearner(text, bundle.tokenizer, self.classnames, c.N_CTX, c.CTX_INIT, c.CSC,
                                 c.CLASS_TOKEN_POSITION, c.INIT_STD)
         self.model = PromptedCLIP(bundle.model, learner, text)

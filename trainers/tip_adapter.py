@@ -71,7 +71,7 @@ class TipAdapter(TrainerBase):
     def build_model(self):
         c = self.cfg.TRAINER.TIP
         bundle = load_clip_from_cfg(self.cfg, self.device)
-        text_weights = zero_shot_weights(bundle, self.classnames, c.TEMPLATES, self.device)
+        text_weights = zero_shot_weights(bundle, self.classnames, c.TEMPLATES, self.device, self.cfg.MODEL.TEXT_TRUNCATE)
         n_keys = self.cfg.DATASET.NUM_SHOTS * len(self.classnames)
         self.model = TipAdapterModel(bundle.model.visual, text_weights, n_keys, self.TRAIN_KEYS)
         del bundle

@@ -14,7 +14,8 @@ class ZeroShotCLIP(TrainerBase):
 
     def build_model(self):
         bundle = load_clip_from_cfg(self.cfg, self.device)
-        head = build_head(bundle, self.classnames, self.cfg.TRAINER.ZSCLIP.TEMPLATES, "text", self.device)
+        head = build_head(bundle, self.classnames, self.cfg.TRAINER.ZSCLIP.TEMPLATES, "text", self.device,
+                          truncate=self.cfg.MODEL.TEXT_TRUNCATE)
         self.model = CLIPClassifier(bundle.model.visual, head).eval()
         self.model.requires_grad_(False)
         del bundle  # the text tower is not needed after the head is built

@@ -1,0 +1,272 @@
+#!/usr/bin/env python
+"""Benchmark: training-step cost per trainer, exact text truncation, the feature cache, Convpass overhead.
+
+    .venv/bin/python benchmarks/bench.py [--classes 100] [--batch 4] [--output benchmarks/results/NAME.json]
+
+Real ViT-B/16 shapes with random weights (no download). Each training-step measurement runs in its
+own subprocess, so its peak memory (max RSS, or CUDA max allocated) belongs to that trainer alone.
+Prints a table and writes JSON with the machine and date inside. Sections:
+
+1. ms/step and images/s for one training step of CoOp, CoCoOp, Tip-Adapter-F and Convpass_CLIP,
+   with each optimisation on and off (text truncation; bf16 autocast), and peak memory.
+2. CoOp's text encoder (N_CTX 16, the 1000 ImageNet class names): sequences cut at the longest
+   prompt's EOT vs all 77 positions. The sequence length comes from all 1000 prompts; the time is
+   measured on a --text-chunk slice of them (time is linear in the number of prompts, the ratio is not
+   affected) and scaled to 1000.
+3. Image-encoder passes over test images for the whole Table 2 grid (6 methods x 3 seeds x 5 test
+   sets), counted, with the feature cache on and off (synthetic data, tiny model: counts do not
+   depend on the model).
+4. Convpass_CLIP training step / frozen image encoder's no-grad forward, same batch.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from clip_convpass.config import setup_cfg  # noqa: E402
+from clip_convpass.data.base import imagenet_wnids  # noqa: E402
+
+TRAINER_CFG = {
+    "CoOp": "configs/trainers/CoOp/vit_b16_ep50.yaml",
+    "CoCoOp": "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1.yaml",
+    "TipAdapterF": "configs/trainers/TipAdapterF/vit_b16.yaml",
+    "ConvpassCLIP": "configs/trainers/ConvpassCLIP/vit_b16.yaml",
+}
+
+
+def timed(fn, warmup: int = 1, repeats: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_root(n_classes: int) -> tuple[str, str]:
+    """A data root with the folders trainers check at build time, and a class list of n real wnids."""
+    root = Path(tempfile.mkdtemp(prefix="ccp_bench_"))
+    (root / "imagenet").mkdir()
+    wnids = imagenet_wnids()[:n_classes]
+    (root / "classes.txt").write_text("\n".join(wnids) + "\n")
+    return str(root), str(root / "classes.txt")
+
+
+def build_trainer(name: str, n_classes: int, opts=()):
+    from clip_convpass.registry import TRAINER_REGISTRY
+
+    root, class_list = bench_root(n_classes)
+    cfg = setup_cfg(REPO / "configs/datasets/imagenet.yaml", REPO / TRAINER_CFG[name],
+                    ["DATASET.ROOT", root, "DATASET.CLASS_LIST", class_list, "MODEL.PRETRAINED", "none",
+                     "OUTPUT_DIR", str(Path(root) / "out"), "DATASET.NUM_SHOTS", "16", *opts])
+    return TRAINER_REGISTRY.get(name)(cfg)
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def single_train_step(name: str, n_classes: int, batch: int, prec: str, truncate: bool, repeats: int) -> dict:
+    trainer = build_trainer(name, n_classes, ["PREC", prec, "MODEL.TEXT_TRUNCATE", str(truncate)])
+    if name == "TipAdapterF":  # a filled cache, as after build_cache()
+        with torch.no_grad():
+            keys = torch.nn.functional.normalize(torch.randn_like(trainer.model.keys), dim=-1)
+            trainer.model.keys.copy_(keys)
+            labels = torch.arange(len(keys)) % n_classes
+            trainer.model.values.copy_(torch.nn.functional.one_hot(labels, n_classes).float())
+    trainer.set_model_mode(True)
+    data = {"img": torch.randn(batch, 3, 224, 224), "label": torch.randint(0, n_classes, (batch,))}
+    sec = timed(lambda: trainer.forward_backward(data), warmup=1, repeats=repeats)
+    return {"trainer": name, "prec": prec, "text_truncate": truncate, "batch": batch, "classes": n_classes,
+            "ms_per_step": 1000 * sec, "images_per_s": batch / sec, "peak_memory_mb": peak_memory_mb()}
+
+
+def run_isolated(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_train_steps(n_classes: int, batch: int, repeats: int) -> list[dict]:
+    rows = []
+    for name in TRAINER_CFG:
+        b = 1 if name == "CoCoOp" else batch  # CoCoOp trains at batch 1
+        settings = [("fp32", True), ("bf16", True)]
+        if name in ("CoOp", "CoCoOp"):
+            settings.append(("fp32", False))
+        for prec, truncate in settings:
+            row = run_isolated(["--single", name, "--classes", str(n_classes), "--batch", str(b), "--prec", prec,
+                                "--truncate", str(int(truncate)), "--repeats", str(repeats)])
+            print(f"  {name:13s} prec={prec:5s} truncate={truncate!s:5s} {row['ms_per_step']:9.1f} ms/step "
+                  f"{row['images_per_s']:7.2f} img/s  peak {row['peak_memory_mb']:.0f} MB", flush=True)
+            rows.append(row)
+    return rows
+
+
+def bench_text_truncation(chunk: int, repeats: int) -> dict:
+    import open_clip
+
+    from clip_convpass.data.base import RESOURCES
+    from clip_convpass.prompt_learner import PromptLearner
+    from clip_convpass.prompts import read_classnames_file
+    from clip_convpass.text_encoder import TextEncoder
+
+    names = list(read_classnames_file(RESOURCES / "imagenet_classnames.txt").values())
+    model = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None).eval()
+    tok = open_clip.get_tokenizer("ViT-B-16-quickgelu")
+    out = {"classes": len(names), "chunk": chunk, "n_ctx": 16}
+    for truncate in (True, False):
+        text = TextEncoder(model, truncate)
+        learner = PromptLearner(text, tok, names, n_ctx=16)
+        idx = torch.arange(chunk)
+
+        def fwd():
+            with torch.no_grad():
+                text.forward_embeddings(learner.assemble(learner.ctx, idx), learner.eot(idx))
+
+        def fwd_bwd():
+            learner.ctx.grad = None
+            text.forward_embeddings(learner.assemble(learner.ctx, idx), learner.eot(idx)).sum().backward()
+
+        key = "truncated" if truncate else "full77"
+        scale = len(names) / chunk
+        out[key] = {"seq_len": learner.seq_len,
+                    "forward_s_1000": timed(fwd, 1, repeats) * scale,
+                    "forward_backward_s_1000": timed(fwd_bwd, 1, repeats) * scale}
+        print(f"  text encoder {key:9s} L={learner.seq_len:2d}: forward {out[key]['forward_s_1000']:.2f} s, "
+              f"forward+backward {out[key]['forward_backward_s_1000']:.2f} s per 1000 prompts", flush=True)
+    # features agree (the optimisation is exact)
+    text_t, text_f = TextEncoder(model, True), TextEncoder(model, False)
+    tokens = tok([f"a photo of a {n}." for n in names[:50]])
+    with torch.no_grad():
+        out["max_abs_diff"] = (text_t(tokens) - text_f(tokens)).abs().max().item()
+    out["speedup_forward"] = out["full77"]["forward_s_1000"] / out["truncated"]["forward_s_1000"]
+    out["speedup_forward_backward"] = (out["full77"]["forward_backward_s_1000"]
+                                       / out["truncated"]["forward_backward_s_1000"])
+    return out
+
+
+def bench_grid_passes(seeds=(1, 2, 3)) -> dict:
+    from clip_convpass import feature_cache
+    from clip_convpass.data.synthetic import build_synthetic_tree
+    from clip_convpass.demo import DEMO_METHOD_OPTS, make_tiny_checkpoint
+    from clip_convpass.grid import CONFIGS, TABLE2_METHODS, run_grid
+    from clip_convpass.utils import setup_logger
+
+    tmp = Path(tempfile.mkdtemp(prefix="ccp_grid_"))
+    info = build_synthetic_tree(tmp / "data")
+    make_tiny_checkpoint(tmp / "data" / "tiny.pt")
+    setup_logger(None, level=40)
+    out = {"methods": len(TABLE2_METHODS), "seeds": len(seeds), "test_sets": 5}
+    for cache in (False, True):
+        before = dict(feature_cache.STATS)
+        t0 = time.perf_counter()
+        run_grid(TABLE2_METHODS, list(seeds), info["root"], tmp / f"runs_{cache}",
+                 ["DATASET.CLASS_LIST", info["class_list"], "MODEL.PRETRAINED", str(tmp / "data" / "tiny.pt")],
+                 override_config=CONFIGS / "demo.yaml", method_opts=DEMO_METHOD_OPTS, feature_cache=cache)
+        key = "cache_on" if cache else "cache_off"
+        out[key] = {"encoder_passes": feature_cache.STATS["passes"] - before["passes"],
+                    "images_encoded": feature_cache.STATS["images"] - before["images"],
+                    "grid_seconds": time.perf_counter() - t0}
+        print(f"  Table 2 grid, feature cache {key[6:]:3s}: {out[key]['encoder_passes']} test-set passes, "
+              f"{out[key]['images_encoded']} images encoded", flush=True)
+    out["pass_reduction"] = out["cache_off"]["encoder_passes"] / out["cache_on"]["encoder_passes"]
+    return out
+
+
+def bench_convpass_ratio(batch: int, repeats: int) -> dict:
+    images = torch.randn(batch, 3, 224, 224)
+    data = {"img": images, "label": torch.randint(0, 100, (batch,))}
+    out = {"batch": batch}
+    for fast in (True, False):
+        trainer = build_trainer("ConvpassCLIP", 100, ["TRAINER.CONVPASS.FAST_ATTENTION", str(fast)])
+        trainer.set_model_mode(True)
+        out["step_s" if fast else "step_s_fast_attention_off"] = timed(lambda: trainer.forward_backward(data), 1, repeats)
+        del trainer
+    # the same image tower without bypasses: the frozen encoder every other method runs
+    frozen = build_trainer("ConvpassCLIP", 100, ["TRAINER.CONVPASS.POSITIONS", "none"]).model.visual.eval()
+
+    def fwd():
+        with torch.no_grad():
+            frozen(images)
+
+    out["frozen_forward_s"] = timed(fwd, 1, repeats)
+    out["ratio"] = out["step_s"] / out["frozen_forward_s"]
+    out["ratio_fast_attention_off"] = out["step_s_fast_attention_off"] / out["frozen_forward_s"]
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--classes", type=int, default=100, help="classes for the training-step section")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--text-chunk", type=int, default=100)
+    p.add_argument("--skip", nargs="*", default=[], choices=["steps", "text", "grid", "convpass"])
+    p.add_argument("--output", default="")
+    p.add_argument("--single", default="", help=argparse.SUPPRESS)
+    p.add_argument("--prec", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--truncate", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    if args.single:  # one isolated training-step measurement, printed as JSON
+        print(json.dumps(single_train_step(args.single, args.classes, args.batch, args.prec, bool(args.truncate),
+                                           args.repeats)))
+        return 0
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)  # open_clip's "no pretrained weights" warnings
+    result = {"machine": {"host": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count(),
+                          "torch": torch.__version__, "threads": torch.get_num_threads(),
+                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+              "date": datetime.datetime.now().isoformat(timespec="seconds"), "settings": vars(args)}
+    if "convpass" not in args.skip:
+        print("Convpass_CLIP step vs frozen forward (ViT-B/16, 224px):", flush=True)
+        result["convpass_ratio"] = r = bench_convpass_ratio(args.batch, args.repeats)
+        print(f"  batch {r['batch']}: step {r['step_s']:.2f} s (fused attention off: "
+              f"{r['step_s_fast_attention_off']:.2f} s), frozen forward {r['frozen_forward_s']:.2f} s, "
+              f"ratio {r['ratio']:.2f} (off: {r['ratio_fast_attention_off']:.2f}; target <= 2.5)", flush=True)
+    if "text" not in args.skip:
+        print("CoOp text encoder, 1000 ImageNet classes, N_CTX 16 (ViT-B/16 text tower):", flush=True)
+        result["text_truncation"] = t = bench_text_truncation(args.text_chunk, args.repeats)
+        print(f"  speedup: forward {t['speedup_forward']:.2f}x, forward+backward {t['speedup_forward_backward']:.2f}x "
+              f"(target >= 2.5x); max |diff| {t['max_abs_diff']:.2e}", flush=True)
+    if "grid" not in args.skip:
+        print("Image-encoder passes over test sets, Table 2 grid:", flush=True)
+        result["grid_passes"] = g = bench_grid_passes()
+        print(f"  reduction {g['pass_reduction']:.1f}x (target >= 4x)", flush=True)
+    if "steps" not in args.skip:
+        print(f"Training step per trainer (ViT-B/16, {args.classes} classes, batch {args.batch}):", flush=True)
+        result["train_steps"] = bench_train_steps(args.classes, args.batch, args.repeats)
+    out = Path(args.output or REPO / "benchmarks" / "results" /
+               f"{platform.node()}-{datetime.date.today().isoformat()}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"Wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
