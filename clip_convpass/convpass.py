@@ -165,7 +165,9 @@ class ConvpassBlock(nn.Module):
 
     def _attn_branch(self, y: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
         b = self.block
-        if self.fast_attention:
+        # Without gradients MultiheadAttention already takes its fused kernel, the very computation the
+        # frozen model does; keeping it there makes a fresh model's logits equal zero-shot CLIP's.
+        if self.fast_attention and torch.is_grad_enabled():
             return b.ls_1(self._fused_attention(y, attn_mask))
         if hasattr(b, "attention"):  # ResidualAttentionBlock
             return b.ls_1(b.attention(q_x=y, attn_mask=attn_mask))
