@@ -104,6 +104,8 @@ _C.MODEL.PRETRAINED = "openai"
 _C.MODEL.CACHE_DIR = ""
 # Run the text encoder only up to the longest prompt's EOT (exact; False = always 77 positions).
 _C.MODEL.TEXT_TRUNCATE = True
+# Prompt learners: compute the [SOS] + context positions shared by all classes once (exact).
+_C.MODEL.TEXT_SHARED_PREFIX = True
 
 _C.TRAINER = CN()
 _C.TRAINER.NAME = "ZeroShotCLIP"

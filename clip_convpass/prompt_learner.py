@@ -87,6 +87,18 @@ class PromptLearner(nn.Module):
                 out.append(torch.cat([prefix[i:i + 1], name, c, rest], dim=1))
         return torch.cat(out, dim=0)
 
+    def parts(self, ctx: torch.Tensor, class_idx: Optional[torch.Tensor] = None):
+        """(shared prefix [1, P, W] or None, per-class rest [C', S, W]) of the prompts.
+
+        With one context for all classes and the class token at the end, [SOS] + context is the same
+        for every class: TextEncoder.forward_prompts then computes it once.
+        """
+        if ctx.dim() == 3 or self.class_token_position != "end":
+            return None, self.assemble(ctx, class_idx)
+        suffix = self.token_suffix if class_idx is None else self.token_suffix[class_idx]
+        prefix = torch.cat([self.token_prefix[:1].to(ctx.dtype), ctx.unsqueeze(0)], dim=1)
+        return prefix, suffix.to(ctx.dtype)
+
     def eot(self, class_idx: Optional[torch.Tensor] = None) -> torch.Tensor:
         # Moving the class token keeps every token, so EOT stays where the tokenizer put it.
         return self.eot_idx if class_idx is None else self.eot_idx[class_idx]

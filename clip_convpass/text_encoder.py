@@ -3,6 +3,10 @@
 The text transformer is causal and pools at the end-of-text token, so positions after the longest
 prompt's EOT cannot influence any pooled feature: sequences are cut there (exact, and much faster
 than always running all 77 positions).
+
+For the same reason, positions shared by every prompt of a batch ([SOS] + CoOp's learned context)
+have the same hidden states in all of them: `forward_shared_prefix` computes them once and lets each
+prompt's own tokens attend to them (exact as well).
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from torch import nn
 
 
 class TextEncoder(nn.Module):
-    def __init__(self, clip_model: nn.Module, truncate: bool = True):
+    def __init__(self, clip_model: nn.Module, truncate: bool = True, share_prefix: bool = True):
         super().__init__()
         src = clip_model.text if hasattr(clip_model, "text") else clip_model
         if getattr(src, "cls_emb", None) is not None:
@@ -27,6 +31,14 @@ class TextEncoder(nn.Module):
         self.eos_id = getattr(src, "text_eos_id", None) or getattr(src, "eos_id", None)
         # Cutting is exact only for a causal mask with EOT pooling.
         self.truncate = truncate and self.attn_mask is not None and self.pool_type in ("argmax", "eos")
+        self.share_prefix = share_prefix and self.truncate and self._plain_blocks()
+
+    def _plain_blocks(self) -> bool:
+        t = self.transformer
+        return getattr(t, "batch_first", False) and all(
+            hasattr(b, "attention") and isinstance(b.attn, nn.MultiheadAttention) and b.attn._qkv_same_embed_dim
+            and b.attn.in_proj_bias is not None and b.attn.bias_k is None and not b.attn.add_zero_attn
+            for b in t.resblocks)
 
     @property
     def context_length(self) -> int:
@@ -56,12 +68,55 @@ class TextEncoder(nn.Module):
         mask = self.attn_mask[:seq_len, :seq_len] if self.attn_mask is not None else None
         x = self.transformer(x, attn_mask=mask)
         x = self.ln_final(x)
-        x = x[torch.arange(x.shape[0], device=x.device), eot_idx]
+        return self._project(x[torch.arange(x.shape[0], device=x.device), eot_idx])
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
         if self.text_projection is None:
             return x
         if isinstance(self.text_projection, nn.Linear):
             return self.text_projection(x)
         return x @ self.text_projection
+
+    def forward_shared_prefix(self, prefix: torch.Tensor, rest: torch.Tensor, eot_idx: torch.Tensor) -> torch.Tensor:
+        """Encode prompts cat(prefix, rest[i]) for every i; prefix [1, P, W] is computed once.
+
+        rest [C, S, W]; eot_idx [C] are positions in the whole prompt (all >= P). Token embeddings only:
+        positional embeddings are added here.
+        """
+        p, (c, s_len, w) = prefix.shape[1], rest.shape
+        if int(eot_idx.min()) < p:
+            raise ValueError("every prompt's EOT must come after the shared prefix")
+        pos = self.positional_embedding.to(rest.dtype)
+        xp, xs = prefix + pos[:p], rest + pos[p:p + s_len]
+        mask_p = self.attn_mask[:p, :p].to(rest.dtype)
+        mask_s = self.attn_mask[p:p + s_len, :p + s_len].to(rest.dtype)  # rows of the full causal mask
+        for blk in self.transformer.resblocks:
+            attn = blk.attn
+            h = attn.num_heads
+            qkv_p = F.linear(blk.ln_1(xp), attn.in_proj_weight, attn.in_proj_bias)
+            qkv_p = qkv_p.view(1, p, 3, h, w // h).permute(2, 0, 3, 1, 4)
+            qkv_s = F.linear(blk.ln_1(xs), attn.in_proj_weight, attn.in_proj_bias)
+            qkv_s = qkv_s.view(c, s_len, 3, h, w // h).permute(2, 0, 3, 1, 4)
+            out_p = F.scaled_dot_product_attention(qkv_p[0], qkv_p[1], qkv_p[2], attn_mask=mask_p)
+            k = torch.cat([qkv_p[1].expand(c, -1, -1, -1), qkv_s[1]], dim=2)
+            v = torch.cat([qkv_p[2].expand(c, -1, -1, -1), qkv_s[2]], dim=2)
+            out_s = F.scaled_dot_product_attention(qkv_s[0], k, v, attn_mask=mask_s)
+            out_p = F.linear(out_p.transpose(1, 2).reshape(1, p, w), attn.out_proj.weight, attn.out_proj.bias)
+            out_s = F.linear(out_s.transpose(1, 2).reshape(c, s_len, w), attn.out_proj.weight, attn.out_proj.bias)
+            xp = xp + blk.ls_1(out_p)
+            xs = xs + blk.ls_1(out_s)
+            xp = xp + blk.ls_2(blk.mlp(blk.ln_2(xp)))
+            xs = xs + blk.ls_2(blk.mlp(blk.ln_2(xs)))
+        xs = self.ln_final(xs)
+        return self._project(xs[torch.arange(c, device=xs.device), eot_idx - p])
+
+    def forward_prompts(self, prefix, rest: torch.Tensor, eot_idx: torch.Tensor) -> torch.Tensor:
+        """Prompts given as a shared prefix [1, P, W] (or None) and per-prompt rest [C, S, W]."""
+        if prefix is None:
+            return self.forward_embeddings(rest, eot_idx)
+        if self.share_prefix:
+            return self.forward_shared_prefix(prefix, rest, eot_idx)
+        return self.forward_embeddings(torch.cat([prefix.expand(rest.shape[0], -1, -1), rest], dim=1), eot_idx)
 
     def seq_len_for(self, eot_idx: torch.Tensor) -> int:
         return int(eot_idx.max().item()) + 1 if self.truncate else self.context_length

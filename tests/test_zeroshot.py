@@ -106,3 +106,26 @@ def test_eval_writes_results_json(cfg_factory, tmp_path):
     assert rec["n_images"] == 16 and rec["n_classes"] == 4
     assert set(rec["metrics"]) == {"top1", "top5", "macro_f1", "mean_per_class_acc"}
     assert (tmp_path / "out" / "log.txt").read_text().count("ImageNetA/test") >= 1
+
+
+def test_shared_prefix_and_truncation_are_exact_with_gradients(bundle):
+    from clip_convpass.prompt_learner import PromptLearner
+
+    names = CLASSNAMES + ["x", "yet another name"]
+    encoders = {"full77": TextEncoder(bundle.model, truncate=False),
+                "truncated": TextEncoder(bundle.model, truncate=True, share_prefix=False),
+                "shared_prefix": TextEncoder(bundle.model, truncate=True, share_prefix=True)}
+    assert encoders["shared_prefix"].share_prefix and not encoders["full77"].share_prefix
+    torch.manual_seed(0)
+    feats, grads = {}, {}
+    for key, enc in encoders.items():
+        torch.manual_seed(0)
+        pl = PromptLearner(enc, bundle.tokenizer, names, n_ctx=16)
+        out = enc.forward_prompts(*pl.parts(pl.ctx), pl.eot())
+        out.square().sum().backward()
+        feats[key], grads[key] = out.detach(), pl.ctx.grad.clone()
+        if key != "full77":
+            assert pl.seq_len < 77
+    for key in ("truncated", "shared_prefix"):
+        assert (feats[key] - feats["full77"]).abs().max() < 1e-5, key
+        assert torch.allclose(grads[key], grads["full77"], atol=1e-5, rtol=1e-4), key

@@ -43,7 +43,7 @@ class CoCoOpModel(nn.Module):
             parts = []
             for start in range(0, n_cls, self.prompts_per_chunk):
                 idx = torch.arange(start, min(start + self.prompts_per_chunk, n_cls), device=img.device)
-                text = self.text_encoder.forward_embeddings(pl.assemble(ctx, idx), pl.eot(idx))
+                text = self.text_encoder.forward_prompts(*pl.parts(ctx, idx), pl.eot(idx))
                 parts.append(F.normalize(text, dim=-1) @ img[i])
             rows.append(torch.cat(parts))
         return self.logit_scale * torch.stack(rows)
@@ -57,7 +57,7 @@ class CoCoOp(TrainerBase):
     def build_model(self):
         c = self.cfg.TRAINER.COCOOP
         bundle = load_clip_from_cfg(self.cfg, self.device)
-        text = TextEncoder(bundle.model, self.cfg.MODEL.TEXT_TRUNCATE)
+        text = TextEncoder(bundle.model, self.cfg.MODEL.TEXT_TRUNCATE, self.cfg.MODEL.TEXT_SHARED_PREFIX)
         learner = PromptLearner(text, bundle.tokenizer, self.classnames, c.N_CTX, c.CTX_INIT, False, "end", c.INIT_STD)
         self.model = CoCoOpModel(bundle.model, learner, text, c.PROMPTS_PER_CHUNK)
         self.model.requires_grad_(False)

@@ -35,7 +35,7 @@ class PromptedCLIP(nn.Module):
 
     def text_features(self):
         pl = self.prompt_learner
-        return F.normalize(self.text_encoder.forward_embeddings(pl(), pl.eot()), dim=-1)
+        return F.normalize(self.text_encoder.forward_prompts(*pl.parts(pl.ctx), pl.eot()), dim=-1)
 
     def forward(self, images):
         return self.logit_scale * self.encode_image(images) @ self.text_features().t()  # the training path
@@ -49,7 +49,7 @@ class CoOp(TrainerBase):
     def build_model(self):
         c = self.cfg.TRAINER.COOP
         bundle = load_clip_from_cfg(self.cfg, self.device)
-        text = TextEncoder(bundle.model, self.cfg.MODEL.TEXT_TRUNCATE)
+        text = TextEncoder(bundle.model, self.cfg.MODEL.TEXT_TRUNCATE, self.cfg.MODEL.TEXT_SHARED_PREFIX)
         learner = PromptLearner(text, bundle.tokenizer, self.classnames, c.N_CTX, c.CTX_INIT, c.CSC,
                                 c.CLASS_TOKEN_POSITION, c.INIT_STD)
         self.model = PromptedCLIP(bundle.model, learner, text)
