@@ -90,8 +90,8 @@ class TrainerBase:
         raise NotImplementedError
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Raw (unnormalised) features of the frozen image encoder."""
-        raise NotImplementedError
+        """Raw (unnormalised) features of the frozen image encoder (by default self.model.visual)."""
+        return self.model.visual(images)
 
     def logits_from_features(self, feats: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -122,7 +122,8 @@ class TrainerBase:
         pass
 
     def set_model_mode(self, train: bool) -> None:
-        self.model.train(train)
+        # nothing in a frozen-encoder method's model behaves differently in training
+        self.model.train(train and not self.FROZEN_IMAGE_ENCODER)
 
     def fit(self) -> bool:
         """Training-free methods compute their state from the training data here (cache, probe).

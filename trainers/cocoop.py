@@ -7,7 +7,8 @@ from clip_convpass.clip_loader import load_clip_from_cfg
 from clip_convpass.prompt_learner import PromptLearner
 from clip_convpass.registry import TRAINER_REGISTRY
 from clip_convpass.text_encoder import TextEncoder
-from clip_convpass.trainer import TrainerBase
+
+from .coop import CoOp
 
 
 class MetaNet(nn.Sequential):
@@ -50,9 +51,8 @@ class CoCoOpModel(nn.Module):
 
 
 @TRAINER_REGISTRY.register("CoCoOp")
-class CoCoOp(TrainerBase):
+class CoCoOp(CoOp):
     NAME = "CoCoOp"
-    FROZEN_IMAGE_ENCODER = True
 
     def build_model(self):
         c = self.cfg.TRAINER.COCOOP
@@ -64,11 +64,5 @@ class CoCoOp(TrainerBase):
         learner.ctx.requires_grad_(True)
         self.model.meta_net.requires_grad_(True)
 
-    def set_model_mode(self, train: bool):
-        self.model.eval()
-
-    def encode_images(self, images):
-        return self.model.visual(images)
-
     def logits_from_features(self, feats):
-        return self.model.logits_from_features(feats)
+        return self.model.logits_from_features(feats)  # prompts depend on the image: nothing to reuse

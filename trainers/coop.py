@@ -56,12 +56,6 @@ class CoOp(TrainerBase):
         self.model.requires_grad_(False)
         learner.ctx.requires_grad_(True)
 
-    def set_model_mode(self, train: bool):
-        self.model.eval()  # nothing in CoOp has train-time behaviour besides the prompts
-
-    def encode_images(self, images):
-        return self.model.visual(images)
-
     def logits_from_features(self, feats):
         # at evaluation the prompts do not change: the class texts are encoded once, not per batch
         text = self.model.text_features() if torch.is_grad_enabled() else self._eval_text_features()

@@ -92,12 +92,6 @@ class LinearProbeCLIP(TrainerBase):
         self.model.requires_grad_(False)
         self.chosen_c = None
 
-    def set_model_mode(self, train: bool):
-        self.model.eval()
-
-    def encode_images(self, images):
-        return self.model.visual(images)
-
     def logits_from_features(self, feats):
         return self.model.classify(feats)
 

@@ -80,9 +80,6 @@ class TipAdapter(TrainerBase):
             self.model.alpha.fill_(c.INIT_ALPHA)
             self.model.beta.fill_(c.INIT_BETA)
 
-    def set_model_mode(self, train: bool):
-        self.model.eval()
-
     def extra_state(self):
         m = self.model
         state = {"values": m.values, "alpha": m.alpha, "beta": m.beta}
@@ -94,9 +91,6 @@ class TipAdapter(TrainerBase):
         with torch.no_grad():
             for name, tensor in state.items():
                 getattr(self.model, name).copy_(tensor)
-
-    def encode_images(self, images):
-        return self.model.visual(images)
 
     def logits_from_features(self, feats):
         return self.model.logits_from_features(F.normalize(feats, dim=-1))

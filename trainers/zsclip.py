@@ -20,8 +20,5 @@ class ZeroShotCLIP(TrainerBase):
         self.model.requires_grad_(False)
         del bundle  # the text tower is not needed after the head is built
 
-    def encode_images(self, images):
-        return self.model.visual(images)
-
     def logits_from_features(self, feats):
         return self.model.head(F.normalize(feats, dim=-1))
