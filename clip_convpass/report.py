@@ -20,9 +20,9 @@ DOMAINS = ["ImageNet", "ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR"]
 DOMAIN_LABELS = {"ImageNet": "ImageNet", "ImageNetV2": "-V2", "ImageNetSketch": "-Sketch", "ImageNetA": "-A",
                  "ImageNetR": "-R", "ImageNet@step0": "ImageNet step 0"}
 TARGETS = DOMAINS[1:]
-METHOD_ORDER = ["ZeroShotCLIP", "LinearProbeCLIP", "CoOp", "CoCoOp", "TipAdapterF", "ConvpassCLIP"]
+METHOD_ORDER = ["ZeroShotCLIP", "LinearProbeCLIP", "CoOp", "CoCoOp", "TipAdapter", "TipAdapterF", "ConvpassCLIP"]
 METHOD_LABELS = {"ZeroShotCLIP": "ZS CLIP", "LinearProbeCLIP": "LP CLIP", "CoOp": "CoOp", "CoCoOp": "CoCoOp",
-                 "TipAdapterF": "Tip-Adapter-F", "ConvpassCLIP": "Convpass_CLIP"}
+                 "TipAdapter": "Tip-Adapter", "TipAdapterF": "Tip-Adapter-F", "ConvpassCLIP": "Convpass_CLIP"}
 # Jie & Deng, Table 2: ViT-B/16, 16-shot ImageNet, top-1 on ImageNet / -V2 / -Sketch / -A / -R.
 PAPER_TABLE2: Dict[str, List[float]] = {
     "ZeroShotCLIP": [66.73, 60.83, 46.15, 47.77, 73.96],

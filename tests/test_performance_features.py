@@ -100,3 +100,38 @@ def test_mixed_precision_on_cpu(cfg_factory, tiny_weights, tmp_path, name, prec)
     trainer.cfg.PREC = "fp32"
     full = trainer.predict(images)
     assert (low - full).abs().max() <= 0.05 * full.abs().max() + 0.5  # bf16 rounding, not a different model
+
+
+def test_concurrent_request_for_a_cache_entry_waits_and_reads_it(tmp_path):
+    import threading
+    import time
+
+    from clip_convpass.utils import blocking_lock
+
+    key, meta = "k" * 24, {"dataset": "D", "split": "test", "n_items": 1}
+    feats, labels = [torch.ones(2, 3)], [torch.tensor([0, 1])]
+    computed = []
+    got = {}
+
+    def other_run():  # holds the entry's lock while it "computes", then writes the entry
+        with blocking_lock(tmp_path / f"{key}.lock"):
+            started.set()
+            time.sleep(0.3)
+            torch.save({"features": feats, "labels": labels, "skipped": []}, tmp_path / f"{key}.pt")
+
+    started = threading.Event()
+    t = threading.Thread(target=other_run)
+    t.start()
+    started.wait()
+    got["result"] = feature_cache.get_or_compute(
+        tmp_path, key, meta, lambda: computed.append(1) or ([torch.zeros(2, 3)], labels, []))
+    t.join()
+    assert computed == []  # it waited for the other run and read its entry instead of encoding again
+    assert torch.equal(got["result"][0][0], feats[0])
+
+
+def test_subsample_base_and_new_split_the_universe(cfg_factory, synth):
+    base = build_dataset(cfg_factory(opts=["DATASET.SUBSAMPLE", "base"]))
+    new = build_dataset(cfg_factory(opts=["DATASET.SUBSAMPLE", "new"]))
+    assert base.class_wnids == synth["wnids"][:3] and new.class_wnids == synth["wnids"][3:]
+    assert {d.label for d in new.test} == {0, 1, 2}
