@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
 from torch import nn
 
+from .attention import is_plain_self_attention, self_attention
+
 POSITIONS = ("both", "attn", "mlp", "none")  # none: no bypasses (head-only training)
 MODES = ("parallel", "sequential")
 CONV_INITS = ("identity", "xavier")
@@ -136,12 +138,8 @@ class ConvpassBlock(nn.Module):
         super().__init__()
         self.block = block
         attn = getattr(block, "attn", None)
-        # The fused path needs a plain packed-projection self-attention without extras.
-        self.fast_attention = (
-            fast_attention and batch_first and isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim
-            and attn.in_proj_bias is not None and attn.bias_k is None and not attn.add_zero_attn
-            and attn.dropout == 0.0 and hasattr(block, "attention")
-        )
+        self.fast_attention = (fast_attention and batch_first and is_plain_self_attention(attn)
+                               and attn.dropout == 0.0 and hasattr(block, "attention"))
         self.bypass_attn = bypass_attn
         self.bypass_mlp = bypass_mlp
         self.scale = scale
@@ -155,13 +153,7 @@ class ConvpassBlock(nn.Module):
         a transposed (sequence-first) view, which becomes a batched matmul against a broadcast copy of
         the weight, forward and backward. Projecting the contiguous input instead is a single GEMM.
         """
-        attn = self.block.attn
-        b, n, d = y.shape
-        h = attn.num_heads
-        qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
-        mask = attn_mask.to(y.dtype) if attn_mask is not None else None
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
-        return F.linear(out.transpose(1, 2).reshape(b, n, d), attn.out_proj.weight, attn.out_proj.bias)
+        return self_attention(self.block.attn, y, attn_mask)
 
     def _attn_branch(self, y: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
         b = self.block

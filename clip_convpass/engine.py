@@ -5,11 +5,11 @@ import logging
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from . import distributed
 from .checkpoint import latest_checkpoint
 from .config import config_hash
 from .data import build_dataset
 from .registry import TRAINER_REGISTRY
-from . import distributed
 from .utils import environment_info, exclusive_lock, resolve_device, setup_logger
 
 logger = logging.getLogger("clip_convpass")
@@ -33,7 +33,7 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
     out.mkdir(parents=True, exist_ok=True)
     if not distributed.is_main():  # under torchrun, rank 0 holds the lock and writes logs and files
         setup_logger(None, level=logging.WARNING)
-        return _run_locked(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0)
+        return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0)
     # One process at a time may train into a directory (checkpoints, history); evaluations of
     # different datasets only write their own eval/<dataset>/ and may run side by side.
     lock = out / ".lock" if not eval_only else out / "eval" / cfg.DATASET.NAME / ".lock"
@@ -44,10 +44,10 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
         logger.info(f"Config (hash {config_hash(cfg)}):\n{cfg.dump()}")
         # an evaluation of a trained run must not overwrite the training run's config
         (out / (f"config_eval_{cfg.DATASET.NAME}.yaml" if eval_only else "config.yaml")).write_text(cfg.dump())
-        return _run_locked(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0)
+        return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0)
 
 
-def _run_locked(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0) -> List[dict]:
+def _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0) -> List[dict]:
     trainer = build_trainer(cfg)
     results = []
     if eval_step0 and not eval_only and latest_checkpoint(cfg.OUTPUT_DIR) is None:

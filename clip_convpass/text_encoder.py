@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import is_plain_self_attention, output_projection, qkv_heads
+
 
 class TextEncoder(nn.Module):
     def __init__(self, clip_model: nn.Module, truncate: bool = True, share_prefix: bool = True):
@@ -36,9 +38,7 @@ class TextEncoder(nn.Module):
     def _plain_blocks(self) -> bool:
         t = self.transformer
         return getattr(t, "batch_first", False) and all(
-            hasattr(b, "attention") and isinstance(b.attn, nn.MultiheadAttention) and b.attn._qkv_same_embed_dim
-            and b.attn.in_proj_bias is not None and b.attn.bias_k is None and not b.attn.add_zero_attn
-            for b in t.resblocks)
+            hasattr(b, "attention") and is_plain_self_attention(b.attn) for b in t.resblocks)
 
     @property
     def context_length(self) -> int:
@@ -83,7 +83,7 @@ class TextEncoder(nn.Module):
         rest [C, S, W]; eot_idx [C] are positions in the whole prompt (all >= P). Token embeddings only:
         positional embeddings are added here.
         """
-        p, (c, s_len, w) = prefix.shape[1], rest.shape
+        p, (c, s_len, _) = prefix.shape[1], rest.shape
         if int(eot_idx.min()) < p:
             raise ValueError("every prompt's EOT must come after the shared prefix")
         pos = self.positional_embedding.to(rest.dtype)
@@ -91,20 +91,15 @@ class TextEncoder(nn.Module):
         mask_p = self.attn_mask[:p, :p].to(rest.dtype)
         mask_s = self.attn_mask[p:p + s_len, :p + s_len].to(rest.dtype)  # rows of the full causal mask
         for blk in self.transformer.resblocks:
-            attn = blk.attn
-            h = attn.num_heads
-            qkv_p = F.linear(blk.ln_1(xp), attn.in_proj_weight, attn.in_proj_bias)
-            qkv_p = qkv_p.view(1, p, 3, h, w // h).permute(2, 0, 3, 1, 4)
-            qkv_s = F.linear(blk.ln_1(xs), attn.in_proj_weight, attn.in_proj_bias)
-            qkv_s = qkv_s.view(c, s_len, 3, h, w // h).permute(2, 0, 3, 1, 4)
-            out_p = F.scaled_dot_product_attention(qkv_p[0], qkv_p[1], qkv_p[2], attn_mask=mask_p)
+            qkv_p = qkv_heads(blk.attn, blk.ln_1(xp))
+            qkv_s = qkv_heads(blk.attn, blk.ln_1(xs))
+            # each prompt's own tokens attend to the shared prefix's keys/values and to their own
             k = torch.cat([qkv_p[1].expand(c, -1, -1, -1), qkv_s[1]], dim=2)
             v = torch.cat([qkv_p[2].expand(c, -1, -1, -1), qkv_s[2]], dim=2)
+            out_p = F.scaled_dot_product_attention(qkv_p[0], qkv_p[1], qkv_p[2], attn_mask=mask_p)
             out_s = F.scaled_dot_product_attention(qkv_s[0], k, v, attn_mask=mask_s)
-            out_p = F.linear(out_p.transpose(1, 2).reshape(1, p, w), attn.out_proj.weight, attn.out_proj.bias)
-            out_s = F.linear(out_s.transpose(1, 2).reshape(c, s_len, w), attn.out_proj.weight, attn.out_proj.bias)
-            xp = xp + blk.ls_1(out_p)
-            xs = xs + blk.ls_1(out_s)
+            xp = xp + blk.ls_1(output_projection(blk.attn, out_p))
+            xs = xs + blk.ls_1(output_projection(blk.attn, out_s))
             xp = xp + blk.ls_2(blk.mlp(blk.ln_2(xp)))
             xs = xs + blk.ls_2(blk.mlp(blk.ln_2(xs)))
         xs = self.ln_final(xs)

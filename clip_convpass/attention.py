@@ -1,0 +1,36 @@
+"""nn.MultiheadAttention's math on contiguous batch-first tensors, in pieces that callers recombine.
+
+Used where open_clip's own call is slow or cannot express the computation: Convpass training
+(MultiheadAttention's slow path projects a transposed view) and the text encoder's shared prefix
+(queries of each prompt attend to keys/values computed once).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def is_plain_self_attention(attn: nn.Module) -> bool:
+    """A packed-projection MultiheadAttention with biases and none of its extras (bias_k, zero attention)."""
+    return (isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim and attn.in_proj_bias is not None
+            and attn.bias_k is None and not attn.add_zero_attn)
+
+
+def qkv_heads(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+    """x [B, N, D] -> q, k, v stacked as [3, B, heads, N, D / heads] (one GEMM on the contiguous input)."""
+    b, n, d = x.shape
+    h = attn.num_heads
+    return F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+
+
+def output_projection(attn: nn.MultiheadAttention, heads: torch.Tensor) -> torch.Tensor:
+    """[B, heads, N, D / heads] -> [B, N, D] through the output projection."""
+    b, h, n, hd = heads.shape
+    return F.linear(heads.transpose(1, 2).reshape(b, n, h * hd), attn.out_proj.weight, attn.out_proj.bias)
+
+
+def self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, attn_mask=None) -> torch.Tensor:
+    q, k, v = qkv_heads(attn, x)
+    mask = attn_mask.to(x.dtype) if attn_mask is not None else None
+    return output_projection(attn, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
