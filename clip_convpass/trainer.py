@@ -263,22 +263,29 @@ class TrainerBase:
         )
 
     @torch.no_grad()
-    def extract_features(self, encode, items, transform=None, desc: str = "features"):
-        """(features [N, D] as returned by encode, labels [N]) in item order (no shuffling)."""
+    def encode_batches(self, encode, items, transform, desc: str):
+        """encode() of every batch of items in order: (per-batch features, per-batch labels, skipped files)."""
         # a private generator: creating the iterator then draws nothing from the global RNG, which
         # random transforms (cache passes) consume in item order from a state the caller seeded
         loader = self.build_loader(items, is_train=False, transform=transform, generator=torch.Generator())
         progress = Progress(len(loader), desc, max(1, len(loader) // 10))
-        feats, labels = [], []
+        feats, labels, skipped = [], [], []
         for batch in loader:
-            if batch["skipped"]:
-                raise RuntimeError(f"{desc}: unreadable images {[p for p, _ in batch['skipped']]}; cannot skip "
-                                   f"images when building per-sample state")
-            with self.autocast():
-                feats.append(encode(batch["img"].to(self.device)).float())
-            labels.append(batch["label"].to(self.device))
+            skipped += batch["skipped"]
+            if batch["img"] is not None:
+                with self.autocast():
+                    feats.append(encode(batch["img"].to(self.device)))
+                labels.append(batch["label"])
             progress.step()
-        return torch.cat(feats), torch.cat(labels)
+        return feats, labels, skipped
+
+    def extract_features(self, encode, items, transform=None, desc: str = "features"):
+        """(features [N, D] as returned by encode, labels [N]) for state built per sample (caches, probes)."""
+        feats, labels, skipped = self.encode_batches(encode, items, transform, desc)
+        if skipped:
+            raise RuntimeError(f"{desc}: unreadable images {[p for p, _ in skipped]}; cannot skip images when "
+                               f"building per-sample state")
+        return torch.cat(feats).float(), torch.cat(labels).to(self.device)
 
     # ---- training ---------------------------------------------------------------------------
     def resume_if_possible(self) -> None:
@@ -360,21 +367,11 @@ class TrainerBase:
         with self.autocast():
             return self.model_inference(images.to(self.device)).float()
 
-    @torch.no_grad()
     def encode_split(self, items, transform, desc: str):
-        """Frozen-encoder features of items, per test batch: (features, labels, skipped files)."""
-        loader = self.build_loader(items, is_train=False, transform=transform)
-        progress = Progress(len(loader), desc, max(1, len(loader) // 10))
-        feats, labels, skipped = [], [], []
+        """Frozen-encoder features of an evaluation split, per test batch (counted for the benchmark)."""
+        feats, labels, skipped = self.encode_batches(self.encode_images, items, transform, desc)
         feature_cache.STATS["passes"] += 1
-        for batch in loader:
-            skipped += batch["skipped"]
-            if batch["img"] is not None:
-                with self.autocast():
-                    feats.append(self.encode_images(batch["img"].to(self.device)))
-                labels.append(batch["label"])
-                feature_cache.STATS["images"] += len(batch["label"])
-            progress.step()
+        feature_cache.STATS["images"] += sum(len(lab) for lab in labels)
         return feats, labels, skipped
 
     @torch.no_grad()
