@@ -25,10 +25,10 @@ from . import distributed, feature_cache
 from .checkpoint import check_compatible, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import config_hash
 from .data import DatasetBase, ImageListDataset, build_dataset, build_transform, collate_skipping
+from .data.base import stable_int
 from .evaluation import Evaluator
 from .optim import build_lr_scheduler, build_optimizer
 from .utils import Progress, atomic_write_json, format_seconds, resolve_device, set_random_seed
-from .data.base import _stable_int
 
 logger = logging.getLogger("clip_convpass")
 
@@ -325,7 +325,7 @@ class TrainerBase:
 
     def epoch_seed(self) -> int:
         # Each epoch's randomness depends only on (seed, epoch): a resumed run repeats it exactly.
-        return _stable_int(self.cfg.SEED, "epoch", self.epoch) % (2**63)
+        return stable_int(self.cfg.SEED, "epoch", self.epoch) % (2**63)
 
     def run_epoch(self) -> Dict[str, float]:
         seed = self.epoch_seed()

@@ -96,6 +96,11 @@ class TipAdapter(TrainerBase):
         return self.model.logits_from_features(F.normalize(feats, dim=-1))
 
     # ---- cache ------------------------------------------------------------------------------
+    def augment_transform(self):
+        """Tip-Adapter's augmentation, for the cache passes and Tip-Adapter-F's training."""
+        return build_transform(self.cfg, True, ["random_resized_crop", "random_flip", "normalize"],
+                               self.cfg.TRAINER.TIP.CROP_SCALE)
+
     @torch.no_grad()
     def build_cache(self):
         c = self.cfg.TRAINER.TIP
@@ -104,7 +109,7 @@ class TipAdapter(TrainerBase):
         if len(items) != self.model.keys.shape[0]:
             raise ValueError(f"{self.NAME} needs exactly NUM_SHOTS={k} images for each of the {n_cls} classes "
                              f"({k * n_cls}); the split has {len(items)}")
-        transform = build_transform(self.cfg, True, ["random_resized_crop", "random_flip", "normalize"], c.CROP_SCALE)
+        transform = self.augment_transform()
         total = None
         for epoch in range(c.AUGMENT_EPOCH):
             torch.manual_seed(self.cfg.SEED * 1000 + epoch)
@@ -161,7 +166,5 @@ class TipAdapterF(TipAdapter):
 
     def build_loader(self, items, is_train, generator=None, transform=None):
         if is_train and transform is None:
-            c = self.cfg.TRAINER.TIP
-            transform = build_transform(self.cfg, True, ["random_resized_crop", "random_flip", "normalize"],
-                                        c.CROP_SCALE)
+            transform = self.augment_transform()
         return super().build_loader(items, is_train, generator, transform)

@@ -47,7 +47,8 @@ def list_images(folder: Path) -> List[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
 
 
-def _stable_int(*parts) -> int:
+def stable_int(*parts) -> int:
+    """A seed from any values, the same on every machine and Python run (unlike hash())."""
     return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16], 16)
 
 
@@ -242,7 +243,7 @@ class DatasetBase:
                     if not self.cfg.DATASET.ALLOW_FEWER_SHOTS:
                         raise ValueError(msg + " (set DATASET.ALLOW_FEWER_SHOTS True to use what there is)")
                     logger.warning(msg + "; using all of them (train shots first, val gets the rest)")
-                rng = random.Random(_stable_int(seed, wnid))
+                rng = random.Random(stable_int(seed, wnid))
                 chosen = rng.sample(files, min(need, len(files)))
                 k_c = min(k, len(chosen))
             for f in chosen[:k_c]:
