@@ -1,33 +1,36 @@
-"""Checkpoints: only trainable tensors + optimizer/scheduler state, written atomically, loaded weights-only."""
+"""Checkpoints: only trainable tensors (+ a method's extra state) and optimizer/scheduler/scaler state,
+written atomically by rank 0, loaded weights-only, checked for compatibility before use."""
 from __future__ import annotations
 
 import logging
 import re
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
 
+from . import distributed
+from .config import config_hash
+from .rundir import CHECKPOINT_PREFIX, RunDir
 from .utils import atomic_torch_save
 
+if TYPE_CHECKING:
+    from .trainer import TrainerBase
+
 logger = logging.getLogger("clip_convpass")
-_PATTERN = re.compile(r"^model-epoch(\d+)\.pt$")
+_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)\.pt$")
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint was made for another trainer, backbone, class count or module shape."""
 
 
-def checkpoint_dir(output_dir: str | Path) -> Path:
-    return Path(output_dir) / "checkpoints"
-
-
 def checkpoint_path(output_dir: str | Path, epoch: int) -> Path:
-    return checkpoint_dir(output_dir) / f"model-epoch{epoch}.pt"
+    return RunDir(output_dir).checkpoint(epoch)
 
 
 def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
-    d = checkpoint_dir(output_dir)
+    d = RunDir(output_dir).checkpoints
     if not d.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _PATTERN.match(p.name))]
@@ -77,3 +80,89 @@ def check_compatible(saved_meta: dict, current_meta: dict, path: str | Path) -> 
             f"{path}: tensor {k} has shape {s} in the checkpoint but {c} in this model "
             f"({len(bad)} mismatching; another backbone or hidden size?)"
         )
+
+
+class CheckpointManager:
+    """Save, load, resume and compatibility checks for one trainer's run directory."""
+
+    def __init__(self, trainer: "TrainerBase"):
+        self.trainer = trainer
+
+    @property
+    def output_dir(self) -> Path:
+        return self.trainer.output_dir
+
+    def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
+        return {n: p.detach().cpu().clone() for n, p in self.trainer.trainable_named_parameters()}
+
+    def meta(self) -> dict:
+        t = self.trainer
+        state = {**self.trainable_state_dict(), **{f"extra.{k}": v for k, v in t.extra_state().items()}}
+        return {"trainer": t.NAME, "backbone": t.cfg.MODEL.BACKBONE, "num_classes": len(t.classnames),
+                "shapes": {k: list(v.shape) for k, v in state.items()}}
+
+    def save(self, epoch: int) -> Optional[Path]:
+        t = self.trainer
+        if not distributed.is_main():
+            distributed.barrier()  # rank 0 writes; the others wait so no one reads a half-written file
+            return None
+        state = {
+            "epoch": epoch,
+            "meta": self.meta(),
+            "state_dict": self.trainable_state_dict(),
+            "extra_state": {k: v.detach().cpu() for k, v in t.extra_state().items()},
+            "optimizer": t.optim.state_dict() if t.optim else None,
+            "scheduler": t.sched.state_dict() if t.sched else None,
+            "scaler": t.scaler.state_dict() if t.scaler.is_enabled() else None,
+            "config_hash": config_hash(t.cfg),
+            "train_dataset": t.cfg.DATASET.NAME,
+        }
+        path = save_checkpoint(self.output_dir, epoch, state, keep=t.cfg.TRAIN.KEEP_CHECKPOINTS)
+        logger.info(f"Saved checkpoint {path}")
+        distributed.barrier()
+        return path
+
+    def load(self, path: Path, with_optimizer: bool = False) -> int:
+        """Load weights (and optionally optimizer state); returns the number of epochs done."""
+        t = self.trainer
+        ckpt = load_checkpoint(path)
+        check_compatible(ckpt["meta"], self.meta(), path)
+        params = dict(t.trainable_named_parameters())
+        with torch.no_grad():
+            for name, tensor in ckpt["state_dict"].items():
+                params[name].copy_(tensor)
+        t.load_extra_state({k: v.to(t.device) for k, v in ckpt.get("extra_state", {}).items()})
+        if with_optimizer:
+            if t.optim is not None and ckpt.get("optimizer") is not None:
+                t.optim.load_state_dict(ckpt["optimizer"])
+            if t.sched is not None and ckpt.get("scheduler") is not None:
+                t.sched.load_state_dict(ckpt["scheduler"])
+            if t.scaler.is_enabled() and ckpt.get("scaler") is not None:
+                t.scaler.load_state_dict(ckpt["scaler"])
+        logger.info(f"Loaded weights from {path} (epoch {ckpt['epoch']})")
+        t.epochs_done = int(ckpt["epoch"])
+        t.train_dataset = ckpt.get("train_dataset", t.train_dataset)
+        return t.epochs_done
+
+    def load_from_model_dir(self, model_dir: str | Path, epoch: Optional[int] = None) -> int:
+        t = self.trainer
+        if not t.trainable_named_parameters() and not t.extra_state():
+            logger.info(f"{t.NAME} has no trained state; nothing to load from {model_dir}")
+            return 0
+        path = checkpoint_path(model_dir, epoch) if epoch is not None else latest_checkpoint(model_dir)
+        if path is None or not Path(path).is_file():
+            which = f"for epoch {epoch} " if epoch is not None else ""
+            raise FileNotFoundError(f"No checkpoint {which}in {RunDir(model_dir).checkpoints}")
+        return self.load(path)
+
+    def latest(self) -> Optional[Path]:
+        return latest_checkpoint(self.output_dir)
+
+    def resume(self) -> int:
+        """Load the run directory's newest checkpoint with optimizer state; epochs done (0 if none)."""
+        path = self.latest()
+        if path is None:
+            return 0
+        done = self.load(path, with_optimizer=True)
+        logger.info(f"Resuming from {path}: {done} of {self.trainer.cfg.OPTIM.MAX_EPOCH} epochs done")
+        return done

@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cfg_from_args(args):
-    from .config import setup_cfg
+    from .compose import setup_cfg
 
     opts: List[str] = []
     if args.root:

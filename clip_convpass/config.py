@@ -1,6 +1,7 @@
-"""All configuration defaults, in one place.
+"""The engine's configuration: its keys and defaults, YAML merging, validation of engine keys, hashing.
 
-Merge order (later wins): these defaults -> dataset YAML -> method YAML -> command-line opts.
+Methods own their TRAINER.<NODE> keys (see clip_convpass.compose, which assembles a run's config).
+Merge order (later wins): defaults -> dataset YAML -> method YAML -> override YAMLs -> command-line opts.
 A YAML file may name another with ``_BASE_: relative/path.yaml``; the base is merged first, so
 variants of a method config need only list what differs.
 """
@@ -9,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -109,65 +111,8 @@ _C.MODEL.TEXT_SHARED_PREFIX = True
 
 _C.TRAINER = CN()
 _C.TRAINER.NAME = "ZeroShotCLIP"
-
-_C.TRAINER.ZSCLIP = CN()
-# single | ensemble7 | ensemble80 (open_clip.zero_shot_metadata)
-_C.TRAINER.ZSCLIP.TEMPLATES = "single"
-
-# Convpass_CLIP (trainers/convpass_clip.py); see README "Convpass_CLIP choices".
-_C.TRAINER.CONVPASS = CN()
-_C.TRAINER.CONVPASS.HIDDEN = 8
-# s in x + Attn(LN(x)) + s * Convpass(LN(x)); pick it on VAL_SHOTS with `python -m clip_convpass.sweep`.
-_C.TRAINER.CONVPASS.SCALE = 1.0
-_C.TRAINER.CONVPASS.KERNEL_SIZE = 3  # 3, or 1 for the "language-oriented" 1x1 ablation
-_C.TRAINER.CONVPASS.DROPOUT = 0.1
-_C.TRAINER.CONVPASS.CONV_INIT = "identity"  # identity (centre tap) | xavier
-_C.TRAINER.CONVPASS.POSITIONS = "both"  # both | attn | mlp | none (no bypasses: head-only probe)
-_C.TRAINER.CONVPASS.MODE = "parallel"  # parallel | sequential
-_C.TRAINER.CONVPASS.SHARE = False  # Convpass_share
-# Same attention math on contiguous batch-first tensors (faster training on CPU and GPU; False = open_clip's MHA call).
-_C.TRAINER.CONVPASS.FAST_ATTENTION = True
-_C.TRAINER.CONVPASS.TEMPLATES = "single"  # head init text: single | ensemble7 | ensemble80
-_C.TRAINER.CONVPASS.HEAD_INIT = "text"  # text | random | zero
-_C.TRAINER.CONVPASS.HEAD_TRAINABLE = True
-
-# CoOp (trainers/coop.py)
-_C.TRAINER.COOP = CN()
-_C.TRAINER.COOP.N_CTX = 16
-_C.TRAINER.COOP.CTX_INIT = ""  # e.g. "a photo of a" (then N_CTX = its token count)
-_C.TRAINER.COOP.CSC = False  # class-specific contexts
-_C.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end | middle | front
-_C.TRAINER.COOP.INIT_STD = 0.02
-
-# CoCoOp (trainers/cocoop.py)
-_C.TRAINER.COCOOP = CN()
-_C.TRAINER.COCOOP.N_CTX = 4
-_C.TRAINER.COCOOP.CTX_INIT = "a photo of a"
-_C.TRAINER.COCOOP.INIT_STD = 0.02
-# Evaluation runs the text encoder on (images x classes) prompts; at most this many per call.
-_C.TRAINER.COCOOP.PROMPTS_PER_CHUNK = 1000
-
-# Tip-Adapter and Tip-Adapter-F (trainers/tip_adapter.py)
-_C.TRAINER.TIP = CN()
-_C.TRAINER.TIP.TEMPLATES = "ensemble7"
-_C.TRAINER.TIP.AUGMENT_EPOCH = 10
-_C.TRAINER.TIP.CROP_SCALE = (0.5, 1.0)
-_C.TRAINER.TIP.INIT_ALPHA = 1.0
-_C.TRAINER.TIP.INIT_BETA = 1.0
-# alpha, beta are searched on the VAL_SHOTS split (never on test data) over these ranges.
-_C.TRAINER.TIP.SEARCH = True
-_C.TRAINER.TIP.ALPHA_RANGE = (0.1, 3.0)
-_C.TRAINER.TIP.BETA_RANGE = (0.1, 7.0)
-_C.TRAINER.TIP.ALPHA_STEPS = 20
-_C.TRAINER.TIP.BETA_STEPS = 200
-
-# Linear-probe CLIP (trainers/linear_probe.py)
-_C.TRAINER.LINEAR_PROBE = CN()
-# Inverse L2 strength C (scikit-learn's convention): coarse grid, then a finer grid around the best.
-_C.TRAINER.LINEAR_PROBE.C_GRID = (1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4, 1e6)
-_C.TRAINER.LINEAR_PROBE.REFINE_POINTS = 9  # log-spaced points between the best C's neighbours
-_C.TRAINER.LINEAR_PROBE.MAX_ITER = 1000
-_C.TRAINER.LINEAR_PROBE.NORMALIZE = True  # L2-normalise features (as every other method's head does)
+# Each method adds its own node TRAINER.<NODE> (defaults, comments, validation live in its file);
+# clip_convpass.compose puts them together with these engine keys.
 
 VALID_PREC = ("fp32", "amp", "bf16")
 VALID_OPTIM = ("sgd", "adam", "adamw")
@@ -180,8 +125,17 @@ class ConfigError(ValueError):
     """A configuration file or value is invalid."""
 
 
-def get_cfg_default() -> CN:
+def engine_defaults() -> CN:
     return _C.clone()
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """A config path as given, or relative to the package's configs/ folder (e.g. trainers/CoOp/x.yaml)."""
+    p = Path(path).expanduser()
+    if p.is_file() or p.is_absolute():
+        return p
+    packaged = CONFIG_DIR / p
+    return packaged if packaged.is_file() else p
 
 
 def _load_yaml_chain(path: Path, seen: Optional[set] = None) -> list[Path]:
@@ -218,7 +172,7 @@ def _coerce_tree(defaults: CN, data: dict) -> dict:
 
 
 def merge_config_file(cfg: CN, path: str | os.PathLike) -> None:
-    for p in _load_yaml_chain(Path(path)):
+    for p in _load_yaml_chain(resolve_config_path(path)):
         with open(p) as f:
             data = yaml.safe_load(f) or {}
         data.pop("_BASE_", None)
@@ -226,7 +180,7 @@ def merge_config_file(cfg: CN, path: str | os.PathLike) -> None:
         try:
             cfg.merge_from_other_cfg(CN(data))
         except KeyError as e:
-            raise ConfigError(f"{p}: {e.args[0]} (see clip_convpass/config.py for the valid keys)") from e
+            raise ConfigError(f"{p}: {e.args[0]} (valid keys: clip_convpass/config.py, and each method's config_node())") from e
         except ValueError as e:
             raise ConfigError(f"{p}: {e}") from e
 
@@ -253,78 +207,41 @@ def merge_opts(cfg: CN, opts: Sequence[str]) -> None:
         raise ConfigError(f"Command-line opts: {e}") from e
 
 
-def setup_cfg(
-    dataset_config_file: str | os.PathLike | None = None,
-    config_file: str | os.PathLike | None = None,
-    opts: Iterable[str] = (),
-    freeze: bool = True,
-) -> CN:
-    """Build a config: defaults -> dataset file -> method file -> opts, then validate."""
-    cfg = get_cfg_default()
-    if dataset_config_file:
-        merge_config_file(cfg, dataset_config_file)
-    if config_file:
-        merge_config_file(cfg, config_file)
-    merge_opts(cfg, list(opts))
-    validate_cfg(cfg)
-    if freeze:
-        cfg.freeze()
-    return cfg
-
-
-def _check(cond: bool, msg: str) -> None:
+def check(cond: bool, msg: str) -> None:
+    """Raise ConfigError(msg) unless cond: the one-line form every validator uses."""
     if not cond:
         raise ConfigError(msg)
 
 
-def validate_cfg(cfg: CN) -> None:
-    """Reject invalid values before any work starts."""
-    from .prompts import TEMPLATE_SETS  # local import: prompts imports open_clip
-
-    _check(cfg.PREC in VALID_PREC, f"PREC must be one of {VALID_PREC}, got {cfg.PREC!r}")
-    _check(cfg.OPTIM.NAME.lower() in VALID_OPTIM, f"OPTIM.NAME must be one of {VALID_OPTIM}, got {cfg.OPTIM.NAME!r}")
-    _check(cfg.OPTIM.LR > 0, f"OPTIM.LR must be > 0, got {cfg.OPTIM.LR}")
-    _check(cfg.OPTIM.WEIGHT_DECAY >= 0, f"OPTIM.WEIGHT_DECAY must be >= 0, got {cfg.OPTIM.WEIGHT_DECAY}")
-    _check(cfg.OPTIM.MAX_EPOCH >= 0, f"OPTIM.MAX_EPOCH must be >= 0, got {cfg.OPTIM.MAX_EPOCH}")
-    _check(cfg.OPTIM.LR_SCHEDULER in VALID_SCHED,
+def validate_engine_cfg(cfg: CN) -> None:
+    """Reject invalid engine values before any work starts (methods check their own nodes)."""
+    check(cfg.PREC in VALID_PREC, f"PREC must be one of {VALID_PREC}, got {cfg.PREC!r}")
+    check(cfg.OPTIM.NAME.lower() in VALID_OPTIM, f"OPTIM.NAME must be one of {VALID_OPTIM}, got {cfg.OPTIM.NAME!r}")
+    check(cfg.OPTIM.LR > 0, f"OPTIM.LR must be > 0, got {cfg.OPTIM.LR}")
+    check(cfg.OPTIM.WEIGHT_DECAY >= 0, f"OPTIM.WEIGHT_DECAY must be >= 0, got {cfg.OPTIM.WEIGHT_DECAY}")
+    check(cfg.OPTIM.MAX_EPOCH >= 0, f"OPTIM.MAX_EPOCH must be >= 0, got {cfg.OPTIM.MAX_EPOCH}")
+    check(cfg.OPTIM.LR_SCHEDULER in VALID_SCHED,
            f"OPTIM.LR_SCHEDULER must be one of {VALID_SCHED}, got {cfg.OPTIM.LR_SCHEDULER!r}")
-    _check(cfg.OPTIM.WARMUP_TYPE in VALID_WARMUP,
+    check(cfg.OPTIM.WARMUP_TYPE in VALID_WARMUP,
            f"OPTIM.WARMUP_TYPE must be one of {VALID_WARMUP}, got {cfg.OPTIM.WARMUP_TYPE!r}")
-    _check(cfg.OPTIM.WARMUP_EPOCH >= 0, "OPTIM.WARMUP_EPOCH must be >= 0")
-    _check(cfg.DATASET.NUM_SHOTS >= 0, f"DATASET.NUM_SHOTS must be >= 0, got {cfg.DATASET.NUM_SHOTS}")
-    _check(cfg.DATASET.VAL_SHOTS >= 0, f"DATASET.VAL_SHOTS must be >= 0, got {cfg.DATASET.VAL_SHOTS}")
-    _check(cfg.DATASET.SUBSAMPLE in ("all", "base", "new"),
+    check(cfg.OPTIM.WARMUP_EPOCH >= 0, "OPTIM.WARMUP_EPOCH must be >= 0")
+    check(cfg.DATASET.NUM_SHOTS >= 0, f"DATASET.NUM_SHOTS must be >= 0, got {cfg.DATASET.NUM_SHOTS}")
+    check(cfg.DATASET.VAL_SHOTS >= 0, f"DATASET.VAL_SHOTS must be >= 0, got {cfg.DATASET.VAL_SHOTS}")
+    check(cfg.DATASET.SUBSAMPLE in ("all", "base", "new"),
            f"DATASET.SUBSAMPLE must be all|base|new, got {cfg.DATASET.SUBSAMPLE!r}")
-    _check(cfg.DATALOADER.TRAIN_X.BATCH_SIZE > 0, "DATALOADER.TRAIN_X.BATCH_SIZE must be > 0")
-    _check(cfg.DATALOADER.TEST.BATCH_SIZE > 0, "DATALOADER.TEST.BATCH_SIZE must be > 0")
-    _check(cfg.DATALOADER.NUM_WORKERS >= 0, "DATALOADER.NUM_WORKERS must be >= 0")
-    _check(cfg.TRAIN.CHECKPOINT_FREQ >= 1, "TRAIN.CHECKPOINT_FREQ must be >= 1")
-    _check(cfg.TRAIN.KEEP_CHECKPOINTS >= 1, "TRAIN.KEEP_CHECKPOINTS must be >= 1")
-    _check(cfg.TEST.SPLIT in ("test", "val"), f"TEST.SPLIT must be test|val, got {cfg.TEST.SPLIT!r}")
-    _check(cfg.TEST.FEATURE_CACHE_DTYPE in ("native", "fp16"),
+    check(cfg.DATALOADER.TRAIN_X.BATCH_SIZE > 0, "DATALOADER.TRAIN_X.BATCH_SIZE must be > 0")
+    check(cfg.DATALOADER.TEST.BATCH_SIZE > 0, "DATALOADER.TEST.BATCH_SIZE must be > 0")
+    check(cfg.DATALOADER.NUM_WORKERS >= 0, "DATALOADER.NUM_WORKERS must be >= 0")
+    check(cfg.TRAIN.CHECKPOINT_FREQ >= 1, "TRAIN.CHECKPOINT_FREQ must be >= 1")
+    check(cfg.TRAIN.KEEP_CHECKPOINTS >= 1, "TRAIN.KEEP_CHECKPOINTS must be >= 1")
+    check(cfg.TEST.SPLIT in ("test", "val"), f"TEST.SPLIT must be test|val, got {cfg.TEST.SPLIT!r}")
+    check(cfg.TEST.FEATURE_CACHE_DTYPE in ("native", "fp16"),
            f"TEST.FEATURE_CACHE_DTYPE must be native|fp16, got {cfg.TEST.FEATURE_CACHE_DTYPE!r}")
-    _check(len(cfg.INPUT.SIZE) == 2, f"INPUT.SIZE must be (height, width), got {cfg.INPUT.SIZE}")
-    _check(cfg.INPUT.INTERPOLATION in ("bicubic", "bilinear", "nearest"),
+    check(len(cfg.INPUT.SIZE) == 2, f"INPUT.SIZE must be (height, width), got {cfg.INPUT.SIZE}")
+    check(cfg.INPUT.INTERPOLATION in ("bicubic", "bilinear", "nearest"),
            f"INPUT.INTERPOLATION must be bicubic|bilinear|nearest, got {cfg.INPUT.INTERPOLATION!r}")
     for t in list(cfg.INPUT.TRANSFORMS) + list(cfg.INPUT.TEST_TRANSFORMS):
-        _check(t in VALID_TRANSFORMS, f"Unknown transform {t!r}; choices: {VALID_TRANSFORMS}")
-    _check(cfg.TRAINER.ZSCLIP.TEMPLATES in TEMPLATE_SETS,
-           f"TRAINER.ZSCLIP.TEMPLATES must be one of {sorted(TEMPLATE_SETS)}, got {cfg.TRAINER.ZSCLIP.TEMPLATES!r}")
-    from .registry import TRAINER_REGISTRY
-
-    _check(cfg.TRAINER.NAME in TRAINER_REGISTRY,
-           f"Unknown TRAINER.NAME {cfg.TRAINER.NAME!r}; registered: {TRAINER_REGISTRY.names()}")
-    for hook in _VALIDATORS:
-        hook(cfg)
-
-
-_VALIDATORS = []
-
-
-def register_validator(fn):
-    """Methods add checks of their own TRAINER.<METHOD> keys here."""
-    _VALIDATORS.append(fn)
-    return fn
+        check(t in VALID_TRANSFORMS, f"Unknown transform {t!r}; choices: {VALID_TRANSFORMS}")
 
 
 def config_hash(cfg: CN) -> str:

@@ -2,8 +2,9 @@
 
     python -m clip_convpass.demo [--output demo_output] [--seeds 1 2]
 
-Writes the synthetic data, runs every method of the Table 2 grid (train on synthetic "ImageNet",
-evaluate on all five synthetic test sets) and prints the table. The numbers are SYNTHETIC: they
+Writes the synthetic data, runs every registered row (the Table 2 grid and the other baselines: train
+on synthetic "ImageNet", evaluate on all five synthetic test sets) and the head-init grid, and prints
+the tables. The numbers are SYNTHETIC: they
 show that the pipeline works end to end, not how the methods compare on real data.
 """
 from __future__ import annotations
@@ -13,23 +14,16 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from .config import CONFIG_DIR
 from .data.synthetic import build_synthetic_tree
-from .grid import CONFIGS, TABLE2_METHODS, Method, run_grid
-from .headinit import head_init_methods, head_init_table
+from .grid import run_grid
+from .headinit import CONVPASS_ROW, head_init_rows, head_init_table
+from .registry import find_row, method_rows
 from .report import aggregate, build_table, collect, plot, render
 from .utils import format_seconds, setup_logger
 
 BANNER = "#" * 100
-# Table 2's methods, plus training-free Tip-Adapter so that the demo runs every baseline.
-DEMO_METHODS = TABLE2_METHODS[:4] + [Method("TipAdapter", "trainers/TipAdapter/vit_b16.yaml")] + TABLE2_METHODS[4:]
-# Demo-scale settings per method (the paper's LR and epochs are for real CLIP on ImageNet).
-DEMO_METHOD_OPTS = {
-    "CoOp": ["OPTIM.MAX_EPOCH", "10", "OPTIM.LR", "0.02", "DATALOADER.TRAIN_X.BATCH_SIZE", "16"],
-    "CoCoOp": ["OPTIM.MAX_EPOCH", "2", "OPTIM.LR", "0.02"],
-    "TipAdapter": ["TRAINER.TIP.AUGMENT_EPOCH", "2"],
-    "TipAdapterF": ["OPTIM.MAX_EPOCH", "10", "DATALOADER.TRAIN_X.BATCH_SIZE", "16", "TRAINER.TIP.AUGMENT_EPOCH", "2"],
-    "ConvpassCLIP": ["OPTIM.LR", "3e-3", "OPTIM.MAX_EPOCH", "10", "DATALOADER.TRAIN_X.BATCH_SIZE", "16"],
-}
+DEMO_CONFIG = CONFIG_DIR / "demo.yaml"  # tiny model, 8 shots; each row adds its own demo_opts
 
 
 def make_tiny_checkpoint(path: Path, seed: int = 0) -> None:
@@ -53,7 +47,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     t0 = time.time()
     out = Path(args.output).resolve()
     data = out / "data"
-    class_list = data / "synthetic_wnids.txt"
+    class_list = data / "synthetic_classes.txt"  # written last: its presence means the tree is complete
     if not class_list.is_file():
         info = build_synthetic_tree(data)
         print(f"Wrote a synthetic dataset tree to {data}: {info['counts']}")
@@ -62,13 +56,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         make_tiny_checkpoint(weights)
     setup_logger(None)
     runs = out / "runs"
-    run_grid(DEMO_METHODS, args.seeds, str(data), runs,
-             ["DATASET.CLASS_LIST", str(class_list), "MODEL.PRETRAINED", str(weights)],
-             force=args.force, override_config=CONFIGS / "demo.yaml", method_opts=DEMO_METHOD_OPTS)
+    common = ["DATASET.CLASS_LIST", str(class_list), "MODEL.PRETRAINED", str(weights)]
+    run_grid(method_rows(), args.seeds, str(data), runs, common, force=args.force,
+             override_configs=[DEMO_CONFIG], demo_opts=True)
     headinit = out / "headinit"
-    run_grid(head_init_methods(DEMO_METHOD_OPTS["ConvpassCLIP"]), args.seeds, str(data), headinit,
-             ["DATASET.CLASS_LIST", str(class_list), "MODEL.PRETRAINED", str(weights)],
-             force=args.force, override_config=CONFIGS / "demo.yaml", eval_step0=True)
+    run_grid(head_init_rows(find_row(CONVPASS_ROW).demo_opts), args.seeds, str(data), headinit, common,
+             force=args.force, override_configs=[DEMO_CONFIG], eval_step0=True)
     table = build_table(aggregate(collect([runs])))
     print(BANNER)
     print("SYNTHETIC DATA + TINY RANDOM-INIT MODEL: these numbers only show that the pipeline runs end to end.")

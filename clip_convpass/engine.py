@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import List, Optional, Sequence
 
 from . import distributed
@@ -10,6 +9,7 @@ from .checkpoint import latest_checkpoint
 from .config import config_hash
 from .data import build_dataset
 from .registry import TRAINER_REGISTRY
+from .rundir import RunDir
 from .utils import environment_info, exclusive_lock, resolve_device, setup_logger
 
 logger = logging.getLogger("clip_convpass")
@@ -29,21 +29,22 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
     """
     TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # unknown trainer: fail before any work
     distributed.init_from_env(resolve_device(cfg.DEVICE))
-    out = Path(cfg.OUTPUT_DIR)
+    run_dir = RunDir(cfg.OUTPUT_DIR)
+    out = run_dir.root
     out.mkdir(parents=True, exist_ok=True)
     if not distributed.is_main():  # under torchrun, rank 0 holds the lock and writes logs and files
         setup_logger(None, level=logging.WARNING)
         return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0)
     # One process at a time may train into a directory (checkpoints, history); evaluations of
     # different datasets only write their own eval/<dataset>/ and may run side by side.
-    lock = out / ".lock" if not eval_only else out / "eval" / cfg.DATASET.NAME / ".lock"
+    lock = run_dir.eval_lock(cfg.DATASET.NAME) if eval_only else run_dir.lock
     with exclusive_lock(lock, f"Output directory {out}"):
-        setup_logger(out)
+        setup_logger(out, run_dir.log_name)
         logger.info("=" * 20 + f" {'evaluation' if eval_only else 'run'} " + "=" * 20)
         logger.info(f"Environment: {environment_info()}, processes: {distributed.world_size()}")
         logger.info(f"Config (hash {config_hash(cfg)}):\n{cfg.dump()}")
         # an evaluation of a trained run must not overwrite the training run's config
-        (out / (f"config_eval_{cfg.DATASET.NAME}.yaml" if eval_only else "config.yaml")).write_text(cfg.dump())
+        (run_dir.eval_config(cfg.DATASET.NAME) if eval_only else run_dir.config).write_text(cfg.dump())
         return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0)
 
 

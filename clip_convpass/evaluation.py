@@ -1,9 +1,23 @@
-"""Classification metrics: top-1, top-5, macro-F1, mean per-class accuracy, optional per-class accuracy."""
+"""Evaluation: metrics (top-1, top-5, macro-F1, mean per-class accuracy, optional per-class accuracy)
+and the one evaluation loop, fed by a feature source (images through the whole model, or a frozen
+encoder's cached features through the method's head), gathered across processes under torchrun."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+import logging
+import time
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+
+from . import distributed, feature_cache
+from .config import config_hash
+from .data import build_transform
+from .utils import Progress
+
+if TYPE_CHECKING:
+    from .trainer import TrainerBase
+
+logger = logging.getLogger("clip_convpass")
 
 
 class Evaluator:
@@ -67,3 +81,140 @@ class Evaluator:
             names = self.classnames or [str(i) for i in range(c)]
             out["per_class_acc"] = {names[i]: 100.0 * per_class_acc[i].item() for i in range(c) if has_support[i]}
         return out
+
+
+# ---- the evaluation loop ------------------------------------------------------------------------
+def encode_batches(trainer: "TrainerBase", encode: Callable, items: Sequence, transform, desc: str):
+    """encode() of every batch of items, in order: (per-batch outputs, per-batch labels, skipped files)."""
+    # a private generator: creating the iterator then draws nothing from the global RNG, which
+    # random transforms (cache passes) consume in item order from a state the caller seeded
+    loader = trainer.build_loader(items, is_train=False, transform=transform, generator=torch.Generator())
+    progress = Progress(len(loader), desc, max(1, len(loader) // 10))
+    outputs, labels, skipped = [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            skipped += batch["skipped"]
+            if batch["img"] is not None:
+                with trainer.autocast():
+                    outputs.append(encode(batch["img"].to(trainer.device)))
+                labels.append(batch["label"])
+            progress.step()
+    return outputs, labels, skipped
+
+
+class ImageBatches:
+    """Feature source: decode and run the whole model on every batch."""
+
+    def __init__(self, trainer: "TrainerBase", items: Sequence, desc: str):
+        self.trainer, self.items, self.desc = trainer, items, desc
+        self.skipped: List[Tuple[str, str]] = []
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        loader = self.trainer.build_loader(self.items, is_train=False)
+        progress = Progress(len(loader), self.desc, max(1, len(loader) // 10))
+        feature_cache.STATS["passes"] += 1
+        for batch in loader:
+            self.skipped += batch["skipped"]
+            if batch["img"] is not None:
+                feature_cache.STATS["images"] += len(batch["label"])
+                yield self.trainer.predict(batch["img"]), batch["label"]
+            progress.step()
+
+
+class CachedFeatures:
+    """Feature source for frozen image encoders: raw features from the shared on-disk cache (computed
+    and stored on a miss), turned into logits by the method's head."""
+
+    def __init__(self, trainer: "TrainerBase", dataset, split: str, items: Sequence, desc: str):
+        cfg = trainer.cfg
+        self.trainer = trainer
+        transform = build_transform(cfg, False)
+        key, meta = feature_cache.cache_key(cfg, dataset.NAME, split, items, dataset.root, transform)
+
+        def compute():
+            out = encode_batches(trainer, trainer.encode_images, items, transform, desc)
+            feature_cache.STATS["passes"] += 1
+            feature_cache.STATS["images"] += sum(len(lab) for lab in out[1])
+            return out
+
+        self.feats, self.labels, self.skipped = feature_cache.get_or_compute(
+            cfg.TEST.FEATURE_CACHE_DIR, key, meta, compute, cfg.TEST.FEATURE_CACHE_DTYPE)
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        t = self.trainer
+        for f, lab in zip(self.feats, self.labels):
+            with t.autocast():
+                yield t.logits_from_features(f.to(t.device)).float(), lab
+
+
+@torch.no_grad()
+def evaluate(trainer: "TrainerBase", dataset, split: str, stage: str = "final") -> dict:
+    """Score `trainer` on a dataset split and write its results.json (rank 0). stage "step0" marks an
+    evaluation before any training.
+
+    Under torchrun each process evaluates a contiguous shard (no padded duplicates) and the
+    predictions are gathered, so the metrics equal a single-process run's.
+    """
+    cfg = trainer.cfg
+    items = distributed.shard(dataset.test if split == "test" else dataset.val)
+    trainer.set_model_mode(False)
+    evaluator = Evaluator(dataset.num_classes, dataset.classnames, cfg.TEST.PER_CLASS_RESULT)
+    # Restricting universe logits to the dataset's classes: the one mechanism for 200-class sets.
+    columns = torch.tensor(dataset.label_columns, device=trainer.device)
+    desc = f"eval {dataset.NAME}/{split}"
+    t0 = time.time()
+    if trainer.FROZEN_IMAGE_ENCODER and cfg.TEST.FEATURE_CACHE_DIR:
+        source = CachedFeatures(trainer, dataset, split, items, desc)
+    else:
+        source = ImageBatches(trainer, items, desc)
+    for logits, labels in source:
+        evaluator.process(logits.index_select(1, columns), labels)
+    skipped = source.skipped
+    if distributed.is_distributed():
+        evaluator.merge(distributed.gather_objects(evaluator.state()))
+        skipped = [s for part in distributed.gather_objects(skipped) for s in part]
+    metrics = evaluator.evaluate()
+    for _, err in skipped:
+        logger.warning(f"Skipped unreadable image: {err}")
+    result = result_record(trainer, dataset, split, metrics, time.time() - t0, skipped)
+    result["stage"] = stage
+    if distributed.is_main():
+        path = trainer.run_dir.write_results(result)
+        m = result["metrics"]
+        logger.info(
+            f"=> {result['dataset']}/{split}: top1 {m['top1']:.2f} top5 {m['top5']:.2f} "
+            f"macro-F1 {m['macro_f1']:.2f} mean-per-class {m['mean_per_class_acc']:.2f} "
+            f"({result['n_images']} images, {result['n_skipped']} skipped) -> {path}"
+        )
+    distributed.barrier()
+    return result
+
+
+def result_record(trainer: "TrainerBase", dataset, split: str, metrics: dict, elapsed: float, skipped) -> dict:
+    cfg = trainer.cfg
+    per_class = metrics.pop("per_class_acc", None)
+    rec = {
+        "dataset": dataset.NAME,
+        "split": split,
+        "metrics": {k: v for k, v in metrics.items() if k != "n"},
+        "n_images": metrics["n"],
+        "n_classes": dataset.num_classes,
+        "n_skipped": len(skipped),
+        "skipped_files": [p for p, _ in skipped][:1000],
+        "trainer": trainer.NAME,
+        "name": cfg.NAME or trainer.NAME,
+        "backbone": cfg.MODEL.BACKBONE,
+        "pretrained": cfg.MODEL.PRETRAINED,
+        "seed": cfg.SEED,
+        "shots": cfg.DATASET.NUM_SHOTS,
+        "val_shots": cfg.DATASET.VAL_SHOTS,
+        "train_dataset": trainer.train_dataset,
+        "epochs_trained": trainer.epochs_done,
+        "config_hash": config_hash(cfg),
+        "prec": cfg.PREC,
+        "elapsed_s": round(elapsed, 3),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if per_class is not None:
+        rec["per_class_acc"] = per_class
+    return rec

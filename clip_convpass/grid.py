@@ -1,4 +1,5 @@
-"""Run a grid of (method config, seed) cells: train on ImageNet, evaluate on the five test sets.
+"""Run a grid of (row, seed) cells: train on ImageNet, evaluate on it and on every dataset that evaluates
+its models (the five test sets of Table 2). Rows are the methods' registered configurations.
 
 Each cell lives in OUTPUT/<train dataset>/<trainer>/<config>_<shots>shots/seed<S>/ with
 eval/<dataset>/results.json per test set. A cell whose results all exist is skipped; a cell that
@@ -10,100 +11,74 @@ from __future__ import annotations
 
 import argparse
 import gc
-import shutil
 import logging
+import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .registry import REPO_ROOT
-from .report import DOMAINS
+from .registry import Row, evaluation_domains, method_rows
+from .rundir import RunDir, cell_dir
 from .utils import format_seconds, setup_logger
 
 logger = logging.getLogger("clip_convpass")
-CONFIGS = REPO_ROOT / "configs"
+TABLE2_SOURCE = "ImageNet"  # the paper's Table 2 trains here and evaluates on its shifted variants
 
 
-@dataclass
-class Method:
-    name: str  # row label in tables (cfg.NAME)
-    config: str  # method YAML, relative to configs/ or absolute
-    opts: List[str] = field(default_factory=list)
-    tag: str = ""  # run-folder name; default: the config file's stem
-
-    @property
-    def config_path(self) -> Path:
-        p = Path(self.config)
-        return p if p.is_absolute() else CONFIGS / p
+def table2_rows() -> List[Row]:
+    return method_rows(lambda r: r.table2)
 
 
-# The Table 2 grid (ViT-B/16, 16 shots), in the paper's row order.
-TABLE2_METHODS = [
-    Method("ZeroShotCLIP", "trainers/ZeroShotCLIP/vit_b16.yaml"),
-    Method("LinearProbeCLIP", "trainers/LinearProbeCLIP/vit_b16.yaml"),
-    Method("CoOp", "trainers/CoOp/vit_b16_ep50.yaml"),
-    Method("CoCoOp", "trainers/CoCoOp/vit_b16_c4_ep10_batch1.yaml"),
-    Method("TipAdapterF", "trainers/TipAdapterF/vit_b16.yaml"),
-    Method("ConvpassCLIP", "trainers/ConvpassCLIP/vit_b16.yaml"),
-]
+def row_dir(output: Path, cfg, row: Row) -> RunDir:
+    stem = row.tag or (Path(row.config).stem if row.config else row.name)
+    return cell_dir(output, cfg.DATASET.NAME, cfg.TRAINER.NAME, stem, cfg.DATASET.NUM_SHOTS, cfg.SEED)
 
 
-def cell_dir(output: Path, cfg, method: Method) -> Path:
-    stem = method.tag or method.config_path.stem
-    return output / cfg.DATASET.NAME / cfg.TRAINER.NAME / f"{stem}_{cfg.DATASET.NUM_SHOTS}shots" / f"seed{cfg.SEED}"
+def build_cell_cfg(row: Row, seed: int, data: str, output: Path, extra_opts: Sequence[str] = (),
+                   override_configs: Sequence[str | Path] = (), source: str = TABLE2_SOURCE):
+    """defaults -> method YAML -> override files (e.g. configs/demo.yaml) -> row and extra opts."""
+    from .compose import setup_cfg
 
-
-def build_cell_cfg(method: Method, seed: int, data: str, output: Path, extra_opts: Sequence[str] = (),
-                   override_config: str | Path | None = None):
-    """base defaults -> dataset -> method -> override file (e.g. configs/demo.yaml) -> opts."""
-    from .config import get_cfg_default, merge_config_file, merge_opts, validate_cfg
-
-    cfg = get_cfg_default()
-    merge_config_file(cfg, CONFIGS / "datasets" / "imagenet.yaml")
-    merge_config_file(cfg, method.config_path)
-    if override_config:
-        merge_config_file(cfg, override_config)
-    merge_opts(cfg, ["DATASET.ROOT", data, "SEED", str(seed), "NAME", method.name, *method.opts, *extra_opts])
-    validate_cfg(cfg)
-    cfg.OUTPUT_DIR = str(cell_dir(output, cfg, method))
+    opts = ["DATASET.NAME", source, "DATASET.ROOT", data, "SEED", str(seed), "NAME", row.name,
+            "TRAINER.NAME", row.trainer, *row.opts, *extra_opts]
+    cfg = setup_cfg(None, row.config or None, opts, freeze=False, override_files=override_configs)
+    cfg.OUTPUT_DIR = str(row_dir(output, cfg, row).root)
     cfg.freeze()
     return cfg
 
 
-def cell_done(out_dir: Path, domains: Sequence[str], eval_step0: bool = False) -> bool:
-    stages = ["eval", "eval_step0"] if eval_step0 else ["eval"]
-    return all((out_dir / s / d / "results.json").is_file() for d in domains for s in stages)
-
-
-def run_grid(methods: Sequence[Method], seeds: Sequence[int], data: str, output: str | Path,
-             extra_opts: Sequence[str] = (), domains: Sequence[str] = DOMAINS, force: bool = False,
-             override_config: str | Path | None = None, method_opts: Optional[dict] = None,
-             eval_step0: bool = False, feature_cache: bool = True) -> List[Path]:
-    """Run every (method, seed) cell. With feature_cache, frozen-encoder methods share test-set features
-    through <output>/feature_cache: each test set is encoded once for all of them and all seeds."""
+def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str | Path,
+             extra_opts: Sequence[str] = (), domains: Optional[Sequence[str]] = None, force: bool = False,
+             override_configs: Sequence[str | Path] = (), demo_opts: bool = False,
+             eval_step0: bool = False, feature_cache: bool = True, source: str = TABLE2_SOURCE) -> List[Path]:
+    """Run every (row, seed) cell: train on `source`, evaluate on `domains` (default: source and every
+    dataset that evaluates its models). With feature_cache, frozen-encoder methods share test-set
+    features through <output>/feature_cache: each test set is encoded once for all of them and all seeds.
+    demo_opts: apply each row's demo-scale settings."""
     from .engine import run
 
     output = Path(output)
-    cells = [(m, s) for m in methods for s in seeds]
+    domains = list(domains or evaluation_domains(source))
+    stages = ("final", "step0") if eval_step0 else ("final",)
+    cells = [(r, s) for r in rows for s in seeds]
     done_dirs = []
     t0 = time.time()
-    for i, (method, seed) in enumerate(cells, 1):
-        opts = [*extra_opts, *(method_opts or {}).get(method.name, [])]
+    for i, (row, seed) in enumerate(cells, 1):
+        opts = [*extra_opts, *(row.demo_opts if demo_opts else ())]
         if feature_cache:
             opts = ["TEST.FEATURE_CACHE_DIR", str(output / "feature_cache"), *opts]
-        cfg = build_cell_cfg(method, seed, data, output, opts, override_config)
-        out_dir = Path(cfg.OUTPUT_DIR)
-        prefix = f"[grid {i}/{len(cells)}] {method.name} seed {seed}"
-        if cell_done(out_dir, domains, eval_step0) and not force:
-            print(f"{prefix}: results exist in {out_dir}, skipping (use --force to rerun)")
+        cfg = build_cell_cfg(row, seed, data, output, opts, override_configs, source)
+        run_dir = RunDir(cfg.OUTPUT_DIR)
+        prefix = f"[grid {i}/{len(cells)}] {row.name} seed {seed}"
+        if run_dir.has_results(domains, stages) and not force:
+            print(f"{prefix}: results exist in {run_dir.root}, skipping (use --force to rerun)")
         else:
-            if force and out_dir.exists():
-                shutil.rmtree(out_dir)  # a forced rerun trains from scratch, as scripts/train.sh --force
-            print(f"{prefix}: running in {out_dir}")
+            if force and run_dir.root.exists():
+                shutil.rmtree(run_dir.root)  # a forced rerun trains from scratch, as scripts/train.sh --force
+            print(f"{prefix}: running in {run_dir.root}")
             run(cfg, eval_datasets=[d for d in domains if d != cfg.DATASET.NAME], eval_step0=eval_step0)
             gc.collect()
-        done_dirs.append(out_dir)
+        done_dirs.append(run_dir.root)
         elapsed = time.time() - t0
         print(f"{prefix}: done; grid elapsed {format_seconds(elapsed)}, "
               f"eta {format_seconds(elapsed / i * (len(cells) - i))}")
@@ -112,22 +87,32 @@ def run_grid(methods: Sequence[Method], seeds: Sequence[int], data: str, output:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="DATASET.ROOT")
-    p.add_argument("--output", required=True, help="output root")
-    p.add_argument("--methods", nargs="*", default=None, help=f"row names from {[m.name for m in TABLE2_METHODS]}")
+    p.add_argument("--data", default="", help="DATASET.ROOT")
+    p.add_argument("--output", default="", help="output root")
+    p.add_argument("--methods", nargs="*", default=None,
+                   help="row names (default: the Table 2 rows); see `python -m clip_convpass.grid --list`")
+    p.add_argument("--list", action="store_true", help="list every registered row and exit")
     p.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
     p.add_argument("--force", action="store_true", help="rerun cells whose results exist")
-    p.add_argument("--override-config", default="", help="YAML merged after each method's config")
+    p.add_argument("--override-config", action="append", default=[],
+                   help="YAML merged after each method's config (repeat the flag for several, merged in order)")
     p.add_argument("--no-feature-cache", action="store_true", help="re-encode test sets for every method and seed")
     p.add_argument("opts", nargs="*", help="KEY VALUE overrides for every cell")
     args = p.parse_intermixed_args(argv)
-    methods = [m for m in TABLE2_METHODS if args.methods is None or m.name in args.methods]
-    unknown = set(args.methods or []) - {m.name for m in TABLE2_METHODS}
+    if not args.list and not (args.data and args.output):
+        p.error("--data and --output are required")
+    every = method_rows()
+    if args.list:
+        for r in every:
+            print(f"{r.name:24s} {r.trainer:18s} {r.config or '(defaults)'}{'' if r.table2 else '  (not in Table 2)'}")
+        return 0
+    unknown = set(args.methods or []) - {r.name for r in every}
     if unknown:
-        p.error(f"unknown methods {sorted(unknown)}; choices: {[m.name for m in TABLE2_METHODS]}")
+        p.error(f"unknown methods {sorted(unknown)}; choices: {[r.name for r in every]}")
+    rows = table2_rows() if args.methods is None else [r for r in every if r.name in args.methods]
     setup_logger(None)
-    run_grid(methods, args.seeds, args.data, args.output, args.opts, force=args.force,
-             override_config=args.override_config or None, feature_cache=not args.no_feature_cache)
+    run_grid(rows, args.seeds, args.data, args.output, args.opts, force=args.force,
+             override_configs=args.override_config, feature_cache=not args.no_feature_cache)
     from .report import aggregate, build_table, collect, render
 
     print(render(build_table(aggregate(collect([args.output])), paper=True), paper=True))

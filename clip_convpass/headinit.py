@@ -14,17 +14,23 @@ import argparse
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .grid import Method, run_grid
-from .report import DOMAINS, aggregate, build_table, collect, render
+from .grid import run_grid
+from .registry import Row, find_row
+from .report import aggregate, build_table, collect, render, table2_domains
 from .utils import setup_logger
 
-CONVPASS_CONFIG = "trainers/ConvpassCLIP/vit_b16.yaml"
+CONVPASS_ROW = "ConvpassCLIP"  # the registered row whose config the study varies
 INITS = [("text-1", "text", "single"), ("text-7", "text", "ensemble7"), ("text-80", "text", "ensemble80"),
          ("random", "random", "single"), ("zero", "zero", "single")]
-TABLE_DOMAINS = ["ImageNet@step0"] + DOMAINS
 
 
-def head_init_methods(extra_opts: Sequence[str] = ()) -> List[Method]:
+def table_domains() -> List[str]:
+    domains = table2_domains()
+    return [f"{domains[0]}@step0"] + domains
+
+
+def head_init_rows(extra_opts: Sequence[str] = ()) -> List[Row]:
+    base = find_row(CONVPASS_ROW)
     methods = []
     for model, positions in (("Convpass", "both"), ("Probe", "none")):
         for head in ("trainable", "frozen"):
@@ -35,14 +41,15 @@ def head_init_methods(extra_opts: Sequence[str] = ()) -> List[Method]:
                 opts = ["TRAINER.CONVPASS.POSITIONS", positions, "TRAINER.CONVPASS.HEAD_INIT", init,
                         "TRAINER.CONVPASS.TEMPLATES", templates,
                         "TRAINER.CONVPASS.HEAD_TRAINABLE", str(head == "trainable"), *extra_opts]
-                methods.append(Method(name, CONVPASS_CONFIG, opts, tag=f"headinit_{model.lower()}_{label}_{head}"))
+                methods.append(Row(name, base.config, opts=tuple(opts), trainer=base.trainer, table2=False,
+                                   tag=f"headinit_{model.lower()}_{label}_{head}"))
     return methods
 
 
 def head_init_table(roots: Sequence[str | Path], fmt: str = "terminal") -> str:
-    names = [m.name for m in head_init_methods()]
+    names = [m.name for m in head_init_rows()]
     records = [r for r in collect(roots) if r.get("name") in names]
-    table = build_table(aggregate(records), domains=TABLE_DOMAINS, order=names)
+    table = build_table(aggregate(records), domains=table_domains(), order=names)
     return render(table, fmt)
 
 
@@ -52,12 +59,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--output", required=True)
     p.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
     p.add_argument("--force", action="store_true")
-    p.add_argument("--override-config", default="")
+    p.add_argument("--override-config", action="append", default=[], help="YAML merged after the method's (repeatable)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     args = p.parse_args(argv)
     setup_logger(None)
-    run_grid(head_init_methods(), args.seeds, args.data, args.output, args.opts, force=args.force,
-             override_config=args.override_config or None, eval_step0=True)
+    run_grid(head_init_rows(), args.seeds, args.data, args.output, args.opts, force=args.force,
+             override_configs=args.override_config, eval_step0=True)
     print(head_init_table([args.output]))
     return 0
 

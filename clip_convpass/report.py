@@ -16,22 +16,28 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
-DOMAINS = ["ImageNet", "ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR"]
-DOMAIN_LABELS = {"ImageNet": "ImageNet", "ImageNetV2": "-V2", "ImageNetSketch": "-Sketch", "ImageNetA": "-A",
-                 "ImageNetR": "-R", "ImageNet@step0": "ImageNet step 0"}
-TARGETS = DOMAINS[1:]
-METHOD_ORDER = ["ZeroShotCLIP", "LinearProbeCLIP", "CoOp", "CoCoOp", "TipAdapter", "TipAdapterF", "ConvpassCLIP"]
-METHOD_LABELS = {"ZeroShotCLIP": "ZS CLIP", "LinearProbeCLIP": "LP CLIP", "CoOp": "CoOp", "CoCoOp": "CoCoOp",
-                 "TipAdapter": "Tip-Adapter", "TipAdapterF": "Tip-Adapter-F", "ConvpassCLIP": "Convpass_CLIP"}
-# Jie & Deng, Table 2: ViT-B/16, 16-shot ImageNet, top-1 on ImageNet / -V2 / -Sketch / -A / -R.
-PAPER_TABLE2: Dict[str, List[float]] = {
-    "ZeroShotCLIP": [66.73, 60.83, 46.15, 47.77, 73.96],
-    "LinearProbeCLIP": [65.85, 56.26, 34.77, 35.68, 58.43],
-    "CoOp": [71.51, 64.20, 47.99, 49.71, 75.21],
-    "CoCoOp": [71.02, 64.07, 48.75, 50.63, 76.18],
-    "TipAdapterF": [73.41, 65.39, 48.58, 49.23, 77.54],
-    "ConvpassCLIP": [74.23, 66.61, 49.10, 49.27, 78.17],
-}
+from .registry import DATASET_REGISTRY, evaluation_domains, method_rows, rows_by_name
+
+TABLE2_SOURCE = "ImageNet"
+STAGE_LABELS = {"step0": "step 0"}
+
+
+def table2_domains() -> List[str]:
+    """ImageNet, then every dataset that evaluates ImageNet models, in their declared order."""
+    return evaluation_domains(TABLE2_SOURCE)
+
+
+def domain_label(domain: str) -> str:
+    """The dataset's column label ("-V2"); "ImageNet step 0" for an evaluation at a stage ("ImageNet@step0")."""
+    name, _, stage = domain.partition("@")
+    label = DATASET_REGISTRY.get(name).column_label() if name in DATASET_REGISTRY else name
+    return f"{label} {STAGE_LABELS.get(stage, stage)}" if stage else label
+
+
+def row_label(name: str) -> str:
+    row = rows_by_name().get(name)
+    return row.display if row else name
+
 
 Cell = Optional[Tuple[float, float, int]]  # mean, std, number of seeds
 
@@ -72,28 +78,31 @@ def aggregate(records: List[dict], metric: str = "top1", split: str = "test") ->
 
 def order_rows(names: Iterable[str], order: Optional[Sequence[str]] = None) -> List[str]:
     names = list(names)
-    known = [n for n in (order or METHOD_ORDER) if n in names]
+    known = [n for n in (order or [r.name for r in method_rows()]) if n in names]
     return known + sorted(n for n in names if n not in known)
 
 
-def target_average(cells: Dict[str, Cell]) -> Cell:
-    if any(cells.get(d) is None for d in TARGETS):
+def target_average(cells: Dict[str, Cell], targets: Sequence[str]) -> Cell:
+    if any(cells.get(d) is None for d in targets):
         return None
-    means = [cells[d][0] for d in TARGETS]
-    return sum(means) / len(means), 0.0, min(cells[d][2] for d in TARGETS)
+    means = [cells[d][0] for d in targets]
+    return sum(means) / len(means), 0.0, min(cells[d][2] for d in targets)
 
 
-def build_table(rows: Dict[str, Dict[str, Cell]], paper: bool = False, domains: Sequence[str] = DOMAINS,
+def build_table(rows: Dict[str, Dict[str, Cell]], paper: bool = False, domains: Optional[Sequence[str]] = None,
                 order: Optional[Sequence[str]] = None) -> List[dict]:
     """One dict per row: method, per-domain cells, target average, paper values and deltas (if asked)."""
+    table2 = table2_domains()
+    domains = list(domains or table2)
+    registered = rows_by_name()
     out = []
     for name in order_rows(rows, order):
         cells = {d: rows[name].get(d) for d in domains}
         row = {"method": name, "cells": cells}
-        if list(domains) == DOMAINS:
-            row["target_avg"] = target_average(cells)
-        if paper and name in PAPER_TABLE2:
-            ref = dict(zip(DOMAINS, PAPER_TABLE2[name]))
+        if domains == table2:
+            row["target_avg"] = target_average(cells, table2[1:])
+        ref = registered[name].paper if name in registered else None
+        if paper and ref:
             row["paper"] = {d: ref[d] for d in domains}
             row["delta"] = {d: (cells[d][0] - ref[d]) if cells[d] else None for d in domains}
         out.append(row)
@@ -108,14 +117,15 @@ def fmt_cell(cell: Cell) -> str:
 
 
 def to_grid(table: List[dict], paper: bool) -> Tuple[List[str], List[List[str]]]:
-    domains = list(table[0]["cells"]) if table else DOMAINS
-    headers = ["Method"] + [DOMAIN_LABELS.get(d, d) for d in domains]
+    domains = list(table[0]["cells"]) if table else table2_domains()
+    targets = table2_domains()[1:]
+    headers = ["Method"] + [domain_label(d) for d in domains]
     has_avg = any("target_avg" in r for r in table)
     if has_avg:
         headers.append("Target avg")
     body = []
     for r in table:
-        line = [METHOD_LABELS.get(r["method"], r["method"])] + [fmt_cell(r["cells"][d]) for d in domains]
+        line = [row_label(r["method"])] + [fmt_cell(r["cells"][d]) for d in domains]
         if has_avg:
             avg = r.get("target_avg")
             line.append(f"{avg[0]:.2f}" if avg else "missing")
@@ -124,7 +134,7 @@ def to_grid(table: List[dict], paper: bool) -> Tuple[List[str], List[List[str]]]
             p = ["  paper"] + [f"{r['paper'][d]:.2f}" for d in domains]
             dl = ["  delta"] + [f"{r['delta'][d]:+.2f}" if r["delta"][d] is not None else "missing" for d in domains]
             if has_avg:
-                p.append(f"{sum(r['paper'][d] for d in TARGETS) / len(TARGETS):.2f}")
+                p.append(f"{sum(r['paper'][d] for d in targets) / len(targets):.2f}")
                 avg = r.get("target_avg")
                 dl.append(f"{avg[0] - float(p[-1]):+.2f}" if avg else "missing")
             body += [p, dl]
@@ -150,16 +160,16 @@ def plot(table: List[dict], path: str | Path, title: str = "Top-1 accuracy per d
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    domains = list(table[0]["cells"]) if table else DOMAINS
+    domains = list(table[0]["cells"]) if table else table2_domains()
     fig, ax = plt.subplots(figsize=(1.8 * len(domains) + 2, 4))
     width = 0.8 / max(1, len(table))
     for i, r in enumerate(table):
         xs = [j + i * width for j, d in enumerate(domains) if r["cells"][d]]
         ys = [r["cells"][d][0] for d in domains if r["cells"][d]]
         es = [r["cells"][d][1] for d in domains if r["cells"][d]]
-        ax.bar(xs, ys, width, yerr=es, label=METHOD_LABELS.get(r["method"], r["method"]), capsize=2)
+        ax.bar(xs, ys, width, yerr=es, label=row_label(r["method"]), capsize=2)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(domains))])
-    ax.set_xticklabels([DOMAIN_LABELS.get(d, d) for d in domains])
+    ax.set_xticklabels([domain_label(d) for d in domains])
     ax.set_ylabel("top-1 (%)")
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)

@@ -17,7 +17,9 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .config import ConfigError, setup_cfg
+from .compose import setup_cfg
+from .config import ConfigError
+from .rundir import sweep_point_dir
 from .utils import atomic_write_json, read_json, setup_logger
 
 logger = logging.getLogger("clip_convpass")
@@ -36,10 +38,6 @@ def parse_grid(entries: Sequence[str]) -> Dict[str, List[str]]:
     return grid
 
 
-def point_name(point: Dict[str, str]) -> str:
-    return "_".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
-
-
 def run_sweep(grid: Dict[str, List[str]], output: str | Path, dataset_config: Optional[str], config_file: Optional[str],
               opts: Sequence[str] = (), metric: str = "top1") -> dict:
     from .engine import run
@@ -48,13 +46,13 @@ def run_sweep(grid: Dict[str, List[str]], output: str | Path, dataset_config: Op
     points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
     rows = []
     for i, point in enumerate(points, 1):
-        run_dir = output / point_name(point)
+        run_dir = sweep_point_dir(output, point)
         point_opts = [x for kv in point.items() for x in kv]
-        cfg = setup_cfg(dataset_config, config_file,
-                        [*opts, *point_opts, "OUTPUT_DIR", str(run_dir), "TEST.SPLIT", "val", "TEST.AFTER_TRAIN", "True"])
+        cfg = setup_cfg(dataset_config, config_file, [*opts, *point_opts, "OUTPUT_DIR", str(run_dir.root),
+                                                      "TEST.SPLIT", "val", "TEST.AFTER_TRAIN", "True"])
         if cfg.DATASET.VAL_SHOTS <= 0:
             raise ConfigError("A sweep selects on the VAL_SHOTS split; set DATASET.VAL_SHOTS > 0")
-        result_file = run_dir / "eval" / f"{cfg.DATASET.NAME}_val" / "results.json"
+        result_file = run_dir.results(cfg.DATASET.NAME, "val")
         if result_file.is_file():
             print(f"[sweep {i}/{len(points)}] {point}: done before, reusing {result_file}")
             rec = read_json(result_file)
@@ -62,7 +60,7 @@ def run_sweep(grid: Dict[str, List[str]], output: str | Path, dataset_config: Op
             print(f"[sweep {i}/{len(points)}] {point}: training in {run_dir}")
             rec = run(cfg)[0]
         rows.append({"point": point, "val_" + metric: rec["metrics"][metric], "val_metrics": rec["metrics"],
-                     "run_dir": str(run_dir)})
+                     "run_dir": str(run_dir.root)})
         summary = {"metric": "val_" + metric, "split": "val (VAL_SHOTS, disjoint from the train shots)",
                    "grid": grid, "points": rows}
         atomic_write_json(output / "sweep.json", summary)  # after every point: no finished work is lost

@@ -1,34 +1,37 @@
-"""Trainer base class with Dassl-style hooks.
+"""TrainerBase: the hooks a method implements and the training loop (Dassl style).
 
-Subclasses implement `build_model` (set ``self.model``, an nn.Module whose parameters with
-``requires_grad`` are exactly what trains and what checkpoints hold) and `model_inference`
-(images -> logits over the class universe); trainable methods also implement `forward_backward`.
-Optional hooks: before_train, before_epoch, after_epoch, after_train, set_model_mode,
+Subclasses set NAME (the registry key), optionally CONFIG_NODE + config_node() + check_config() (the
+method's own TRAINER.<NODE> keys) and ROWS (its labelled configurations for tables and grids), and
+implement `build_model` (set ``self.model``, an nn.Module whose parameters with ``requires_grad``
+are exactly what trains and what checkpoints hold) and `model_inference` (images -> logits over the
+class universe). Frozen-encoder methods set FROZEN_IMAGE_ENCODER and implement `logits_from_features`
+instead, so their evaluation features can come from the shared feature cache.
+Optional hooks: before_train, before_epoch, after_epoch, after_train, set_model_mode, fit,
 extra_state / load_extra_state (non-parameter tensors a method must checkpoint, e.g. a cache).
+
+Evaluation lives in evaluation.py, checkpoints in checkpoint.py, paths in rundir.py, loaders in data/.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 
-from . import distributed, feature_cache
-from .checkpoint import check_compatible, latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import config_hash
-from .data import DatasetBase, ImageListDataset, build_dataset, build_transform, collate_skipping
+from . import distributed, evaluation
+from .checkpoint import CheckpointManager
+from .data import DatasetBase, build_dataset, build_loader
 from .data.base import stable_int
-from .evaluation import Evaluator
 from .optim import build_lr_scheduler, build_optimizer
-from .utils import Progress, atomic_write_json, format_seconds, resolve_device, set_random_seed
+from .registry import Row
+from .rundir import RunDir
+from .utils import Progress, format_seconds, resolve_device, set_random_seed
 
 logger = logging.getLogger("clip_convpass")
 
@@ -39,9 +42,9 @@ class NonFiniteLossError(FloatingPointError):
 
 class TrainerBase:
     NAME = ""
-    # Methods whose image encoder never changes set this and implement encode_images and
-    # logits_from_features; their evaluation features can then come from the shared feature cache.
     FROZEN_IMAGE_ENCODER = False
+    CONFIG_NODE = ""  # TRAINER.<CONFIG_NODE> holds this method's keys
+    ROWS: Tuple[Row, ...] = ()
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -50,13 +53,11 @@ class TrainerBase:
         self.device = distributed.local_device(self.device)
         set_random_seed(cfg.SEED)
         self.output_dir = Path(cfg.OUTPUT_DIR)
+        self.run_dir = RunDir(self.output_dir)
         self.dataset: DatasetBase = build_dataset(cfg)
-        self.universe = self.dataset.universe
-        self.classnames = self.universe.classnames  # the model is built over these
+        self.classnames = self.dataset.universe.classnames  # the model is built over these
         self.model: Optional[nn.Module] = None
-        self.start_epoch = 0
-        self.epoch = 0
-        self.epochs_done = 0
+        self.start_epoch = self.epoch = self.epochs_done = 0
         self.train_dataset = cfg.DATASET.NAME  # replaced by the checkpoint's when weights are loaded
         self.skipped_train_images: set = set()
         self.build_model()
@@ -78,6 +79,17 @@ class TrainerBase:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 self.ddp = DistributedDataParallel(self.model, device_ids=ids)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.PREC == "amp" and self.device.type == "cuda")
+        self.checkpoints = CheckpointManager(self)
+
+    # ---- the method's own configuration (classmethods: read before any trainer exists) --------
+    @classmethod
+    def config_node(cls):
+        """Defaults of TRAINER.<CONFIG_NODE> (a yacs CfgNode); defined by methods that own keys."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Raise ConfigError for invalid values of the method's own keys."""
 
     # ---- hooks ------------------------------------------------------------------------------
     def build_model(self) -> None:
@@ -137,7 +149,7 @@ class TrainerBase:
     def load_extra_state(self, state: Dict[str, torch.Tensor]) -> None:
         pass
 
-    # ---- parameters / checkpoints -----------------------------------------------------------
+    # ---- parameters, checkpoints ------------------------------------------------------------
     @property
     def is_trainable(self) -> bool:
         return any(True for _ in self.trainable_parameters()) and self.cfg.OPTIM.MAX_EPOCH > 0
@@ -148,72 +160,13 @@ class TrainerBase:
     def trainable_parameters(self):
         return [p for _, p in self.trainable_named_parameters()]
 
-    def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
-        return {n: p.detach().cpu().clone() for n, p in self.trainable_named_parameters()}
-
-    def checkpoint_meta(self) -> dict:
-        state = {**self.trainable_state_dict(), **{f"extra.{k}": v for k, v in self.extra_state().items()}}
-        return {
-            "trainer": self.NAME,
-            "backbone": self.cfg.MODEL.BACKBONE,
-            "num_classes": len(self.classnames),
-            "shapes": {k: list(v.shape) for k, v in state.items()},
-        }
-
     def save(self, epoch: int) -> Optional[Path]:
-        if not distributed.is_main():
-            distributed.barrier()  # rank 0 writes; the others wait so no one reads a half-written file
-            return None
-        state = {
-            "epoch": epoch,
-            "meta": self.checkpoint_meta(),
-            "state_dict": self.trainable_state_dict(),
-            "extra_state": {k: v.detach().cpu() for k, v in self.extra_state().items()},
-            "optimizer": self.optim.state_dict() if self.optim else None,
-            "scheduler": self.sched.state_dict() if self.sched else None,
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "config_hash": config_hash(self.cfg),
-            "train_dataset": self.cfg.DATASET.NAME,
-        }
-        path = save_checkpoint(self.output_dir, epoch, state, keep=self.cfg.TRAIN.KEEP_CHECKPOINTS)
-        logger.info(f"Saved checkpoint {path}")
-        distributed.barrier()
-        return path
-
-    def load_model(self, path: Path, with_optimizer: bool = False) -> int:
-        ckpt = load_checkpoint(path)
-        check_compatible(ckpt["meta"], self.checkpoint_meta(), path)
-        params = dict(self.trainable_named_parameters())
-        with torch.no_grad():
-            for name, tensor in ckpt["state_dict"].items():
-                params[name].copy_(tensor)
-        self.load_extra_state({k: v.to(self.device) for k, v in ckpt.get("extra_state", {}).items()})
-        if with_optimizer:
-            if self.optim is not None and ckpt.get("optimizer") is not None:
-                self.optim.load_state_dict(ckpt["optimizer"])
-            if self.sched is not None and ckpt.get("scheduler") is not None:
-                self.sched.load_state_dict(ckpt["scheduler"])
-            if self.scaler.is_enabled() and ckpt.get("scaler") is not None:
-                self.scaler.load_state_dict(ckpt["scaler"])
-        logger.info(f"Loaded weights from {path} (epoch {ckpt['epoch']})")
-        self.epochs_done = int(ckpt["epoch"])
-        self.train_dataset = ckpt.get("train_dataset", self.train_dataset)
-        return self.epochs_done
+        return self.checkpoints.save(epoch)
 
     def load_from_model_dir(self, model_dir: str | Path, epoch: Optional[int] = None) -> int:
-        from .checkpoint import checkpoint_path
+        return self.checkpoints.load_from_model_dir(model_dir, epoch)
 
-        if not self.trainable_named_parameters() and not self.extra_state():
-            logger.info(f"{self.NAME} has no trained state; nothing to load from {model_dir}")
-            return 0
-        path = checkpoint_path(model_dir, epoch) if epoch is not None else latest_checkpoint(model_dir)
-        if path is None or not Path(path).is_file():
-            raise FileNotFoundError(
-                f"No checkpoint {'for epoch ' + str(epoch) if epoch is not None else ''} in {Path(model_dir) / 'checkpoints'}"
-            )
-        return self.load_model(path)
-
-    # ---- precision --------------------------------------------------------------------------
+    # ---- precision, data ----------------------------------------------------------------------
     def autocast(self):
         prec = self.cfg.PREC
         if prec == "fp32":
@@ -226,80 +179,31 @@ class TrainerBase:
 
     def optimize(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
-            last = latest_checkpoint(self.output_dir)
-            raise NonFiniteLossError(
-                f"Loss is {loss.item()} at epoch {self.epoch + 1}; stopping. "
-                f"Last good checkpoint: {last if last else 'none yet'}"
-            )
+            last = self.checkpoints.latest()
+            raise NonFiniteLossError(f"Loss is {loss.item()} at epoch {self.epoch + 1}; stopping. "
+                                     f"Last good checkpoint: {last if last else 'none yet'}")
         self.optim.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optim)
         self.scaler.update()
 
-    # ---- data -------------------------------------------------------------------------------
     def build_loader(self, items, is_train: bool, generator: Optional[torch.Generator] = None, transform=None):
-        cfg = self.cfg
-        ds = ImageListDataset(items, transform or build_transform(cfg, is_train), cfg.DATASET.SKIP_BAD_IMAGES)
-        batch_size = cfg.DATALOADER.TRAIN_X.BATCH_SIZE if is_train else cfg.DATALOADER.TEST.BATCH_SIZE
-        sampler = None
-        if is_train and distributed.is_distributed():
-            # TRAIN_X.BATCH_SIZE is the global batch: each of the W processes takes 1/W of it.
-            w = distributed.world_size()
-            if batch_size % w:
-                raise ValueError(f"DATALOADER.TRAIN_X.BATCH_SIZE={batch_size} must be divisible by the {w} processes")
-            batch_size //= w
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()) if generator is not None else 0
-            sampler = DistributedSampler(ds, shuffle=True, seed=seed)
-        return DataLoader(
-            ds,
-            batch_size=batch_size,
-            shuffle=is_train and sampler is None,
-            sampler=sampler,
-            num_workers=cfg.DATALOADER.NUM_WORKERS,
-            collate_fn=collate_skipping,
-            generator=generator,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-        )
-
-    @torch.no_grad()
-    def encode_batches(self, encode, items, transform, desc: str):
-        """encode() of every batch of items in order: (per-batch features, per-batch labels, skipped files)."""
-        # a private generator: creating the iterator then draws nothing from the global RNG, which
-        # random transforms (cache passes) consume in item order from a state the caller seeded
-        loader = self.build_loader(items, is_train=False, transform=transform, generator=torch.Generator())
-        progress = Progress(len(loader), desc, max(1, len(loader) // 10))
-        feats, labels, skipped = [], [], []
-        for batch in loader:
-            skipped += batch["skipped"]
-            if batch["img"] is not None:
-                with self.autocast():
-                    feats.append(encode(batch["img"].to(self.device)))
-                labels.append(batch["label"])
-            progress.step()
-        return feats, labels, skipped
+        return build_loader(self.cfg, items, is_train, self.device, generator, transform)
 
     def extract_features(self, encode, items, transform=None, desc: str = "features"):
         """(features [N, D] as returned by encode, labels [N]) for state built per sample (caches, probes)."""
-        feats, labels, skipped = self.encode_batches(encode, items, transform, desc)
+        feats, labels, skipped = evaluation.encode_batches(self, encode, items, transform, desc)
         if skipped:
             raise RuntimeError(f"{desc}: unreadable images {[p for p, _ in skipped]}; cannot skip images when "
                                f"building per-sample state")
         return torch.cat(feats).float(), torch.cat(labels).to(self.device)
 
     # ---- training ---------------------------------------------------------------------------
-    def resume_if_possible(self) -> None:
-        path = latest_checkpoint(self.output_dir)
-        if path is None:
-            return
-        self.start_epoch = self.load_model(path, with_optimizer=True)
-        logger.info(f"Resuming from {path}: {self.start_epoch} of {self.cfg.OPTIM.MAX_EPOCH} epochs done")
-
     def train(self) -> None:
         if not self.is_trainable:
-            path = latest_checkpoint(self.output_dir)
+            path = self.checkpoints.latest()
             if path is not None:
-                self.load_model(path)
+                self.checkpoints.load(path)
                 logger.info(f"{self.NAME}: fitted state loaded from {path}")
             elif self.fit():
                 self.save(0)
@@ -307,7 +211,7 @@ class TrainerBase:
                 logger.info(f"{self.NAME}: nothing to train")
             self.after_train()
             return
-        self.resume_if_possible()
+        self.start_epoch = self.checkpoints.resume()
         self.before_train()
         t0 = time.time()
         for self.epoch in range(self.start_epoch, self.cfg.OPTIM.MAX_EPOCH):
@@ -315,7 +219,9 @@ class TrainerBase:
             lr = self.optim.param_groups[0]["lr"]
             stats = self.run_epoch()
             self.sched.step()
-            self.record_epoch({"lr": lr, **stats})
+            if distributed.is_main():
+                self.run_dir.append_history(self.epoch + 1, {"lr": lr, **stats,
+                                                             "skipped_images": len(self.skipped_train_images)})
             self.after_epoch()
             done = self.epochs_done = self.epoch + 1
             if done % self.cfg.TRAIN.CHECKPOINT_FREQ == 0 or done == self.cfg.OPTIM.MAX_EPOCH:
@@ -350,16 +256,6 @@ class TrainerBase:
             progress.step(" ".join(f"{k} {v:.4f}" for k, v in out.items()) + f" lr {self.optim.param_groups[0]['lr']:.3e}")
         return {k: v / max(n, 1) for k, v in totals.items()}
 
-    def record_epoch(self, stats: Dict[str, float]) -> None:
-        if not distributed.is_main():
-            return
-        path = self.output_dir / "train_history.json"
-        history = json.loads(path.read_text()) if path.is_file() else []
-        history = [h for h in history if h["epoch"] < self.epoch + 1]
-        history.append({"epoch": self.epoch + 1, **stats,
-                        "skipped_images": len(self.skipped_train_images)})
-        atomic_write_json(path, history)
-
     # ---- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -367,103 +263,6 @@ class TrainerBase:
         with self.autocast():
             return self.model_inference(images.to(self.device)).float()
 
-    def encode_split(self, items, transform, desc: str):
-        """Frozen-encoder features of an evaluation split, per test batch (counted for the benchmark)."""
-        feats, labels, skipped = self.encode_batches(self.encode_images, items, transform, desc)
-        feature_cache.STATS["passes"] += 1
-        feature_cache.STATS["images"] += sum(len(lab) for lab in labels)
-        return feats, labels, skipped
-
-    @torch.no_grad()
     def test(self, dataset: Optional[DatasetBase] = None, split: Optional[str] = None, stage: str = "final") -> dict:
-        """Evaluate and write results.json. stage "step0" marks an evaluation before any training.
-
-        Under torchrun each process evaluates a contiguous shard (no padded duplicates) and the
-        predictions are gathered, so the metrics equal a single-process run's.
-        """
-        cfg = self.cfg
-        dataset = dataset or self.dataset
-        split = split or cfg.TEST.SPLIT
-        items = distributed.shard(dataset.test if split == "test" else dataset.val)
-        self.set_model_mode(False)
-        evaluator = Evaluator(dataset.num_classes, dataset.classnames, cfg.TEST.PER_CLASS_RESULT)
-        # Restricting universe logits to the dataset's classes: the one mechanism for 200-class sets.
-        columns = torch.tensor(dataset.label_columns, device=self.device)
-        desc = f"eval {dataset.NAME}/{split}"
-        t0 = time.time()
-        if self.FROZEN_IMAGE_ENCODER and cfg.TEST.FEATURE_CACHE_DIR:
-            transform = build_transform(cfg, False)
-            key, meta = feature_cache.cache_key(cfg, dataset.NAME, split, items, dataset.root, transform)
-            feats, labels, skipped = feature_cache.get_or_compute(
-                cfg.TEST.FEATURE_CACHE_DIR, key, meta, lambda: self.encode_split(items, transform, desc),
-                cfg.TEST.FEATURE_CACHE_DTYPE)
-            for f, lab in zip(feats, labels):
-                with self.autocast():
-                    logits = self.logits_from_features(f.to(self.device)).float()
-                evaluator.process(logits.index_select(1, columns), lab)
-        else:
-            loader = self.build_loader(items, is_train=False)
-            progress = Progress(len(loader), desc, max(1, len(loader) // 10))
-            skipped = []
-            feature_cache.STATS["passes"] += 1
-            for batch in loader:
-                skipped += batch["skipped"]
-                if batch["img"] is not None:
-                    evaluator.process(self.predict(batch["img"]).index_select(1, columns), batch["label"])
-                    feature_cache.STATS["images"] += len(batch["label"])
-                progress.step()
-        if distributed.is_distributed():
-            evaluator.merge(distributed.gather_objects(evaluator.state()))
-            skipped = [s for part in distributed.gather_objects(skipped) for s in part]
-        metrics = evaluator.evaluate()
-        for path, err in skipped:
-            logger.warning(f"Skipped unreadable image: {err}")
-        result = self.result_record(dataset, split, metrics, time.time() - t0, skipped)
-        result["stage"] = stage
-        if distributed.is_main():
-            self.write_result(result)
-        distributed.barrier()
-        return result
-
-    def result_record(self, dataset, split, metrics, elapsed, skipped) -> dict:
-        cfg = self.cfg
-        per_class = metrics.pop("per_class_acc", None)
-        rec = {
-            "dataset": dataset.NAME,
-            "split": split,
-            "metrics": {k: v for k, v in metrics.items() if k != "n"},
-            "n_images": metrics["n"],
-            "n_classes": dataset.num_classes,
-            "n_skipped": len(skipped),
-            "skipped_files": [p for p, _ in skipped][:1000],
-            "trainer": self.NAME,
-            "name": cfg.NAME or self.NAME,
-            "backbone": cfg.MODEL.BACKBONE,
-            "pretrained": cfg.MODEL.PRETRAINED,
-            "seed": cfg.SEED,
-            "shots": cfg.DATASET.NUM_SHOTS,
-            "val_shots": cfg.DATASET.VAL_SHOTS,
-            "train_dataset": self.train_dataset,
-            "epochs_trained": self.epochs_done,
-            "config_hash": config_hash(cfg),
-            "prec": cfg.PREC,
-            "elapsed_s": round(elapsed, 3),
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        if per_class is not None:
-            rec["per_class_acc"] = per_class
-        return rec
-
-    def results_path(self, dataset_name: str, split: str, stage: str = "final") -> Path:
-        tag = dataset_name if split == "test" else f"{dataset_name}_{split}"
-        return self.output_dir / ("eval" if stage == "final" else f"eval_{stage}") / tag / "results.json"
-
-    def write_result(self, rec: dict) -> None:
-        path = self.results_path(rec["dataset"], rec["split"], rec.get("stage", "final"))
-        atomic_write_json(path, rec)
-        m = rec["metrics"]
-        logger.info(
-            f"=> {rec['dataset']}/{rec['split']}: top1 {m['top1']:.2f} top5 {m['top5']:.2f} "
-            f"macro-F1 {m['macro_f1']:.2f} mean-per-class {m['mean_per_class_acc']:.2f} "
-            f"({rec['n_images']} images, {rec['n_skipped']} skipped) -> {path}"
-        )
+        """Evaluate on a dataset split (default: the training dataset's TEST.SPLIT) and write results.json."""
+        return evaluation.evaluate(self, dataset or self.dataset, split or self.cfg.TEST.SPLIT, stage)

@@ -9,7 +9,7 @@ PY="${PYTHON:-$HERE/.venv/bin/python}"; [ -x "$PY" ] || PY=python3
 OUTPUT="${OUTPUT:-output}"
 TRAINER="${1:?trainer name}"; CONFIG="${2:?config name}"; SHOTS="${3:-16}"; SEED="${4:-1}"
 shift $(( $# < 4 ? $# : 4 ))
-FORCE=0; TARGETS="imagenet_v2 imagenet_sketch imagenet_a imagenet_r"; SOURCE="ImageNet"
+FORCE=0; TARGETS="imagenet_v2 imagenet_sketch imagenet_a imagenet_r"; SOURCE="imagenet"
 while [ $# -gt 0 ]; do
   case "$1" in
     --force) FORCE=1; shift ;;
@@ -19,13 +19,14 @@ while [ $# -gt 0 ]; do
   esac
 done
 CFG="$HERE/configs/trainers/$TRAINER/$CONFIG.yaml"
-DIR="$OUTPUT/$SOURCE/$TRAINER/${CONFIG}_${SHOTS}shots/seed$SEED"
+DIR="$("$PY" -m clip_convpass.rundir cell --output "$OUTPUT" --config "$CFG" \
+  --dataset-config "$HERE/configs/datasets/$SOURCE.yaml" --shots "$SHOTS" --seed "$SEED")"
 [ -d "$DIR" ] || { echo "No trained run in $DIR (run scripts/train.sh first)" >&2; exit 2; }
 for T in $TARGETS; do
   DCFG="$HERE/configs/datasets/$T.yaml"
-  NAME="$(sed -n 's/^ *NAME: *"\{0,1\}\([A-Za-z0-9]*\)"\{0,1\}.*/\1/p' "$DCFG" | head -1)"
-  if [ -f "$DIR/eval/$NAME/results.json" ] && [ "$FORCE" = 0 ]; then
-    echo "Results exist for $NAME in $DIR, skipping"; continue
+  RESULTS="$("$PY" -m clip_convpass.rundir results --run-dir "$DIR" --dataset-config "$DCFG")"
+  if [ -f "$RESULTS" ] && [ "$FORCE" = 0 ]; then
+    echo "Results exist: $RESULTS, skipping"; continue
   fi
   "$PY" "$HERE/train.py" --root "$DATA" --seed "$SEED" --trainer "$TRAINER" --dataset-config-file "$DCFG" \
     --config-file "$CFG" --output-dir "$DIR" --eval-only --model-dir "$DIR" DATASET.NUM_SHOTS "$SHOTS" "$@"

@@ -15,9 +15,9 @@ FORCE=0; if [ "${1:-}" = "--force" ]; then FORCE=1; shift; fi
 CFG="$HERE/configs/trainers/$TRAINER/$CONFIG.yaml"; DCFG="$HERE/configs/datasets/$DATASET.yaml"
 [ -f "$CFG" ] || { echo "No method config $CFG" >&2; exit 2; }
 [ -f "$DCFG" ] || { echo "No dataset config $DCFG" >&2; exit 2; }
-NAME="$(sed -n 's/^ *NAME: *"\{0,1\}\([A-Za-z0-9]*\)"\{0,1\}.*/\1/p' "$DCFG" | head -1)"
-DIR="$OUTPUT/$NAME/$TRAINER/${CONFIG}_${SHOTS}shots/seed$SEED"
-if [ -f "$DIR/eval/$NAME/results.json" ] && [ "$FORCE" = 0 ]; then
+DIR="$("$PY" -m clip_convpass.rundir cell --output "$OUTPUT" --config "$CFG" --dataset-config "$DCFG" --shots "$SHOTS" --seed "$SEED")"
+RESULTS="$("$PY" -m clip_convpass.rundir results --run-dir "$DIR" --dataset-config "$DCFG")"
+if [ -f "$RESULTS" ] && [ "$FORCE" = 0 ]; then
   echo "Results exist in $DIR, skipping (use --force to rerun)"; exit 0
 fi
 if [ "$FORCE" = 1 ]; then rm -rf "$DIR"; fi

@@ -1,13 +1,10 @@
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from clip_convpass.data.synthetic import build_synthetic_tree
 
-from clip_convpass.config import setup_cfg  # noqa: E402
-from clip_convpass.data.synthetic import build_synthetic_tree  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = REPO / "configs" / "tiny.yaml"
 DATASET_CFG = {
@@ -27,7 +24,8 @@ def synth(tmp_path_factory):
 
 def make_cfg(synth, output_dir, dataset="ImageNet", config_file=None, opts=(), freeze=True):
     """A config for the tiny model on the synthetic tree."""
-    from clip_convpass.config import get_cfg_default, merge_config_file, merge_opts, validate_cfg
+    from clip_convpass.compose import get_cfg_default, validate_cfg
+    from clip_convpass.config import merge_config_file, merge_opts
 
     cfg = get_cfg_default()
     merge_config_file(cfg, REPO / "configs" / "datasets" / f"{DATASET_CFG[dataset]}.yaml")

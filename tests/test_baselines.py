@@ -112,7 +112,7 @@ def separable(n_per_class=30, dim=8, k=3, seed=0):
 def test_logreg_separable_and_matches_sklearn():
     from sklearn.linear_model import LogisticRegression
 
-    from trainers.linear_probe import fit_logreg, logreg_objective
+    from clip_convpass.trainers.linear_probe import fit_logreg, logreg_objective
 
     x, y = separable()
     w, b = fit_logreg(x, y, 3, c=10.0)

@@ -1,6 +1,7 @@
 import pytest
 
-from clip_convpass.config import ConfigError, config_hash, setup_cfg
+from clip_convpass.compose import setup_cfg
+from clip_convpass.config import ConfigError, config_hash
 
 
 def write(path, text):

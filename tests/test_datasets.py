@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from clip_convpass.data import DatasetLayoutError, build_dataset, imagenet_wnids
-from clip_convpass.data.base import RESOURCES, read_wnid_list
+from clip_convpass.data import DatasetLayoutError, build_dataset
+from clip_convpass.data.base import read_id_list
+from clip_convpass.datasets.imagenet import RESOURCES, imagenet_wnids
 
-A_WNIDS = set(read_wnid_list(RESOURCES / "imagenet_a_wnids.txt"))
-R_WNIDS = set(read_wnid_list(RESOURCES / "imagenet_r_wnids.txt"))
+A_WNIDS = set(read_id_list(RESOURCES / "imagenet_a_wnids.txt"))
+R_WNIDS = set(read_id_list(RESOURCES / "imagenet_r_wnids.txt"))
 
 
 def test_resource_lists_are_the_real_ones():
@@ -19,10 +20,10 @@ def test_resource_lists_are_the_real_ones():
 
 def test_imagenet_reader(cfg_factory, synth):
     ds = build_dataset(cfg_factory("ImageNet"))
-    assert ds.class_wnids == synth["wnids"] and ds.num_classes == 6
+    assert ds.class_ids == synth["class_ids"] and ds.num_classes == 6
     assert len(ds.test) == synth["counts"]["val"]
     for d in ds.test:
-        assert Path(d.impath).parent.name == ds.class_wnids[d.label]
+        assert Path(d.impath).parent.name == ds.class_ids[d.label]
     assert ds.label_columns == list(range(6))
 
 
@@ -32,7 +33,7 @@ def test_v2_index_folders_map_by_integer_not_string_order(cfg_factory, synth):
     assert len(ds.test) == synth["counts"]["v2"]
     for d in ds.test:
         folder_index = int(Path(d.impath).parent.name)
-        assert full[folder_index] == ds.class_wnids[d.label]
+        assert full[folder_index] == ds.class_ids[d.label]
     # the synthetic tree has folders like 6 and 11, which string order would swap
     names = sorted(os.listdir(ds.dataset_dir))
     assert names != sorted(names, key=int)
@@ -41,22 +42,22 @@ def test_v2_index_folders_map_by_integer_not_string_order(cfg_factory, synth):
 @pytest.mark.parametrize("name,subset", [("ImageNetA", A_WNIDS), ("ImageNetR", R_WNIDS)])
 def test_200_class_sets_map_into_the_universe(cfg_factory, synth, name, subset):
     ds = build_dataset(cfg_factory(name))
-    expected = [w for w in synth["wnids"] if w in subset]
-    assert ds.class_wnids == expected
-    assert ds.label_columns == [synth["wnids"].index(w) for w in expected]
+    expected = [w for w in synth["class_ids"] if w in subset]
+    assert ds.class_ids == expected
+    assert ds.label_columns == [synth["class_ids"].index(w) for w in expected]
     assert all(not d.impath.endswith("README.txt") for d in ds.test)
     assert len(ds.test) == synth["counts"]["a" if name == "ImageNetA" else "r"]
 
 
 def test_200_class_columns_on_the_full_universe(synth, tmp_path):
     # Without a CLASS_LIST the universe is the 1000 ImageNet classes; A's columns are its wnids' indices.
-    from clip_convpass.config import setup_cfg
+    from clip_convpass.compose import setup_cfg
 
     cfg = setup_cfg(None, None, ["DATASET.ROOT", synth["root"], "DATASET.NAME", "ImageNetA"])
     ds = build_dataset(cfg)
     full = imagenet_wnids()
     assert len(ds.universe) == 1000
-    assert ds.class_wnids == sorted(A_WNIDS) and ds.num_classes == 200
+    assert ds.class_ids == sorted(A_WNIDS) and ds.num_classes == 200
     assert ds.label_columns == [full.index(w) for w in sorted(A_WNIDS)]
     with pytest.raises(DatasetLayoutError, match="lacks 196 of the 200"):
         ds.test  # the synthetic tree holds only 4 of A's classes
@@ -99,7 +100,7 @@ def test_bad_class_folders_are_reported(synth, tmp_path, cfg_factory):
     with pytest.raises(DatasetLayoutError, match="not_a_wnid"):
         build_dataset(cfg_factory("ImageNet", opts=["DATASET.ROOT", str(root)])).test
     (val / "not_a_wnid").rmdir()
-    victim = synth["wnids"][2]
+    victim = synth["class_ids"][2]
     for f in (val / victim).iterdir():
         f.unlink()
     with pytest.raises(DatasetLayoutError, match=f"without images.*{victim}"):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from clip_convpass import feature_cache
-from clip_convpass.config import setup_cfg
+from clip_convpass.compose import setup_cfg
 from clip_convpass.data import build_dataset, build_transform
 from clip_convpass.registry import TRAINER_REGISTRY
 
@@ -66,10 +66,10 @@ def test_cache_key_covers_what_features_depend_on(cfg_factory, tiny_weights, tmp
 
 
 def test_grid_encodes_each_test_set_once_for_frozen_methods(synth, tiny_weights, tmp_path):
-    from clip_convpass.grid import Method, run_grid
+    from clip_convpass.grid import run_grid
+    from clip_convpass.registry import find_row
 
-    methods = [Method("ZeroShotCLIP", "trainers/ZeroShotCLIP/vit_b16.yaml"),
-               Method("CoOp", "trainers/CoOp/vit_b16_ep50.yaml")]
+    methods = [find_row("ZeroShotCLIP"), find_row("CoOp")]
     opts = ["DATASET.CLASS_LIST", synth["class_list"], "MODEL.PRETRAINED", tiny_weights, "MODEL.BACKBONE", "tiny-ViT-Q",
             "INPUT.SIZE", "(32,32)", "DATALOADER.NUM_WORKERS", "0", "DATASET.SPLIT_DIR", str(tmp_path / "s"), *FAST]
     domains = ["ImageNet", "ImageNetA", "ImageNetR"]
@@ -133,5 +133,5 @@ def test_concurrent_request_for_a_cache_entry_waits_and_reads_it(tmp_path):
 def test_subsample_base_and_new_split_the_universe(cfg_factory, synth):
     base = build_dataset(cfg_factory(opts=["DATASET.SUBSAMPLE", "base"]))
     new = build_dataset(cfg_factory(opts=["DATASET.SUBSAMPLE", "new"]))
-    assert base.class_wnids == synth["wnids"][:3] and new.class_wnids == synth["wnids"][3:]
+    assert base.class_ids == synth["class_ids"][:3] and new.class_ids == synth["class_ids"][3:]
     assert {d.label for d in new.test} == {0, 1, 2}

@@ -65,7 +65,7 @@ def test_bad_images_raise_naming_the_file(tmp_path):
 def bad_tree(synth, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(synth["root"], root)
-    names = write_bad_images(root / "imagenet" / "images" / "val" / synth["wnids"][0])
+    names = write_bad_images(root / "imagenet" / "images" / "val" / synth["class_ids"][0])
     return root, names
 
 
@@ -138,7 +138,7 @@ def test_checkpoint_from_another_method_or_class_count(cfg_factory, tmp_path, sy
     with pytest.raises(CheckpointMismatchError, match="trainer='ConvpassCLIP'"):
         coop.load_from_model_dir(tmp_path / "run")
     five = tmp_path / "five.txt"
-    five.write_text("\n".join(synth["wnids"][:5]) + "\n")
+    five.write_text("\n".join(synth["class_ids"][:5]) + "\n")
     cp5 = TRAINER_REGISTRY.get("ConvpassCLIP")(cfg_factory(config_file=CONVPASS, output_dir=tmp_path / "five",
                                                            opts=["DATASET.CLASS_LIST", str(five)]))
     with pytest.raises(CheckpointMismatchError, match="num_classes=6.*num_classes=5"):

@@ -70,10 +70,10 @@ def test_train_and_eval_scripts_skip_and_force(synth, tmp_path):
 
 
 def test_grid_skips_finished_cells_and_resumes_a_partial_one(synth, tmp_path, capsys):
-    from clip_convpass.grid import Method, run_grid
+    from clip_convpass.grid import run_grid
+    from clip_convpass.registry import find_row
 
-    methods = [Method("ZeroShotCLIP", "trainers/ZeroShotCLIP/vit_b16.yaml"),
-               Method("ConvpassCLIP", "trainers/ConvpassCLIP/vit_b16.yaml")]
+    methods = [find_row("ZeroShotCLIP"), find_row("ConvpassCLIP")]
     opts = [*tiny_opts(synth, tmp_path), "DATASET.NUM_SHOTS", "2"]
     domains = ["ImageNet", "ImageNetA"]
     dirs = run_grid(methods, [1], synth["root"], tmp_path / "grid", opts, domains=domains)
@@ -95,15 +95,17 @@ def test_grid_skips_finished_cells_and_resumes_a_partial_one(synth, tmp_path, ca
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
     from clip_convpass import demo
-    from clip_convpass.report import DOMAINS, METHOD_ORDER
+    from clip_convpass.registry import method_rows
+    from clip_convpass.report import table2_domains
 
     assert demo.main(["--output", str(tmp_path / "demo"), "--seeds", "1", "2"]) == 0
     out = capsys.readouterr().out
     assert "SYNTHETIC" in out and "Head initialisation" in out
     table = json.loads((tmp_path / "demo" / "table2.json").read_text())
-    assert [r["method"] for r in table] == METHOD_ORDER  # every baseline, training-free Tip-Adapter included
+    # every registered row, training-free Tip-Adapter included, in table order
+    assert [r["method"] for r in table] == [r.name for r in method_rows()]
     for row in table:
-        for d in DOMAINS:
+        for d in table2_domains():
             assert row["cells"][d] is not None and row["cells"][d][2] == 2, (row["method"], d)
     assert "missing" not in (tmp_path / "demo" / "headinit.md").read_text()
     assert (tmp_path / "demo" / "table2.png").stat().st_size > 1000

@@ -1,4 +1,7 @@
-"""Dataset base class: class universe, on-disk layouts, few-shot sampling with a disjoint val split."""
+"""Dataset base class: class universe, on-disk layouts, few-shot sampling with a disjoint val split.
+
+Nothing here knows a particular dataset: ImageNet and its variants live in clip_convpass/datasets/.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -10,12 +13,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..prompts import read_classnames_file
 from ..utils import atomic_write_json, read_json
 
 logger = logging.getLogger("clip_convpass")
 
-RESOURCES = Path(__file__).resolve().parent / "resources"
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
@@ -30,16 +31,12 @@ class Datum:
     classname: str
 
 
-def read_wnid_list(path: Path) -> List[str]:
-    wnids = [ln.strip() for ln in open(path) if ln.strip()]
-    if len(set(wnids)) != len(wnids):
-        raise ValueError(f"{path} lists some wnids twice")
-    return wnids
-
-
-def imagenet_wnids() -> List[str]:
-    """The 1000 ImageNet wnids, sorted: position = ImageNet class index."""
-    return read_wnid_list(RESOURCES / "imagenet_wnids.txt")
+def read_id_list(path: Path) -> List[str]:
+    """One class id per line (e.g. ImageNet wnids); blank lines ignored, duplicates refused."""
+    ids = [ln.strip() for ln in open(path) if ln.strip()]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path} lists some class ids twice")
+    return ids
 
 
 def list_images(folder: Path) -> List[str]:
@@ -53,56 +50,55 @@ def stable_int(*parts) -> int:
 
 
 class ClassUniverse:
-    """The classes a model is built over (ImageNet's 1000 by default), in class-index order."""
+    """The classes a model is built over, in class-index order: ids (e.g. wnids) and their names."""
 
-    def __init__(self, wnids: Sequence[str], wnid_to_name: Dict[str, str]):
-        missing = [w for w in wnids if w not in wnid_to_name]
+    def __init__(self, ids: Sequence[str], id_to_name: Dict[str, str]):
+        missing = [w for w in ids if w not in id_to_name]
         if missing:
-            raise ValueError(f"No class name for wnids {missing[:5]}{'...' if len(missing) > 5 else ''}")
-        self.wnids = list(wnids)
-        self.classnames = [wnid_to_name[w] for w in self.wnids]
-        self.index = {w: i for i, w in enumerate(self.wnids)}
+            raise ValueError(f"No class name for class ids {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        self.ids = list(ids)
+        self.names = dict(id_to_name)
+        self.classnames = [id_to_name[w] for w in self.ids]
+        self.index = {w: i for i, w in enumerate(self.ids)}
 
     def __len__(self) -> int:
-        return len(self.wnids)
+        return len(self.ids)
+
+    def subsample(self, mode: str) -> "ClassUniverse":
+        """CoCoOp's base-to-new protocol: first half of the classes = base, the rest = new."""
+        if mode == "all":
+            return self
+        half = (len(self.ids) + 1) // 2
+        return ClassUniverse(self.ids[:half] if mode == "base" else self.ids[half:], self.names)
 
 
-def build_universe(cfg) -> ClassUniverse:
-    full = imagenet_wnids()
-    if cfg.DATASET.CLASS_LIST:
-        path = Path(cfg.DATASET.CLASS_LIST)
-        if not path.is_file():
-            raise DatasetLayoutError(f"DATASET.CLASS_LIST={path} does not exist (a text file with one wnid per line)")
-        wnids = read_wnid_list(path)
-        unknown = [w for w in wnids if w not in set(full)]
-        if unknown:
-            raise ValueError(f"{path}: {unknown[:5]} are not ImageNet wnids")
-        wnids = sorted(wnids)
-    else:
-        wnids = full
-    names_file = Path(cfg.DATASET.ROOT) / "imagenet" / "classnames.txt"
-    if not names_file.is_file():
-        names_file = RESOURCES / "imagenet_classnames.txt"
-    names = read_classnames_file(names_file)
-    universe = ClassUniverse(wnids, names)
-    if cfg.DATASET.SUBSAMPLE != "all":
-        # CoCoOp's base-to-new protocol: first half of the classes = base, the rest = new.
-        half = (len(wnids) + 1) // 2
-        keep = wnids[:half] if cfg.DATASET.SUBSAMPLE == "base" else wnids[half:]
-        universe = ClassUniverse(keep, names)
-    return universe
+@dataclass(frozen=True)
+class SyntheticFiles:
+    """One folder of generated images in a dataset's exact on-disk layout (see data/synthetic.py)."""
+
+    label: str  # key in the generator's counts (e.g. "train", "val", "v2")
+    folder: str  # relative to the root
+    count: int
+    ext: str
+    name: str  # file-name format with {j}
+    gray: bool = False
+    is_test: bool = False
 
 
 class DatasetBase:
     """A dataset under DATASET.ROOT.
 
-    Subclasses set LAYOUTS (candidate folders relative to ROOT, first found wins), the expected
-    class/image counts, and implement `_read_test()`. Every dataset maps its own labels into the
-    model's class universe (`label_columns`), so methods producing logits over the universe are
-    scored on 200-class sets by keeping those columns.
+    A dataset owns its class universe (`class_universe`: the classes, names and order a model is
+    built over), the subset of it that it is scored on (`_class_ids`), its layout detection (LAYOUTS:
+    candidate folders relative to ROOT, first found wins) and its synthetic files (`synthetic_files`).
+    Labels are indices into its own class list; `label_columns` maps them into the universe, so a
+    method producing logits over the universe is scored on a 200-class set by keeping those columns.
     """
 
     NAME = ""
+    ORDER = 100  # position in tables (the training dataset comes first anyway)
+    SOURCE = ""  # a test-only set names the training dataset whose models it evaluates (domain shift)
+    LABEL = ""  # column label in tables (default NAME)
     LAYOUTS: Tuple[str, ...] = ()
     LAYOUT_HELP = ""
     EXPECTED_CLASSES: Optional[int] = None
@@ -116,12 +112,38 @@ class DatasetBase:
         self.root = Path(cfg.DATASET.ROOT).expanduser().resolve()
         if not self.root.is_dir():
             raise DatasetLayoutError(f"DATASET.ROOT={self.root} does not exist")
-        self.universe = build_universe(cfg)
+        self.universe = self.class_universe().subsample(cfg.DATASET.SUBSAMPLE)
         self.dataset_dir = self._find_layout()
-        self.class_wnids = self._class_wnids()
-        self.classnames = [self.universe.classnames[self.universe.index[w]] for w in self.class_wnids]
+        self.class_ids = self._class_ids()
+        self.classnames = [self.universe.classnames[self.universe.index[w]] for w in self.class_ids]
         # column of the model's (universe) logits for each of this dataset's labels
-        self.label_columns = [self.universe.index[w] for w in self.class_wnids]
+        self.label_columns = [self.universe.index[w] for w in self.class_ids]
+
+    def class_universe(self) -> ClassUniverse:
+        raise NotImplementedError
+
+    @classmethod
+    def column_label(cls) -> str:
+        return cls.LABEL or cls.NAME
+
+    def _class_ids(self) -> List[str]:
+        """This dataset's classes (a subset of the universe), in universe order."""
+        return list(self.universe.ids)
+
+    # -- synthetic data (data/synthetic.py) ----------------------------------------------------
+    @classmethod
+    def synthetic_classes(cls, num_classes: int) -> List[str]:
+        """Class ids a synthetic tree of this (training) dataset uses."""
+        raise NotImplementedError(f"{cls.NAME} has no synthetic generator")
+
+    @classmethod
+    def synthetic_files(cls, class_id: str, sizes: Dict[str, int]) -> List[SyntheticFiles]:
+        """The folders of images to generate for one class, in this dataset's real layout."""
+        raise NotImplementedError(f"{cls.NAME} has no synthetic generator")
+
+    @classmethod
+    def synthetic_finish(cls, root: Path, class_ids: Sequence[str]) -> None:
+        """Files beside the images (class-name lists, READMEs), once the images exist."""
 
     # -- layout -------------------------------------------------------------------------------
     def _find_layout(self) -> Path:
@@ -133,16 +155,12 @@ class DatasetBase:
             f"{', '.join(str(self.root / r) for r in self.LAYOUTS)}. Expected layout: {self.LAYOUT_HELP}"
         )
 
-    def _class_wnids(self) -> List[str]:
-        """This dataset's classes (a subset of the universe), sorted."""
-        return list(self.universe.wnids)
-
     @property
     def num_classes(self) -> int:
-        return len(self.class_wnids)
+        return len(self.class_ids)
 
     def check_class_folders(self, folder: Path, expected: Sequence[str], allowed: Sequence[str]) -> Dict[str, Path]:
-        """Folders named by wnid: unknown names, missing or empty classes are errors naming them."""
+        """Folders named by class id: unknown names, missing or empty classes are errors naming them."""
         if not folder.is_dir():
             raise DatasetLayoutError(f"{self.NAME}: expected folder {folder} ({self.LAYOUT_HELP})")
         present = {e.name: Path(e.path) for e in os.scandir(folder) if e.is_dir()}
@@ -150,8 +168,8 @@ class DatasetBase:
         unknown = sorted(n for n in present if n not in allowed_set)
         if unknown:
             raise DatasetLayoutError(
-                f"{self.NAME}: {folder} has {len(unknown)} folder(s) that are not class wnids of this dataset: "
-                f"{unknown[:10]}. Expected one folder per wnid ({self.LAYOUT_HELP})."
+                f"{self.NAME}: {folder} has {len(unknown)} folder(s) that are not class ids of this dataset: "
+                f"{unknown[:10]}. Expected one folder per class ({self.LAYOUT_HELP})."
             )
         missing = [w for w in expected if w not in present]
         if missing:
@@ -166,9 +184,9 @@ class DatasetBase:
 
     def _datums_from_class_folders(self, folders: Dict[str, Path]) -> List[Datum]:
         items = []
-        for label, wnid in enumerate(self.class_wnids):
-            for name in list_images(folders[wnid]):
-                items.append(Datum(str(folders[wnid] / name), label, self.classnames[label]))
+        for label, cid in enumerate(self.class_ids):
+            for name in list_images(folders[cid]):
+                items.append(Datum(str(folders[cid] / name), label, self.classnames[label]))
         return items
 
     # -- splits -------------------------------------------------------------------------------
@@ -187,7 +205,8 @@ class DatasetBase:
     @cached_property
     def _fewshot(self) -> Tuple[List[Datum], List[Datum]]:
         if not self.HAS_TRAIN:
-            raise ValueError(f"{self.NAME} is a test-only dataset; train on ImageNet and evaluate here")
+            raise ValueError(f"{self.NAME} is a test-only dataset; train on {self.SOURCE or 'another dataset'} "
+                             f"and evaluate here")
         return self._load_or_sample_fewshot()
 
     @property
@@ -201,14 +220,14 @@ class DatasetBase:
     def split_file(self) -> Path:
         d = Path(self.cfg.DATASET.SPLIT_DIR) if self.cfg.DATASET.SPLIT_DIR else self.dataset_dir / "split_fewshot"
         c = self.cfg.DATASET
-        universe_tag = hashlib.sha256(",".join(self.class_wnids).encode()).hexdigest()[:8]
+        universe_tag = hashlib.sha256(",".join(self.class_ids).encode()).hexdigest()[:8]
         return d / f"shot_{c.NUM_SHOTS}-val_{c.VAL_SHOTS}-seed_{self.cfg.SEED}-classes_{universe_tag}.json"
 
     def _load_or_sample_fewshot(self) -> Tuple[List[Datum], List[Datum]]:
         path = self.split_file()
         if path.is_file():
             data = read_json(path)
-            if data.get("class_wnids") != self.class_wnids:
+            if data.get("class_ids", data.get("class_wnids")) != self.class_ids:
                 raise ValueError(f"Split file {path} was made for other classes; delete it to resample")
             logger.info(f"Loaded few-shot split {path}")
         else:
@@ -227,23 +246,23 @@ class DatasetBase:
         return to_datums(data["train"]), to_datums(data["val"])
 
     def sample_fewshot(self) -> dict:
-        """Per class: sorted files, RNG seeded by (seed, wnid), K train shots + a disjoint set of val shots."""
+        """Per class: sorted files, RNG seeded by (seed, class id), K train shots + a disjoint set of val shots."""
         k, v, seed = self.cfg.DATASET.NUM_SHOTS, self.cfg.DATASET.VAL_SHOTS, self.cfg.SEED
         per_class = self._read_train_per_class()
         train, val = [], []
-        for label, wnid in enumerate(self.class_wnids):
+        for label, cid in enumerate(self.class_ids):
             files = sorted(per_class[label])
             need = k + v
             if k <= 0:  # all images for training, none held out
                 chosen, k_c = files, len(files)
             else:
                 if len(files) < need:
-                    msg = (f"{self.NAME}: class {wnid} ({self.classnames[label]}) has {len(files)} training images, "
+                    msg = (f"{self.NAME}: class {cid} ({self.classnames[label]}) has {len(files)} training images, "
                            f"fewer than NUM_SHOTS + VAL_SHOTS = {k} + {v}")
                     if not self.cfg.DATASET.ALLOW_FEWER_SHOTS:
                         raise ValueError(msg + " (set DATASET.ALLOW_FEWER_SHOTS True to use what there is)")
                     logger.warning(msg + "; using all of them (train shots first, val gets the rest)")
-                rng = random.Random(stable_int(seed, wnid))
+                rng = random.Random(stable_int(seed, cid))
                 chosen = rng.sample(files, min(need, len(files)))
                 k_c = min(k, len(chosen))
             for f in chosen[:k_c]:
@@ -251,24 +270,4 @@ class DatasetBase:
             for f in chosen[k_c:]:
                 val.append([os.path.relpath(f, self.root), label])
         return {"dataset": self.NAME, "seed": seed, "num_shots": k, "val_shots": v,
-                "class_wnids": self.class_wnids, "train": train, "val": val}
-
-
-class WnidSubsetTestSet(DatasetBase):
-    """A test set over a subset of ImageNet's classes (WNID_FILE), one folder per wnid.
-
-    Files beside the class folders (ImageNet-R's README.txt) are ignored.
-    """
-
-    WNID_FILE = ""
-
-    def _class_wnids(self) -> List[str]:
-        own = set(read_wnid_list(RESOURCES / self.WNID_FILE))
-        wnids = [w for w in self.universe.wnids if w in own]
-        if not wnids:
-            raise ValueError(f"{self.NAME}: none of its classes are in the configured class list (DATASET.CLASS_LIST)")
-        return wnids
-
-    def _read_test(self) -> List[Datum]:
-        allowed = read_wnid_list(RESOURCES / self.WNID_FILE)
-        return self._datums_from_class_folders(self.check_class_folders(self.dataset_dir, self.class_wnids, allowed))
+                "class_ids": self.class_ids, "train": train, "val": val}

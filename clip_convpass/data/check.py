@@ -11,7 +11,7 @@ from typing import List, Optional
 
 from tabulate import tabulate
 
-from ..config import setup_cfg
+from ..compose import setup_cfg
 from ..registry import DATASET_REGISTRY
 from ..utils import Progress, setup_logger
 from .base import DatasetLayoutError

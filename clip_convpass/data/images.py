@@ -47,11 +47,11 @@ class ImageListDataset(Dataset):
             if not self.skip_bad:
                 raise
             return {"bad_path": d.impath, "error": str(e)}
-        return {"img": self.transform(img), "label": d.label, "index": i}
+        return {"img": self.transform(img), "label": d.label}
 
 
 def collate_skipping(batch: List[dict]) -> dict:
     good = [b for b in batch if "bad_path" not in b]
-    out = default_collate(good) if good else {"img": None, "label": None, "index": None}
+    out = default_collate(good) if good else {"img": None, "label": None}
     out["skipped"] = [(b["bad_path"], b["error"]) for b in batch if "bad_path" in b]
     return out

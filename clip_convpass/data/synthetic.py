@@ -1,44 +1,20 @@
-"""A small synthetic ImageNet-family tree in the exact on-disk layouts of the real datasets.
+"""Small synthetic dataset trees in the exact on-disk layouts of the real datasets.
 
-Real wnids (some in ImageNet-A, some in -R, some in both), real JPEG files, a DATASET.CLASS_LIST
-file for the class universe. Each class has a colour and a local stripe pattern, so that
-adaptation methods have something to learn. Numbers obtained on it are synthetic.
+The training dataset picks the classes; it and every dataset that evaluates its models
+(`SOURCE`) say which folders of which images to write (`synthetic_files`). Real JPEG files,
+a class-list file for the class universe. Each class has a colour and a local stripe pattern, so
+that adaptation methods have something to learn. Numbers obtained on it are synthetic.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import List
+from typing import Dict
 
 import numpy as np
 from PIL import Image
 
-from .base import RESOURCES, imagenet_wnids, read_wnid_list
-
-LAYOUT = {
-    "train": "imagenet/images/train/{wnid}",
-    "val": "imagenet/images/val/{wnid}",
-    "v2": "imagenetv2/imagenetv2-matched-frequency-format-val/{index}",
-    "sketch": "imagenet-sketch/images/{wnid}",
-    "a": "imagenet-adversarial/imagenet-a/{wnid}",
-    "r": "imagenet-rendition/imagenet-r/{wnid}",
-}
-
-
-def pick_wnids(num_classes: int) -> List[str]:
-    """Deterministic mix: classes in both A and R, A only, R only, and neither."""
-    a = set(read_wnid_list(RESOURCES / "imagenet_a_wnids.txt"))
-    r = set(read_wnid_list(RESOURCES / "imagenet_r_wnids.txt"))
-    full = imagenet_wnids()
-    groups = [[w for w in full if w in a and w in r], [w for w in full if w in a and w not in r],
-              [w for w in full if w in r and w not in a], [w for w in full if w not in a and w not in r]]
-    chosen: List[str] = []
-    i = 0
-    while len(chosen) < num_classes:
-        g = groups[i % 4]
-        chosen.append(g[len([c for c in chosen if c in g])])
-        i += 1
-    return sorted(chosen)
+from ..registry import DATASET_REGISTRY, evaluation_domains
 
 
 def make_image(class_idx: int, num_classes: int, rng: np.random.Generator, size=(40, 48), gray=False) -> Image.Image:
@@ -58,42 +34,42 @@ def make_image(class_idx: int, num_classes: int, rng: np.random.Generator, size=
 
 
 def build_synthetic_tree(root: str | Path, num_classes: int = 6, train_per_class: int = 24, val_per_class: int = 6,
-                         shift_per_class: int = 4, seed: int = 0) -> dict:
+                         shift_per_class: int = 4, seed: int = 0, source: str = "ImageNet") -> dict:
+    """Write `source` and its evaluation datasets under root. Returns the root, the class-list file,
+    the class ids, image counts per folder kind and test-image counts per dataset."""
     root = Path(root)
-    wnids = pick_wnids(num_classes)
-    full = imagenet_wnids()
-    a = set(read_wnid_list(RESOURCES / "imagenet_a_wnids.txt"))
-    r = set(read_wnid_list(RESOURCES / "imagenet_r_wnids.txt"))
+    domains = [DATASET_REGISTRY.get(n) for n in evaluation_domains(source)]
+    class_ids = domains[0].synthetic_classes(num_classes)
+    sizes = {"train": train_per_class, "test": val_per_class, "shift": shift_per_class}
     rng = np.random.default_rng(seed)
-    counts = {k: 0 for k in LAYOUT}
-    for ci, wnid in enumerate(wnids):
-        plan = {"train": train_per_class, "val": val_per_class, "v2": shift_per_class, "sketch": shift_per_class,
-                "a": shift_per_class if wnid in a else 0, "r": shift_per_class if wnid in r else 0}
-        for split, n in plan.items():
-            if n == 0:
-                continue
-            folder = root / LAYOUT[split].format(wnid=wnid, index=full.index(wnid))
-            folder.mkdir(parents=True, exist_ok=True)
-            ext = {"train": "JPEG", "val": "JPEG", "v2": "jpeg", "sketch": "JPEG", "a": "jpg", "r": "jpg"}[split]
-            for j in range(n):
-                img = make_image(ci, num_classes, rng, gray=split == "sketch")
-                name = f"{wnid}_{j}.{ext}" if split in ("train", "val") else f"{split}_{j:03d}.{ext}"
-                img.save(folder / name, format="JPEG", quality=90)
-                counts[split] += 1
-    (root / "imagenet-rendition" / "imagenet-r" / "README.txt").write_text("ImageNet-R (synthetic stand-in)\n")
-    names = dict(ln.strip().split(" ", 1) for ln in open(RESOURCES / "imagenet_classnames.txt") if ln.strip())
-    (root / "imagenet" / "classnames.txt").write_text("".join(f"{w} {names[w]}\n" for w in full))
-    class_list = root / "synthetic_wnids.txt"
-    class_list.write_text("\n".join(wnids) + "\n")
-    return {"root": str(root), "class_list": str(class_list), "wnids": wnids, "counts": counts}
+    counts: Dict[str, int] = {}
+    test_counts = {d.NAME: 0 for d in domains}
+    for ci, cid in enumerate(class_ids):
+        for ds in domains:
+            for spec in ds.synthetic_files(cid, sizes):
+                folder = root / spec.folder
+                folder.mkdir(parents=True, exist_ok=True)
+                for j in range(spec.count):
+                    img = make_image(ci, num_classes, rng, gray=spec.gray)
+                    img.save(folder / f"{spec.name.format(j=j)}.{spec.ext}", format="JPEG", quality=90)
+                counts[spec.label] = counts.get(spec.label, 0) + spec.count
+                if spec.is_test:
+                    test_counts[ds.NAME] += spec.count
+    for ds in domains:
+        ds.synthetic_finish(root, class_ids)
+    class_list = root / "synthetic_classes.txt"  # DATASET.CLASS_LIST: the universe is these classes
+    class_list.write_text("\n".join(class_ids) + "\n")
+    return {"root": str(root), "class_list": str(class_list), "class_ids": class_ids, "counts": counts,
+            "test_counts": test_counts}
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Write a synthetic ImageNet-family tree")
+    p = argparse.ArgumentParser(description="Write a synthetic dataset tree")
     p.add_argument("root")
     p.add_argument("--num-classes", type=int, default=6)
+    p.add_argument("--source", default="ImageNet", help="training dataset (its evaluation sets are written too)")
     args = p.parse_args(argv)
-    info = build_synthetic_tree(args.root, args.num_classes)
+    info = build_synthetic_tree(args.root, args.num_classes, source=args.source)
     print(f"Synthetic tree at {info['root']}; set DATASET.CLASS_LIST {info['class_list']}; images: {info['counts']}")
 
 

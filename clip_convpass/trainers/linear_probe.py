@@ -13,20 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yacs.config import CfgNode as CN
+
 from clip_convpass.clip_loader import load_clip_from_cfg
-from clip_convpass.config import ConfigError, register_validator
+from clip_convpass.config import check
 from clip_convpass.data import build_transform
-from clip_convpass.registry import TRAINER_REGISTRY
+from clip_convpass.registry import TRAINER_REGISTRY, Row
 from clip_convpass.trainer import TrainerBase
 
 logger = logging.getLogger("clip_convpass")
-
-
-@register_validator
-def _check_lp_cfg(cfg):
-    grid = cfg.TRAINER.LINEAR_PROBE.C_GRID
-    if not grid or any(c <= 0 for c in grid):
-        raise ConfigError(f"TRAINER.LINEAR_PROBE.C_GRID must list positive values, got {grid}")
 
 
 def logreg_objective(weight, bias, x, y, c):
@@ -79,10 +74,29 @@ class LinearProbeModel(nn.Module):
         return self.classify(self.visual(images))
 
 
-@TRAINER_REGISTRY.register("LinearProbeCLIP")
+@TRAINER_REGISTRY.register
 class LinearProbeCLIP(TrainerBase):
     NAME = "LinearProbeCLIP"
     FROZEN_IMAGE_ENCODER = True
+    CONFIG_NODE = "LINEAR_PROBE"
+    ROWS = (Row("LinearProbeCLIP", "trainers/LinearProbeCLIP/vit_b16.yaml", "LP CLIP", order=20,
+                paper={"ImageNet": 65.85, "ImageNetV2": 56.26, "ImageNetSketch": 34.77, "ImageNetA": 35.68, "ImageNetR": 58.43}),)
+
+    @classmethod
+    def config_node(cls):
+        c = CN()
+        # Inverse L2 strength C (scikit-learn's convention): coarse grid, then a finer grid around the best.
+        c.C_GRID = (1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4, 1e6)
+        c.REFINE_POINTS = 9  # log-spaced points between the best C's neighbours
+        c.MAX_ITER = 1000
+        c.NORMALIZE = True  # L2-normalise features (as every other method's head does)
+        return c
+
+    @classmethod
+    def check_config(cls, cfg):
+        grid = cfg.TRAINER.LINEAR_PROBE.C_GRID
+        check(bool(grid) and all(c > 0 for c in grid),
+              f"TRAINER.LINEAR_PROBE.C_GRID must list positive values, got {grid}")
 
     def build_model(self):
         bundle = load_clip_from_cfg(self.cfg, self.device)

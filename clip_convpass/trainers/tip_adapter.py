@@ -10,26 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yacs.config import CfgNode as CN
+
 from clip_convpass.clip_loader import load_clip_from_cfg
-from clip_convpass.config import ConfigError, register_validator
+from clip_convpass.config import check
 from clip_convpass.data import build_transform
 from clip_convpass.heads import zero_shot_weights
-from clip_convpass.registry import TRAINER_REGISTRY
+from clip_convpass.registry import TRAINER_REGISTRY, Row
 from clip_convpass.trainer import TrainerBase
 from clip_convpass.utils import Progress
 
 logger = logging.getLogger("clip_convpass")
-
-
-@register_validator
-def _check_tip_cfg(cfg):
-    c = cfg.TRAINER.TIP
-    if c.AUGMENT_EPOCH < 1:
-        raise ConfigError("TRAINER.TIP.AUGMENT_EPOCH must be >= 1")
-    for key in ("ALPHA_RANGE", "BETA_RANGE"):
-        lo, hi = c[key]
-        if not 0 <= lo < hi:
-            raise ConfigError(f"TRAINER.TIP.{key} must be (low, high) with 0 <= low < high, got {c[key]}")
 
 
 def tip_logits(feats, text_weights, keys, values, alpha, beta):
@@ -62,11 +53,38 @@ class TipAdapterModel(nn.Module):
         return self.logits_from_features(self.encode(images))
 
 
-@TRAINER_REGISTRY.register("TipAdapter")
+@TRAINER_REGISTRY.register
 class TipAdapter(TrainerBase):
     NAME = "TipAdapter"
     TRAIN_KEYS = False
     FROZEN_IMAGE_ENCODER = True
+    CONFIG_NODE = "TIP"  # shared with Tip-Adapter-F
+    ROWS = (Row("TipAdapter", "trainers/TipAdapter/vit_b16.yaml", "Tip-Adapter", order=50, table2=False,
+                demo_opts=("TRAINER.TIP.AUGMENT_EPOCH", "2")),)
+
+    @classmethod
+    def config_node(cls):
+        c = CN()
+        c.TEMPLATES = "ensemble7"
+        c.AUGMENT_EPOCH = 10
+        c.CROP_SCALE = (0.5, 1.0)
+        c.INIT_ALPHA = 1.0
+        c.INIT_BETA = 1.0
+        # alpha, beta are searched on the VAL_SHOTS split (never on test data) over these ranges.
+        c.SEARCH = True
+        c.ALPHA_RANGE = (0.1, 3.0)
+        c.BETA_RANGE = (0.1, 7.0)
+        c.ALPHA_STEPS = 20
+        c.BETA_STEPS = 200
+        return c
+
+    @classmethod
+    def check_config(cls, cfg):
+        c = cfg.TRAINER.TIP
+        check(c.AUGMENT_EPOCH >= 1, "TRAINER.TIP.AUGMENT_EPOCH must be >= 1")
+        for key in ("ALPHA_RANGE", "BETA_RANGE"):
+            lo, hi = c[key]
+            check(0 <= lo < hi, f"TRAINER.TIP.{key} must be (low, high) with 0 <= low < high, got {c[key]}")
 
     def build_model(self):
         c = self.cfg.TRAINER.TIP
@@ -151,10 +169,14 @@ class TipAdapter(TrainerBase):
         return True
 
 
-@TRAINER_REGISTRY.register("TipAdapterF")
+@TRAINER_REGISTRY.register
 class TipAdapterF(TipAdapter):
     NAME = "TipAdapterF"
     TRAIN_KEYS = True
+    ROWS = (Row("TipAdapterF", "trainers/TipAdapterF/vit_b16.yaml", "Tip-Adapter-F", order=60,
+                paper={"ImageNet": 73.41, "ImageNetV2": 65.39, "ImageNetSketch": 48.58, "ImageNetA": 49.23, "ImageNetR": 77.54},
+                demo_opts=("OPTIM.MAX_EPOCH", "10", "DATALOADER.TRAIN_X.BATCH_SIZE", "16",
+                           "TRAINER.TIP.AUGMENT_EPOCH", "2")),)
 
     def before_train(self):
         if self.start_epoch == 0:

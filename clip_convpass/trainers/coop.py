@@ -3,21 +3,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yacs.config import CfgNode as CN
+
 from clip_convpass.clip_loader import load_clip_from_cfg
-from clip_convpass.config import ConfigError, register_validator
+from clip_convpass.config import check
 from clip_convpass.prompt_learner import CLASS_POSITIONS, PromptLearner
-from clip_convpass.registry import TRAINER_REGISTRY
+from clip_convpass.registry import TRAINER_REGISTRY, Row
 from clip_convpass.text_encoder import TextEncoder
 from clip_convpass.trainer import TrainerBase
-
-
-@register_validator
-def _check_coop_cfg(cfg):
-    c = cfg.TRAINER.COOP
-    if c.CLASS_TOKEN_POSITION not in CLASS_POSITIONS:
-        raise ConfigError(f"TRAINER.COOP.CLASS_TOKEN_POSITION must be one of {CLASS_POSITIONS}, got {c.CLASS_TOKEN_POSITION!r}")
-    if not c.CTX_INIT and c.N_CTX < 1:
-        raise ConfigError("TRAINER.COOP.N_CTX must be >= 1 when CTX_INIT is empty")
 
 
 class PromptedCLIP(nn.Module):
@@ -41,10 +34,31 @@ class PromptedCLIP(nn.Module):
         return self.logit_scale * self.encode_image(images) @ self.text_features().t()  # the training path
 
 
-@TRAINER_REGISTRY.register("CoOp")
+@TRAINER_REGISTRY.register
 class CoOp(TrainerBase):
     NAME = "CoOp"
     FROZEN_IMAGE_ENCODER = True
+    CONFIG_NODE = "COOP"
+    ROWS = (Row("CoOp", "trainers/CoOp/vit_b16_ep50.yaml", order=30,
+                paper={"ImageNet": 71.51, "ImageNetV2": 64.2, "ImageNetSketch": 47.99, "ImageNetA": 49.71, "ImageNetR": 75.21},
+                demo_opts=("OPTIM.MAX_EPOCH", "10", "OPTIM.LR", "0.02", "DATALOADER.TRAIN_X.BATCH_SIZE", "16")),)
+
+    @classmethod
+    def config_node(cls):
+        c = CN()
+        c.N_CTX = 16
+        c.CTX_INIT = ""  # e.g. "a photo of a" (then N_CTX = its token count)
+        c.CSC = False  # class-specific contexts
+        c.CLASS_TOKEN_POSITION = "end"  # end | middle | front
+        c.INIT_STD = 0.02
+        return c
+
+    @classmethod
+    def check_config(cls, cfg):
+        c = cfg.TRAINER.COOP
+        check(c.CLASS_TOKEN_POSITION in CLASS_POSITIONS,
+              f"TRAINER.COOP.CLASS_TOKEN_POSITION must be one of {CLASS_POSITIONS}, got {c.CLASS_TOKEN_POSITION!r}")
+        check(bool(c.CTX_INIT) or c.N_CTX >= 1, "TRAINER.COOP.N_CTX must be >= 1 when CTX_INIT is empty")
 
     def build_model(self):
         c = self.cfg.TRAINER.COOP

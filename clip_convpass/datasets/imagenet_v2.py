@@ -1,15 +1,20 @@
 import os
 from typing import List
 
-from clip_convpass.data.base import DatasetBase, Datum, DatasetLayoutError, imagenet_wnids, list_images
+from clip_convpass.data.base import DatasetLayoutError, Datum, SyntheticFiles, list_images
 from clip_convpass.registry import DATASET_REGISTRY
 
+from .imagenet import ImageNetFamily, imagenet_wnids
 
-@DATASET_REGISTRY.register("ImageNetV2")
-class ImageNetV2(DatasetBase):
+
+@DATASET_REGISTRY.register
+class ImageNetV2(ImageNetFamily):
     """Matched-frequency ImageNet-V2: folder names are ImageNet class indices (0..999), not wnids."""
 
     NAME = "ImageNetV2"
+    ORDER = 1
+    LABEL = "-V2"
+    SOURCE = "ImageNet"
     LAYOUTS = ("imagenetv2/imagenetv2-matched-frequency-format-val", "imagenetv2-matched-frequency-format-val")
     LAYOUT_HELP = "imagenetv2/imagenetv2-matched-frequency-format-val/<class index 0..999>/*.jpeg"
     EXPECTED_CLASSES = 1000
@@ -27,14 +32,19 @@ class ImageNetV2(DatasetBase):
                     f"ImageNetV2: folder {e.path} is not a class index 0..{len(full) - 1} ({self.LAYOUT_HELP})"
                 )
             present[full[int(e.name)]] = e.path
-        missing = [w for w in self.class_wnids if w not in present]
+        missing = [w for w in self.class_ids if w not in present]
         if missing:
             idx = [full.index(w) for w in missing[:10]]
             raise DatasetLayoutError(f"ImageNetV2: {self.dataset_dir} lacks class folders {idx} (of {len(missing)} missing)")
         items = []
-        for label, wnid in enumerate(self.class_wnids):
+        for label, wnid in enumerate(self.class_ids):
             names = list_images(present[wnid])
             if not names:
                 raise DatasetLayoutError(f"ImageNetV2: class folder {present[wnid]} has no images")
             items += [Datum(os.path.join(present[wnid], n), label, self.classnames[label]) for n in names]
         return items
+
+    @classmethod
+    def synthetic_files(cls, class_id, sizes):
+        folder = f"{cls.LAYOUTS[0]}/{imagenet_wnids().index(class_id)}"
+        return [SyntheticFiles("v2", folder, sizes["shift"], "jpeg", "v2_{j:03d}", is_test=True)]

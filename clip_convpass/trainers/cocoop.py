@@ -3,9 +3,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yacs.config import CfgNode as CN
+
 from clip_convpass.clip_loader import load_clip_from_cfg
 from clip_convpass.prompt_learner import PromptLearner
-from clip_convpass.registry import TRAINER_REGISTRY
+from clip_convpass.registry import TRAINER_REGISTRY, Row
 from clip_convpass.text_encoder import TextEncoder
 
 from .coop import CoOp
@@ -50,9 +52,23 @@ class CoCoOpModel(nn.Module):
         return self.logit_scale * torch.stack(rows)
 
 
-@TRAINER_REGISTRY.register("CoCoOp")
+@TRAINER_REGISTRY.register
 class CoCoOp(CoOp):
     NAME = "CoCoOp"
+    CONFIG_NODE = "COCOOP"
+    ROWS = (Row("CoCoOp", "trainers/CoCoOp/vit_b16_c4_ep10_batch1.yaml", order=40,
+                paper={"ImageNet": 71.02, "ImageNetV2": 64.07, "ImageNetSketch": 48.75, "ImageNetA": 50.63, "ImageNetR": 76.18},
+                demo_opts=("OPTIM.MAX_EPOCH", "2", "OPTIM.LR", "0.02")),)
+
+    @classmethod
+    def config_node(cls):
+        c = CN()
+        c.N_CTX = 4
+        c.CTX_INIT = "a photo of a"
+        c.INIT_STD = 0.02
+        # Evaluation runs the text encoder on (images x classes) prompts; at most this many per call.
+        c.PROMPTS_PER_CHUNK = 1000
+        return c
 
     def build_model(self):
         c = self.cfg.TRAINER.COCOOP

@@ -1,0 +1,74 @@
+"""A run's configuration: engine defaults + every registered method's own node, then files and opts.
+
+    defaults (engine keys + TRAINER.<NODE> of each method) -> dataset YAML -> method YAML
+    -> override YAMLs (in order) -> KEY VALUE opts -> validation (engine, then each method's node)
+
+Layering: config (engine) <- registry <- plugins; this module sits above them, so no import cycle
+decides which validators exist.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Iterable, Optional, Sequence
+
+from yacs.config import CfgNode as CN
+
+from .config import ConfigError, check, engine_defaults, merge_config_file, merge_opts, validate_engine_cfg
+from .registry import TRAINER_REGISTRY
+
+
+def method_config_nodes() -> Dict[str, type]:
+    """{node name: the trainer class that owns TRAINER.<node>} (a subclass may share its parent's node)."""
+    owners: Dict[str, type] = {}
+    for cls in TRAINER_REGISTRY.classes():
+        if "config_node" in cls.__dict__:
+            node = cls.CONFIG_NODE
+            if not node:
+                raise ConfigError(f"{cls.__name__} defines config_node() but no CONFIG_NODE name")
+            if node in owners:
+                raise ConfigError(f"TRAINER.{node} is defined by both {owners[node].__name__} and {cls.__name__}")
+            owners[node] = cls
+    return owners
+
+
+def get_cfg_default() -> CN:
+    cfg = engine_defaults()
+    for node, owner in method_config_nodes().items():
+        if node in cfg.TRAINER:
+            raise ConfigError(f"{owner.__name__}: TRAINER.{node} clashes with an engine key")
+        cfg.TRAINER[node] = owner.config_node()
+    return cfg
+
+
+def validate_cfg(cfg: CN) -> None:
+    validate_engine_cfg(cfg)
+    check(cfg.TRAINER.NAME in TRAINER_REGISTRY,
+          f"Unknown TRAINER.NAME {cfg.TRAINER.NAME!r}; registered: {TRAINER_REGISTRY.names()}")
+    # every method checks its own node, whichever trainer runs: a bad value fails wherever it is set
+    for cls in TRAINER_REGISTRY.classes():
+        if "check_config" in cls.__dict__:
+            cls.check_config(cfg)
+
+
+def setup_cfg(
+    dataset_config_file: str | os.PathLike | None = None,
+    config_file: str | os.PathLike | None = None,
+    opts: Iterable[str] = (),
+    freeze: bool = True,
+    override_files: Sequence[str | os.PathLike] = (),
+) -> CN:
+    """Build and validate a config: defaults -> dataset file -> method file -> override files -> opts."""
+    cfg = get_cfg_default()
+    for path in (dataset_config_file, config_file, *override_files):
+        if path:
+            merge_config_file(cfg, path)
+    merge_opts(cfg, list(opts))
+    validate_cfg(cfg)
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def node_of(cfg: CN, trainer_cls: type) -> Optional[CN]:
+    """The TRAINER.<node> a trainer class reads (None if it owns none)."""
+    return cfg.TRAINER.get(trainer_cls.CONFIG_NODE) if trainer_cls.CONFIG_NODE else None

@@ -1,0 +1,135 @@
+"""ImageNet (ILSVRC-2012) and the class universe its variants share.
+
+The universe is the 1000 wnids sorted (position = class index) with CLIP's class names; a
+`DATASET.ROOT/imagenet/classnames.txt` (CoOp's "wnid name" lines) replaces the names, and
+`DATASET.CLASS_LIST` restricts the universe to a subset of wnids (the synthetic tree uses this).
+"""
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+from clip_convpass.data.base import (ClassUniverse, DatasetBase, DatasetLayoutError, SyntheticFiles, list_images,
+                                     read_id_list)
+from clip_convpass.prompts import read_classnames_file
+from clip_convpass.registry import DATASET_REGISTRY
+
+RESOURCES = Path(__file__).resolve().parent / "resources"
+
+
+def imagenet_wnids() -> List[str]:
+    """The 1000 ImageNet wnids, sorted: position = ImageNet class index."""
+    return read_id_list(RESOURCES / "imagenet_wnids.txt")
+
+
+def imagenet_universe(cfg) -> ClassUniverse:
+    full = imagenet_wnids()
+    if cfg.DATASET.CLASS_LIST:
+        path = Path(cfg.DATASET.CLASS_LIST)
+        if not path.is_file():
+            raise DatasetLayoutError(f"DATASET.CLASS_LIST={path} does not exist (a text file with one wnid per line)")
+        wnids = read_id_list(path)
+        unknown = [w for w in wnids if w not in set(full)]
+        if unknown:
+            raise ValueError(f"{path}: {unknown[:5]} are not ImageNet wnids")
+        wnids = sorted(wnids)
+    else:
+        wnids = full
+    names_file = Path(cfg.DATASET.ROOT) / "imagenet" / "classnames.txt"
+    if not names_file.is_file():
+        names_file = RESOURCES / "imagenet_classnames.txt"
+    return ClassUniverse(wnids, read_classnames_file(names_file))
+
+
+class ImageNetFamily(DatasetBase):
+    """ImageNet and the test sets scored in its class universe."""
+
+    def class_universe(self) -> ClassUniverse:
+        return imagenet_universe(self.cfg)
+
+    def wnid_folders(self, folder: Path) -> Dict[str, Path]:
+        return self.check_class_folders(folder, self.class_ids, imagenet_wnids())
+
+
+@DATASET_REGISTRY.register
+class ImageNet(ImageNetFamily):
+    NAME = "ImageNet"
+    ORDER = 0
+    LAYOUTS = ("imagenet",)
+    LAYOUT_HELP = "imagenet/images/train/<wnid>/*.JPEG, imagenet/images/val/<wnid>/*.JPEG, imagenet/classnames.txt"
+    EXPECTED_CLASSES = 1000
+    EXPECTED_TEST_IMAGES = 50000
+    HAS_TRAIN = True
+
+    def _split_folders(self, split: str) -> Dict[str, Path]:
+        folder = self.dataset_dir / "images" / split
+        if not folder.is_dir():
+            raise DatasetLayoutError(
+                f"ImageNet: expected {folder}. Layout: {self.LAYOUT_HELP} (validation images sorted into "
+                f"per-wnid folders)."
+            )
+        return self.wnid_folders(folder)
+
+    def _read_test(self):
+        return self._datums_from_class_folders(self._split_folders("val"))
+
+    def _read_train_per_class(self) -> Dict[int, List[str]]:
+        folders = self._split_folders("train")
+        return {lab: [str(folders[w] / n) for n in list_images(folders[w])] for lab, w in enumerate(self.class_ids)}
+
+    @classmethod
+    def synthetic_classes(cls, num_classes: int) -> List[str]:
+        """Deterministic mix of real wnids: in both ImageNet-A and -R, A only, R only, and neither."""
+        a = set(read_id_list(RESOURCES / "imagenet_a_wnids.txt"))
+        r = set(read_id_list(RESOURCES / "imagenet_r_wnids.txt"))
+        full = imagenet_wnids()
+        groups = [[w for w in full if w in a and w in r], [w for w in full if w in a and w not in r],
+                  [w for w in full if w in r and w not in a], [w for w in full if w not in a and w not in r]]
+        chosen: List[str] = []
+        i = 0
+        while len(chosen) < num_classes:
+            g = groups[i % 4]
+            chosen.append(g[len([c for c in chosen if c in g])])
+            i += 1
+        return sorted(chosen)
+
+    @classmethod
+    def synthetic_files(cls, class_id, sizes):
+        return [SyntheticFiles("train", f"imagenet/images/train/{class_id}", sizes["train"], "JPEG", class_id + "_{j}"),
+                SyntheticFiles("val", f"imagenet/images/val/{class_id}", sizes["test"], "JPEG", class_id + "_{j}",
+                               is_test=True)]
+
+    @classmethod
+    def synthetic_finish(cls, root: Path, class_ids: Sequence[str]) -> None:
+        names = read_classnames_file(RESOURCES / "imagenet_classnames.txt")
+        (root / "imagenet" / "classnames.txt").write_text("".join(f"{w} {names[w]}\n" for w in imagenet_wnids()))
+
+
+class WnidSubsetTestSet(ImageNetFamily):
+    """A test set over a subset of ImageNet's classes (WNID_FILE), one folder per wnid, scored on the
+    universe's columns of its classes. Files beside the class folders (ImageNet-R's README.txt) are ignored."""
+
+    SOURCE = "ImageNet"
+    WNID_FILE = ""
+    SYNTHETIC_LABEL = ""
+
+    @classmethod
+    def own_wnids(cls) -> List[str]:
+        return read_id_list(RESOURCES / cls.WNID_FILE)
+
+    def _class_ids(self) -> List[str]:
+        own = set(self.own_wnids())
+        wnids = [w for w in self.universe.ids if w in own]
+        if not wnids:
+            raise ValueError(f"{self.NAME}: none of its classes are in the configured class list (DATASET.CLASS_LIST)")
+        return wnids
+
+    def _read_test(self):
+        folders = self.check_class_folders(self.dataset_dir, self.class_ids, self.own_wnids())
+        return self._datums_from_class_folders(folders)
+
+    @classmethod
+    def synthetic_files(cls, class_id, sizes):
+        if class_id not in set(cls.own_wnids()):
+            return []
+        label = cls.SYNTHETIC_LABEL
+        return [SyntheticFiles(label, f"{cls.LAYOUTS[0]}/{class_id}", sizes["shift"], "jpg", label + "_{j:03d}",
+                               is_test=True)]

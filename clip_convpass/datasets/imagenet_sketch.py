@@ -1,0 +1,25 @@
+from clip_convpass.data.base import SyntheticFiles
+from clip_convpass.registry import DATASET_REGISTRY
+
+from .imagenet import ImageNetFamily
+
+
+@DATASET_REGISTRY.register
+class ImageNetSketch(ImageNetFamily):
+    NAME = "ImageNetSketch"
+    ORDER = 2
+    LABEL = "-Sketch"
+    SOURCE = "ImageNet"
+    # CoOp's layout first, then what the official archive extracts to (sketch/<wnid>/).
+    LAYOUTS = ("imagenet-sketch/images", "sketch", "imagenet-sketch/sketch")
+    LAYOUT_HELP = "imagenet-sketch/images/<wnid>/*.JPEG (the official archive's sketch/<wnid>/ is accepted too)"
+    EXPECTED_CLASSES = 1000
+    EXPECTED_TEST_IMAGES = 50889
+
+    def _read_test(self):
+        return self._datums_from_class_folders(self.wnid_folders(self.dataset_dir))
+
+    @classmethod
+    def synthetic_files(cls, class_id, sizes):
+        return [SyntheticFiles("sketch", f"imagenet-sketch/images/{class_id}", sizes["shift"], "JPEG", "sketch_{j:03d}",
+                               gray=True, is_test=True)]
