@@ -7,13 +7,13 @@ Real ViT-B/16 shapes with random weights (no download). Each training-step measu
 own subprocess, so its peak memory (max RSS, or CUDA max allocated) belongs to that trainer alone.
 Prints a table and writes JSON with the machine and date inside. Sections:
 
-1. ms/step and images/s for one training step of CoOp, CoCoOp, Tip-Adapter-F and Convpass_CLIP,
+1. ms/step and images/s for one training step of every Table 2 row that trains (registry order),
    with each optimisation on and off (text truncation; bf16 autocast), and peak memory.
 2. CoOp's text encoder (N_CTX 16, the 1000 ImageNet class names): sequences cut at the longest
    prompt's EOT vs all 77 positions. The sequence length comes from all 1000 prompts; the time is
    measured on a --text-chunk slice of them (time is linear in the number of prompts, the ratio is not
    affected) and scaled to 1000.
-3. Image-encoder passes over test images for the whole Table 2 grid (6 methods x 3 seeds x 5 test
+3. Image-encoder passes over test images for the whole Table 2 grid (its rows x 3 seeds x its test
    sets), counted, with the feature cache on and off (synthetic data, tiny model: counts do not
    depend on the model).
 4. Convpass_CLIP training step / frozen image encoder's no-grad forward, same batch.
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import datetime
+import io
 import json
 import os
 import platform
@@ -34,20 +34,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from clip_convpass.compose import setup_cfg
+from clip_convpass.datasets.imagenet import imagenet_wnids
+from clip_convpass.grid import table2_rows
+from clip_convpass.registry import TRAINER_REGISTRY, find_row
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-
-from clip_convpass.config import setup_cfg  # noqa: E402
-from clip_convpass.data.base import imagenet_wnids  # noqa: E402
-
-TRAINER_CFG = {
-    "CoOp": "configs/trainers/CoOp/vit_b16_ep50.yaml",
-    "CoCoOp": "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1.yaml",
-    "TipAdapterF": "configs/trainers/TipAdapterF/vit_b16.yaml",
-    "ConvpassCLIP": "configs/trainers/ConvpassCLIP/vit_b16.yaml",
-}
 
 
 def timed(fn, warmup: int = 1, repeats: int = 3) -> float:
@@ -75,14 +69,15 @@ def bench_root(n_classes: int) -> tuple[str, str]:
     return str(root), str(root / "classes.txt")
 
 
-def build_trainer(name: str, n_classes: int, opts=()):
-    from clip_convpass.registry import TRAINER_REGISTRY
-
+def build_trainer(row_name: str, n_classes: int, opts=()):
+    """The registered row's trainer at real shapes, random weights, on an empty ImageNet root."""
+    row = find_row(row_name)
     root, class_list = bench_root(n_classes)
-    cfg = setup_cfg(REPO / "configs/datasets/imagenet.yaml", REPO / TRAINER_CFG[name],
-                    ["DATASET.ROOT", root, "DATASET.CLASS_LIST", class_list, "MODEL.PRETRAINED", "none",
-                     "OUTPUT_DIR", str(Path(root) / "out"), "DATASET.NUM_SHOTS", "16", *opts])
-    return TRAINER_REGISTRY.get(name)(cfg)
+    cfg = setup_cfg("datasets/imagenet.yaml", row.config or None,
+                    ["TRAINER.NAME", row.trainer, *row.opts, "DATASET.ROOT", root, "DATASET.CLASS_LIST", class_list,
+                     "MODEL.PRETRAINED", "none", "OUTPUT_DIR", str(Path(root) / "out"), "DATASET.NUM_SHOTS", "16",
+                     *opts])
+    return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)
 
 
 def peak_memory_mb() -> float:
@@ -107,7 +102,9 @@ def single_train_step(name: str, n_classes: int, batch: int, prec: str, truncate
                       repeats: int) -> dict:
     trainer = build_trainer(name, n_classes, ["PREC", prec, "MODEL.TEXT_TRUNCATE", str(truncate),
                                               "MODEL.TEXT_SHARED_PREFIX", str(share)])
-    if name == "TipAdapterF":  # a filled cache, as after build_cache()
+    if not trainer.is_trainable:
+        return {"trainer": name, "trainable": False}
+    if getattr(trainer, "TRAIN_KEYS", False):  # Tip-Adapter-F: a filled cache, as after build_cache()
         with torch.no_grad():
             keys = torch.nn.functional.normalize(torch.randn_like(trainer.model.keys), dim=-1)
             trainer.model.keys.copy_(keys)
@@ -116,7 +113,7 @@ def single_train_step(name: str, n_classes: int, batch: int, prec: str, truncate
     trainer.set_model_mode(True)
     data = {"img": torch.randn(batch, 3, 224, 224), "label": torch.randint(0, n_classes, (batch,))}
     sec = timed(lambda: trainer.forward_backward(data), warmup=1, repeats=repeats)
-    return {"trainer": name, "prec": prec, "text_truncate": truncate, "text_shared_prefix": share,
+    return {"trainer": name, "trainable": True, "prec": prec, "text_truncate": truncate, "text_shared_prefix": share,
             "batch": batch, "classes": n_classes,
             "ms_per_step": 1000 * sec, "images_per_s": batch / sec, "peak_memory_mb": peak_memory_mb()}
 
@@ -127,16 +124,23 @@ def run_isolated(args: list[str]) -> dict:
 
 
 def bench_train_steps(n_classes: int, batch: int, repeats: int) -> list[dict]:
+    from clip_convpass.trainers.coop import CoOp
+
     rows = []
-    for name in TRAINER_CFG:
-        b = 1 if name == "CoCoOp" else batch  # CoCoOp trains at batch 1
+    for table_row in table2_rows():
+        name = table_row.name
+        method_batch = setup_cfg(None, table_row.config or None).DATALOADER.TRAIN_X.BATCH_SIZE
+        b = min(batch, method_batch)  # CoCoOp trains at batch 1
         settings = [("fp32", True, True)] + ([("bf16", True, True)] if fast_bf16() else [])
-        if name in ("CoOp", "CoCoOp"):  # the text-encoder optimisations, switched off one at a time
+        if issubclass(TRAINER_REGISTRY.get(table_row.trainer), CoOp):  # text-encoder optimisations, one at a time
             settings += [("fp32", True, False), ("fp32", False, False)]
         for prec, truncate, share in settings:
             row = run_isolated(["--single", name, "--classes", str(n_classes), "--batch", str(b), "--prec", prec,
                                 "--truncate", str(int(truncate)), "--share", str(int(share)),
                                 "--repeats", str(repeats)])
+            if not row["trainable"]:
+                print(f"  {name:13s} trains nothing by gradient: no step to time", flush=True)
+                break
             print(f"  {name:13s} prec={prec:5s} truncate={truncate!s:5s} shared_prefix={share!s:5s} "
                   f"{row['ms_per_step']:9.1f} ms/step "
                   f"{row['images_per_s']:7.2f} img/s  peak {row['peak_memory_mb']:.0f} MB", flush=True)
@@ -147,7 +151,7 @@ def bench_train_steps(n_classes: int, batch: int, repeats: int) -> list[dict]:
 def bench_text_truncation(chunk: int, repeats: int) -> dict:
     import open_clip
 
-    from clip_convpass.data.base import RESOURCES
+    from clip_convpass.datasets.imagenet import RESOURCES
     from clip_convpass.prompt_learner import PromptLearner
     from clip_convpass.prompts import read_classnames_file
     from clip_convpass.text_encoder import TextEncoder
@@ -192,22 +196,24 @@ def bench_text_truncation(chunk: int, repeats: int) -> dict:
 def bench_grid_passes(seeds=(1, 2, 3)) -> dict:
     from clip_convpass import feature_cache
     from clip_convpass.data.synthetic import build_synthetic_tree
-    from clip_convpass.demo import DEMO_METHOD_OPTS, make_tiny_checkpoint
-    from clip_convpass.grid import CONFIGS, TABLE2_METHODS, run_grid
+    from clip_convpass.demo import DEMO_CONFIG, make_tiny_checkpoint
+    from clip_convpass.grid import run_grid
+    from clip_convpass.registry import evaluation_domains
     from clip_convpass.utils import setup_logger
 
     tmp = Path(tempfile.mkdtemp(prefix="ccp_grid_"))
     info = build_synthetic_tree(tmp / "data")
     make_tiny_checkpoint(tmp / "data" / "tiny.pt")
     setup_logger(None, level=40)
-    out = {"methods": len(TABLE2_METHODS), "seeds": len(seeds), "test_sets": 5}
+    rows = table2_rows()
+    out = {"methods": len(rows), "seeds": len(seeds), "test_sets": len(evaluation_domains("ImageNet"))}
     for cache in (False, True):
         before = dict(feature_cache.STATS)
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # the runs' own logs
-            run_grid(TABLE2_METHODS, list(seeds), info["root"], tmp / f"runs_{cache}",
+            run_grid(rows, list(seeds), info["root"], tmp / f"runs_{cache}",
                      ["DATASET.CLASS_LIST", info["class_list"], "MODEL.PRETRAINED", str(tmp / "data" / "tiny.pt")],
-                     override_config=CONFIGS / "demo.yaml", method_opts=DEMO_METHOD_OPTS, feature_cache=cache)
+                     override_configs=[DEMO_CONFIG], demo_opts=True, feature_cache=cache)
         key = "cache_on" if cache else "cache_off"
         out[key] = {"encoder_passes": feature_cache.STATS["passes"] - before["passes"],
                     "images_encoded": feature_cache.STATS["images"] - before["images"],
@@ -225,7 +231,8 @@ def bench_convpass_ratio(batch: int, repeats: int) -> dict:
     for fast in (True, False):
         trainer = build_trainer("ConvpassCLIP", 100, ["TRAINER.CONVPASS.FAST_ATTENTION", str(fast)])
         trainer.set_model_mode(True)
-        out["step_s" if fast else "step_s_fast_attention_off"] = timed(lambda: trainer.forward_backward(data), 1, repeats)
+        step_s = timed(lambda t=trainer: t.forward_backward(data), 1, repeats)
+        out["step_s" if fast else "step_s_fast_attention_off"] = step_s
         del trainer
     # the same image tower without bypasses: the frozen encoder every other method runs
     frozen = build_trainer("ConvpassCLIP", 100, ["TRAINER.CONVPASS.POSITIONS", "none"]).model.visual.eval()

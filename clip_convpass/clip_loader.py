@@ -28,8 +28,6 @@ class MissingWeightsError(FileNotFoundError):
 class ClipBundle:
     model: nn.Module
     tokenizer: Callable
-    backbone: str
-    pretrained: str
 
 
 def _is_torchscript_archive(path: Path) -> bool:
@@ -114,7 +112,7 @@ def load_clip(backbone: str, pretrained: str = "openai", cache_dir: str = "", de
                 f"MODEL.CACHE_DIR={cache_dir or '<open_clip default cache>'} where open_clip looks for it."
             ) from e
     model = model.float().to(device).eval()
-    return ClipBundle(model=model, tokenizer=tokenizer, backbone=backbone, pretrained=tag)
+    return ClipBundle(model=model, tokenizer=tokenizer)
 
 
 def load_clip_from_cfg(cfg, device: str | torch.device = "cpu") -> ClipBundle:

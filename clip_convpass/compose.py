@@ -9,7 +9,7 @@ decides which validators exist.
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Iterable, Sequence
 
 from yacs.config import CfgNode as CN
 
@@ -67,8 +67,3 @@ def setup_cfg(
     if freeze:
         cfg.freeze()
     return cfg
-
-
-def node_of(cfg: CN, trainer_cls: type) -> Optional[CN]:
-    """The TRAINER.<node> a trainer class reads (None if it owns none)."""
-    return cfg.TRAINER.get(trainer_cls.CONFIG_NODE) if trainer_cls.CONFIG_NODE else None

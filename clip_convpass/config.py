@@ -15,6 +15,8 @@ from typing import Optional, Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
+from .precision import VALID_PREC
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -114,7 +116,6 @@ _C.TRAINER.NAME = "ZeroShotCLIP"
 # Each method adds its own node TRAINER.<NODE> (defaults, comments, validation live in its file);
 # clip_convpass.compose puts them together with these engine keys.
 
-VALID_PREC = ("fp32", "amp", "bf16")
 VALID_OPTIM = ("sgd", "adam", "adamw")
 VALID_SCHED = ("cosine", "step", "constant")
 VALID_WARMUP = ("constant", "linear")

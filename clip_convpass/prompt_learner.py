@@ -102,6 +102,3 @@ class PromptLearner(nn.Module):
     def eot(self, class_idx: Optional[torch.Tensor] = None) -> torch.Tensor:
         # Moving the class token keeps every token, so EOT stays where the tokenizer put it.
         return self.eot_idx if class_idx is None else self.eot_idx[class_idx]
-
-    def forward(self) -> torch.Tensor:
-        return self.assemble(self.ctx)

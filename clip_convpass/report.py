@@ -103,8 +103,8 @@ def build_table(rows: Dict[str, Dict[str, Cell]], paper: bool = False, domains: 
             row["target_avg"] = target_average(cells, table2[1:])
         ref = registered[name].paper if name in registered else None
         if paper and ref:
-            row["paper"] = {d: ref[d] for d in domains}
-            row["delta"] = {d: (cells[d][0] - ref[d]) if cells[d] else None for d in domains}
+            row["paper"] = {d: ref.get(d) for d in domains}  # None where the paper has no number
+            row["delta"] = {d: (cells[d][0] - ref[d]) if cells[d] and d in ref else None for d in domains}
         out.append(row)
     return out
 
@@ -131,12 +131,14 @@ def to_grid(table: List[dict], paper: bool) -> Tuple[List[str], List[List[str]]]
             line.append(f"{avg[0]:.2f}" if avg else "missing")
         body.append(line)
         if paper and "paper" in r:
-            p = ["  paper"] + [f"{r['paper'][d]:.2f}" for d in domains]
+            p = ["  paper"] + [f"{r['paper'][d]:.2f}" if r["paper"][d] is not None else "-" for d in domains]
             dl = ["  delta"] + [f"{r['delta'][d]:+.2f}" if r["delta"][d] is not None else "missing" for d in domains]
             if has_avg:
-                p.append(f"{sum(r['paper'][d] for d in targets) / len(targets):.2f}")
+                ref = [r["paper"].get(d) for d in targets]
+                paper_avg = sum(ref) / len(ref) if None not in ref else None
+                p.append(f"{paper_avg:.2f}" if paper_avg is not None else "-")
                 avg = r.get("target_avg")
-                dl.append(f"{avg[0] - float(p[-1]):+.2f}" if avg else "missing")
+                dl.append(f"{avg[0] - paper_avg:+.2f}" if avg and paper_avg is not None else "missing")
             body += [p, dl]
     return headers, body
 

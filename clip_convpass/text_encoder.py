@@ -48,10 +48,6 @@ class TextEncoder(nn.Module):
     def width(self) -> int:
         return self.token_embedding.weight.shape[1]
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.token_embedding.weight.dtype
-
     def eot_indices(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.pool_type == "argmax":
             return tokens.argmax(dim=-1)

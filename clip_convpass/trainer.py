@@ -1,19 +1,8 @@
-"""TrainerBase: the hooks a method implements and the training loop (Dassl style).
-
-Subclasses set NAME (the registry key), optionally CONFIG_NODE + config_node() + check_config() (the
-method's own TRAINER.<NODE> keys) and ROWS (its labelled configurations for tables and grids), and
-implement `build_model` (set ``self.model``, an nn.Module whose parameters with ``requires_grad``
-are exactly what trains and what checkpoints hold) and `model_inference` (images -> logits over the
-class universe). Frozen-encoder methods set FROZEN_IMAGE_ENCODER and implement `logits_from_features`
-instead, so their evaluation features can come from the shared feature cache.
-Optional hooks: before_train, before_epoch, after_epoch, after_train, set_model_mode, fit,
-extra_state / load_extra_state (non-parameter tensors a method must checkpoint, e.g. a cache).
-
-Evaluation lives in evaluation.py, checkpoints in checkpoint.py, paths in rundir.py, loaders in data/.
-"""
+"""TrainerBase: the hooks a method implements and the training loop (Dassl style); see
+docs/ARCHITECTURE.md for what a method declares. Evaluation lives in evaluation.py, checkpoints in
+checkpoint.py, paths in rundir.py, loaders in data/."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import time
@@ -24,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed, evaluation
+from . import distributed, evaluation, precision
 from .checkpoint import CheckpointManager
 from .data import DatasetBase, build_dataset, build_loader
 from .data.base import stable_int
@@ -78,13 +67,13 @@ class TrainerBase:
 
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 self.ddp = DistributedDataParallel(self.model, device_ids=ids)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.PREC == "amp" and self.device.type == "cuda")
+        self.scaler = precision.grad_scaler(cfg.PREC, self.device)
         self.checkpoints = CheckpointManager(self)
 
     # ---- the method's own configuration (classmethods: read before any trainer exists) --------
     @classmethod
     def config_node(cls):
-        """Defaults of TRAINER.<CONFIG_NODE> (a yacs CfgNode); defined by methods that own keys."""
+        """Defaults of TRAINER.<CONFIG_NODE> (a yacs CfgNode), for methods that own keys."""
         raise NotImplementedError
 
     @classmethod
@@ -93,6 +82,7 @@ class TrainerBase:
 
     # ---- hooks ------------------------------------------------------------------------------
     def build_model(self) -> None:
+        """Set self.model: an nn.Module whose parameters with requires_grad are what trains and checkpoints hold."""
         raise NotImplementedError
 
     def model_inference(self, images: torch.Tensor) -> torch.Tensor:
@@ -122,16 +112,16 @@ class TrainerBase:
         return self.ddp(images) if self.ddp is not None else self.model_inference(images)
 
     def before_train(self) -> None:
-        pass
+        """Called once before the first epoch (also when resuming)."""
 
     def after_train(self) -> None:
-        pass
+        """Called after the last epoch, or after fitting a training-free method."""
 
     def before_epoch(self) -> None:
-        pass
+        """Called before every epoch."""
 
     def after_epoch(self) -> None:
-        pass
+        """Called after every epoch, before its checkpoint."""
 
     def set_model_mode(self, train: bool) -> None:
         # nothing in a frozen-encoder method's model behaves differently in training
@@ -144,10 +134,11 @@ class TrainerBase:
         return False
 
     def extra_state(self) -> Dict[str, torch.Tensor]:
+        """Non-parameter tensors the method must checkpoint (e.g. a cache)."""
         return {}
 
     def load_extra_state(self, state: Dict[str, torch.Tensor]) -> None:
-        pass
+        """Restore what extra_state() returned."""
 
     # ---- parameters, checkpoints ------------------------------------------------------------
     @property
@@ -168,14 +159,7 @@ class TrainerBase:
 
     # ---- precision, data ----------------------------------------------------------------------
     def autocast(self):
-        prec = self.cfg.PREC
-        if prec == "fp32":
-            return contextlib.nullcontext()
-        if self.device.type == "cuda":
-            dtype = torch.float16 if prec == "amp" else torch.bfloat16
-        else:
-            dtype = torch.bfloat16  # CPU autocast: bf16 for both amp and bf16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return precision.autocast(self.cfg.PREC, self.device)
 
     def optimize(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):

@@ -167,11 +167,3 @@ def exclusive_lock(path: str | os.PathLike, what: str):
 def blocking_lock(path: str | os.PathLike):
     """Wait for another process holding the lock (e.g. computing the same cache entry)."""
     return _flock(path, True, str(path))
-
-
-@contextmanager
-def timer() -> Iterator[dict]:
-    out = {}
-    t0 = time.time()
-    yield out
-    out["elapsed"] = time.time() - t0

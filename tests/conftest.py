@@ -1,3 +1,6 @@
+import importlib.util
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -60,3 +63,70 @@ def tiny_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
     torch.save(load_clip("tiny-ViT-Q", "none").model.state_dict(), path)
     return str(path)
+
+
+TOY_MODULE = textwrap.dedent('''
+    """A toy method in one file: a linear head on the frozen image encoder, trained by SGD."""
+    import torch.nn.functional as F
+    from torch import nn
+    from yacs.config import CfgNode as CN
+
+    from clip_convpass.clip_loader import load_clip_from_cfg
+    from clip_convpass.config import check
+    from clip_convpass.registry import TRAINER_REGISTRY, Row
+    from clip_convpass.trainer import TrainerBase
+
+
+    class ToyModel(nn.Module):
+        def __init__(self, visual, n_classes, scale):
+            super().__init__()
+            self.visual, self.scale = visual, scale
+            self.head = nn.Linear(visual.output_dim, n_classes)
+
+        def forward(self, images):
+            return self.scale * self.head(F.normalize(self.visual(images), dim=-1))
+
+
+    @TRAINER_REGISTRY.register
+    class ToyMethod(TrainerBase):
+        NAME = "ToyMethod"
+        CONFIG_NODE = "TOY"
+        ROWS = (Row("Toy", label="Toy method", order=65, opts=("OPTIM.LR", "0.05"),
+                    paper={"ImageNet": 50.0}, demo_opts=("OPTIM.MAX_EPOCH", "2")),)
+
+        @classmethod
+        def config_node(cls):
+            c = CN()
+            c.SCALE = 10.0  # logit scale of the toy head
+            return c
+
+        @classmethod
+        def check_config(cls, cfg):
+            check(cfg.TRAINER.TOY.SCALE > 0, f"TRAINER.TOY.SCALE must be > 0, got {cfg.TRAINER.TOY.SCALE}")
+
+        def build_model(self):
+            visual = load_clip_from_cfg(self.cfg, self.device).model.visual.requires_grad_(False)
+            self.model = ToyModel(visual, len(self.classnames), self.cfg.TRAINER.TOY.SCALE)
+
+        def set_model_mode(self, train):
+            self.model.eval()
+
+        def model_inference(self, images):
+            return self.model(images)
+''')
+
+
+@pytest.fixture
+def toy_method(tmp_path):
+    """Registers ToyMethod from a temporary module, and removes it afterwards."""
+    path = tmp_path / "toy_method_plugin.py"
+    path.write_text(TOY_MODULE)
+    spec = importlib.util.spec_from_file_location("toy_method_plugin", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["toy_method_plugin"] = module
+    spec.loader.exec_module(module)
+    yield module
+    from clip_convpass.registry import TRAINER_REGISTRY
+
+    TRAINER_REGISTRY.unregister("ToyMethod")
+    sys.modules.pop("toy_method_plugin", None)

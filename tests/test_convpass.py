@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from open_clip.transformer import VisionTransformer
+from PIL import Image
 
 from clip_convpass.checkpoint import CheckpointMismatchError, latest_checkpoint
 from clip_convpass.clip_loader import load_clip
-from clip_convpass.convpass import Convpass, ConvpassBlock, ConvpassSpec, inject_convpass, is_bypass_parameter
+from clip_convpass.convpass import Convpass, ConvpassSpec, inject_convpass, is_bypass_parameter
 from clip_convpass.engine import run
 from clip_convpass.heads import CLIPClassifier, build_head
 from clip_convpass.registry import TRAINER_REGISTRY
@@ -29,7 +29,11 @@ def tiny():
     return load_clip("tiny-ViT-Q", "none")
 
 
-@pytest.mark.parametrize("spec", VARIANTS, ids=lambda s: f"{s.positions}-{s.mode}-k{s.kernel_size}-share{int(s.share)}-{s.conv_init}")
+def variant_id(s):
+    return f"{s.positions}-{s.mode}-k{s.kernel_size}-share{int(s.share)}-{s.conv_init}"
+
+
+@pytest.mark.parametrize("spec", VARIANTS, ids=variant_id)
 def test_fresh_model_equals_zero_shot_for_every_variant(tiny, spec):
     head = build_head(tiny, ["tench", "goldfish", "shark"], "single")
     zs = CLIPClassifier(copy.deepcopy(tiny.model.visual), head).eval()
@@ -171,7 +175,8 @@ def test_checkpoint_round_trip_and_mismatches(cfg_factory, tmp_path):
     fresh.load_from_model_dir(tmp_path / "run")
     assert torch.equal(fresh.predict(images), expected)
     with pytest.raises(CheckpointMismatchError, match="shape"):
-        make_trainer(cfg_factory, ["TRAINER.CONVPASS.HIDDEN", "4"], output_dir=tmp_path / "h4").load_from_model_dir(tmp_path / "run")
+        h4 = make_trainer(cfg_factory, ["TRAINER.CONVPASS.HIDDEN", "4"], output_dir=tmp_path / "h4")
+        h4.load_from_model_dir(tmp_path / "run")
     with pytest.raises(CheckpointMismatchError, match="backbone"):
         make_trainer(cfg_factory, ["MODEL.BACKBONE", "tiny-ViT-Q-rect", "INPUT.SIZE", "(24, 40)"],
                      output_dir=tmp_path / "rect").load_from_model_dir(tmp_path / "run")

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO
 
 from clip_convpass.checkpoint import latest_checkpoint, load_checkpoint
-from conftest import REPO
 
 pytestmark = pytest.mark.slow
 CONVPASS = REPO / "configs/trainers/ConvpassCLIP/vit_b16.yaml"

@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from clip_convpass import feature_cache
-from clip_convpass.compose import setup_cfg
 from clip_convpass.data import build_dataset, build_transform
 from clip_convpass.registry import TRAINER_REGISTRY
 

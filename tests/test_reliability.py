@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 from PIL import Image
 
 from clip_convpass.checkpoint import CheckpointMismatchError, latest_checkpoint, load_checkpoint
@@ -18,7 +19,6 @@ from clip_convpass.engine import run
 from clip_convpass.registry import TRAINER_REGISTRY
 from clip_convpass.trainer import NonFiniteLossError
 from clip_convpass.utils import LockedError, atomic_torch_save, exclusive_lock
-from conftest import REPO
 
 CONVPASS = "configs/trainers/ConvpassCLIP/vit_b16.yaml"
 

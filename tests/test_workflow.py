@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
 from clip_convpass.sweep import run_sweep
-from conftest import REPO, TINY
 
 CONVPASS_CFG = REPO / "configs" / "trainers" / "ConvpassCLIP" / "vit_b16.yaml"
 
@@ -93,7 +93,8 @@ def test_grid_skips_finished_cells_and_resumes_a_partial_one(synth, tmp_path, ca
 
 
 @pytest.mark.slow
-def test_demo_end_to_end(tmp_path, capsys):
+def test_demo_end_to_end(tmp_path, capsys, toy_method):
+    """The demo runs every registered row: a method added in one module (the toy) included."""
     from clip_convpass import demo
     from clip_convpass.registry import method_rows
     from clip_convpass.report import table2_domains
@@ -102,8 +103,9 @@ def test_demo_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "SYNTHETIC" in out and "Head initialisation" in out
     table = json.loads((tmp_path / "demo" / "table2.json").read_text())
-    # every registered row, training-free Tip-Adapter included, in table order
+    # every registered row, training-free Tip-Adapter and the toy included, in table order
     assert [r["method"] for r in table] == [r.name for r in method_rows()]
+    assert "Toy" in [r["method"] for r in table] and "Toy method" in out
     for row in table:
         for d in table2_domains():
             assert row["cells"][d] is not None and row["cells"][d][2] == 2, (row["method"], d)

@@ -3,7 +3,6 @@ import torch
 import torch.nn.functional as F
 
 from clip_convpass.clip_loader import load_clip
-from clip_convpass.data import build_dataset
 from clip_convpass.prompts import TEMPLATE_SETS, build_text_classifier, get_templates
 from clip_convpass.registry import TRAINER_REGISTRY
 from clip_convpass.text_encoder import TextEncoder

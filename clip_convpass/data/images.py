@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Callable, List, Sequence
 
-import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 

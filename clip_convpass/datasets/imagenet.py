@@ -7,8 +7,14 @@ The universe is the 1000 wnids sorted (position = class index) with CLIP's class
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from clip_convpass.data.base import (ClassUniverse, DatasetBase, DatasetLayoutError, SyntheticFiles, list_images,
-                                     read_id_list)
+from clip_convpass.data.base import (
+    ClassUniverse,
+    DatasetBase,
+    DatasetLayoutError,
+    SyntheticFiles,
+    list_images,
+    read_id_list,
+)
 from clip_convpass.prompts import read_classnames_file
 from clip_convpass.registry import DATASET_REGISTRY
 

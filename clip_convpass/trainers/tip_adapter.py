@@ -9,7 +9,6 @@ import logging
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from yacs.config import CfgNode as CN
 
 from clip_convpass.clip_loader import load_clip_from_cfg

@@ -1,6 +1,5 @@
 """Zero-shot CLIP: the text classifier of prompted class names, nothing trained."""
 import torch.nn.functional as F
-
 from yacs.config import CfgNode as CN
 
 from clip_convpass.clip_loader import load_clip_from_cfg
