@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Dict, Optional
 import torch
 
 from . import distributed
-from .config import config_hash
+from .config import LOCATION_KEYS, NEUTRAL_KEYS, config_hash, flat_items
+from .errors import UserError, refuse_unsafe_load_override
 from .rundir import CHECKPOINT_PREFIX, RunDir
 from .utils import atomic_torch_save
 
@@ -21,8 +22,79 @@ logger = logging.getLogger("clip_convpass")
 _PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)\.pt$")
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint was made for another trainer, backbone, class count or module shape."""
+class CheckpointMismatchError(UserError, ValueError):
+    """A checkpoint was made for another trainer, backbone, class count, module shape or configuration."""
+
+
+class NonFiniteStateError(UserError, FloatingPointError):
+    """Parameters or optimizer state became NaN/inf: such a state is never saved."""
+
+
+# A run may resume with these changed (extend training, evaluate differently, move files, log less);
+# any other difference is another experiment, and resuming refuses it.
+RESUME_MAY_DIFFER = (*LOCATION_KEYS, *NEUTRAL_KEYS, "OPTIM.MAX_EPOCH", "TRAIN.CHECKPOINT_FREQ",
+                     "TRAIN.KEEP_CHECKPOINTS", "NAME", "DEVICE")
+RESUME_MAY_DIFFER_PREFIXES = ("TEST.",)
+
+
+def config_differences(saved_yaml: str, cfg) -> list[tuple[str, object, object]]:
+    """(key, saved value, current value) for every key that differs and may not differ on resume."""
+    saved, current = flat_items(saved_yaml), flat_items(cfg)
+    keys = sorted(set(saved) | set(current))
+    return [(k, saved.get(k), current.get(k)) for k in keys
+            if saved.get(k) != current.get(k) and k not in RESUME_MAY_DIFFER
+            and not k.startswith(RESUME_MAY_DIFFER_PREFIXES)]
+
+
+def check_resume_config(run_dir: RunDir, cfg) -> None:
+    """Refuse to continue a run directory whose newest checkpoint was made with another configuration."""
+    path = latest_checkpoint(run_dir.root)
+    if path is None:
+        return
+    saved = load_checkpoint(path).get("config")
+    if saved is None:
+        logger.warning(f"{path} predates stored configurations; cannot check that it is the same experiment")
+        return
+    diffs = config_differences(saved, cfg)
+    if diffs:
+        shown = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in diffs[:6])
+        more = f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""
+        raise CheckpointMismatchError(
+            f"{run_dir.root} holds a run of another configuration ({shown}{more}); use another output "
+            f"directory, or --force to discard its checkpoints and start afresh")
+
+
+def discard_training_state(run_dir: RunDir) -> None:
+    """--force: forget checkpoints and history so that training starts from scratch."""
+    import shutil
+
+    if run_dir.checkpoints.is_dir():
+        shutil.rmtree(run_dir.checkpoints)
+    run_dir.history.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(output_dir: str | Path) -> None:
+    """Checkpoint writes killed before their rename leave `.model-epochN.pt.*.tmp` behind."""
+    d = RunDir(output_dir).checkpoints
+    if d.is_dir():
+        for tmp in d.glob(f".{CHECKPOINT_PREFIX}*.tmp"):
+            logger.info(f"Removing {tmp}, left by an interrupted checkpoint write")
+            tmp.unlink()
+
+
+def non_finite_tensors(tree, prefix: str = "") -> list[str]:
+    """Names of floating-point tensors holding NaN or inf anywhere in nested dicts/lists."""
+    bad = []
+    if isinstance(tree, torch.Tensor):
+        if tree.is_floating_point() and not torch.isfinite(tree).all():
+            bad.append(prefix or "tensor")
+    elif isinstance(tree, dict):
+        for k, v in tree.items():
+            bad += non_finite_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            bad += non_finite_tensors(v, f"{prefix}[{i}]")
+    return bad
 
 
 def checkpoint_path(output_dir: str | Path, epoch: int) -> Path:
@@ -43,8 +115,16 @@ def latest_checkpoint(output_dir: str | Path) -> Optional[Path]:
 
 
 def save_checkpoint(output_dir: str | Path, epoch: int, state: dict, keep: int = 1) -> Path:
+    """Write atomically, read the file back, and only then delete checkpoints beyond the newest `keep`."""
+    bad = non_finite_tensors(state)
+    if bad:
+        last = latest_checkpoint(output_dir)
+        raise NonFiniteStateError(
+            f"Epoch {epoch}: non-finite values in {', '.join(bad[:5])}; not saved. Last good checkpoint: "
+            f"{last if last else 'none yet'} (lower OPTIM.LR, or check the data)")
     path = checkpoint_path(output_dir, epoch)
     atomic_torch_save(path, state)
+    load_checkpoint(path)  # verified readable before any older checkpoint goes
     for _, old in list_checkpoints(output_dir)[:-keep]:
         old.unlink()
     return path
@@ -54,10 +134,12 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {path} does not exist")
+    refuse_unsafe_load_override()
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RuntimeError(f"Cannot load checkpoint {path} ({type(e).__name__}: {e})") from e
+    except Exception as e:  # torch's text suggests weights_only=False, which we never do
+        raise CheckpointMismatchError(f"Cannot read checkpoint {path} as a weights-only file "
+                                      f"({type(e).__name__}); it is corrupt or not a checkpoint of this project") from e
 
 
 def check_compatible(saved_meta: dict, current_meta: dict, path: str | Path) -> None:
@@ -115,6 +197,7 @@ class CheckpointManager:
             "scheduler": t.sched.state_dict() if t.sched else None,
             "scaler": t.scaler.state_dict() if t.scaler.is_enabled() else None,
             "config_hash": config_hash(t.cfg),
+            "config": t.cfg.dump(),
             "train_dataset": t.cfg.DATASET.NAME,
         }
         path = save_checkpoint(self.output_dir, epoch, state, keep=t.cfg.TRAIN.KEEP_CHECKPOINTS)
@@ -160,6 +243,7 @@ class CheckpointManager:
 
     def resume(self) -> int:
         """Load the run directory's newest checkpoint with optimizer state; epochs done (0 if none)."""
+        remove_stale_temp_files(self.output_dir)
         path = self.latest()
         if path is None:
             return 0

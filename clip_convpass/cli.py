@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
+from .errors import run_cli
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train / evaluate CLIP adaptation methods")
@@ -17,7 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-only", action="store_true", help="only evaluate")
     p.add_argument("--model-dir", default="", help="load trained weights from this run directory")
     p.add_argument("--load-epoch", type=int, default=None, help="epoch checkpoint to load (default: latest)")
-    p.add_argument("--eval-datasets", nargs="*", default=[], help="also evaluate on these datasets (registry names)")
+    p.add_argument("--eval-datasets", action="append", default=[], metavar="NAME[,NAME...]",
+                   help="also evaluate on these datasets (registry names, comma-separated; the flag may repeat)")
+    p.add_argument("--force", action="store_true", help="start training afresh, discarding this run's checkpoints")
+    p.add_argument("--debug", action="store_true", help="show the traceback of the project's own errors")
     p.add_argument("opts", nargs="*", help="KEY VALUE config overrides (flags may come before or after them)")
     return p
 
@@ -39,14 +44,22 @@ def cfg_from_args(args):
     return setup_cfg(args.dataset_config_file or None, args.config_file or None, opts + list(args.opts))
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def eval_dataset_names(values: List[str]) -> List[str]:
+    return [name.strip() for v in values for name in v.split(",") if name.strip()]
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     from .engine import run
 
     cfg = cfg_from_args(args)
     run(cfg, eval_only=args.eval_only, model_dir=args.model_dir, load_epoch=args.load_epoch,
-        eval_datasets=args.eval_datasets)
+        eval_datasets=eval_dataset_names(args.eval_datasets), force=args.force)
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ import open_clip
 import torch
 from torch import nn
 
+from .config import ConfigError
+from .errors import UserError, refuse_unsafe_load_override
+
 logger = logging.getLogger("clip_convpass")
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
@@ -20,7 +23,7 @@ open_clip.add_model_config(MODEL_CONFIG_DIR)
 RANDOM_INIT = ("", "none", "random")
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(UserError, FileNotFoundError):
     """Pretrained weights are not on disk and could not be downloaded."""
 
 
@@ -35,6 +38,31 @@ def _is_torchscript_archive(path: Path) -> bool:
         return False
     with zipfile.ZipFile(path) as zf:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+def _load_torchscript(path: Path) -> nn.Module:
+    """OpenAI's released .pt files are TorchScript archives: read the weights with torch.jit.load (no
+    pickle fallback, unlike open_clip.load_openai_model) and rebuild a plain open_clip model from them."""
+    from open_clip.model import build_model_from_openai_state_dict
+
+    try:
+        scripted = torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:
+        raise MissingWeightsError(f"{path} looks like a TorchScript archive but torch.jit.load cannot read it "
+                                  f"({type(e).__name__}: {e}); download the file again") from e
+    # attention masks are rebuilt by the model: only a re-traced open_clip model stores them
+    state_dict = {k: v for k, v in scripted.state_dict().items() if not k.endswith("attn_mask")}
+    try:
+        # the builder infers the architecture and casts to fp16 (OpenAI's storage type); the weights are
+        # then loaded again as stored, so an fp32 archive stays exact
+        model = build_model_from_openai_state_dict(dict(state_dict), cast_dtype=None).float()
+        for key in ("input_resolution", "context_length", "vocab_size"):  # metadata, not weights
+            state_dict.pop(key, None)
+        model.load_state_dict({k: v.float() for k, v in state_dict.items()})
+        return model
+    except Exception as e:
+        raise MissingWeightsError(f"{path} is a TorchScript archive but not an OpenAI CLIP model "
+                                  f"({type(e).__name__}: {e})") from e
 
 
 def _download_hint(backbone: str, tag: str) -> str:
@@ -56,7 +84,7 @@ def _check_matches_config(model: nn.Module, backbone: str, path: Path) -> None:
     got_width = model.visual.conv1.out_channels if hasattr(model.visual, "conv1") else None
     got_layers = len(model.visual.transformer.resblocks) if hasattr(model.visual, "transformer") else None
     if (got_width, got_layers) != (vcfg.get("width"), vcfg.get("layers")):
-        raise ValueError(
+        raise ConfigError(
             f"{path} holds a model with vision width {got_width} and {got_layers} layers, but "
             f"MODEL.BACKBONE={backbone!r} expects width {vcfg.get('width')} and {vcfg.get('layers')} layers."
         )
@@ -69,7 +97,7 @@ def load_clip(backbone: str, pretrained: str = "openai", cache_dir: str = "", de
     safetensors, or OpenAI's TorchScript .pt), or "none" for random weights (tests, demos).
     """
     if backbone not in open_clip.list_models():
-        raise ValueError(
+        raise ConfigError(
             f"Unknown MODEL.BACKBONE {backbone!r}. Use an open_clip model name (open_clip.list_models()), "
             f"e.g. 'ViT-B-16-quickgelu' for OpenAI's ViT-B/16, or a config in {MODEL_CONFIG_DIR}."
         )
@@ -87,16 +115,23 @@ def load_clip(backbone: str, pretrained: str = "openai", cache_dir: str = "", de
                 f"{backbone} there, or set MODEL.PRETRAINED to an open_clip tag "
                 f"(available: {open_clip.list_pretrained_tags_by_model(backbone)})."
             )
+        refuse_unsafe_load_override()
         if _is_torchscript_archive(path):
-            # OpenAI's released .pt files are TorchScript archives; open_clip rebuilds a plain module.
-            model = open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
+            model = _load_torchscript(path)
             _check_matches_config(model, backbone, path)
         else:
-            model = open_clip.create_model(backbone, pretrained=str(path), weights_only=True)
+            try:
+                model = open_clip.create_model(backbone, pretrained=str(path), weights_only=True)
+            except Exception as e:  # torch's own text advises weights_only=False: we never unpickle
+                raise MissingWeightsError(
+                    f"Cannot load {path} as {backbone} weights ({type(e).__name__}): expected an open_clip / OpenAI "
+                    f"state dict (.pt/.pth/.bin, loaded weights-only), a .safetensors file, or OpenAI's TorchScript "
+                    f"archive"
+                ) from e
         logger.info(f"Loaded {backbone} weights from {path}")
     else:
         if not open_clip.is_pretrained_cfg(backbone, tag):
-            raise ValueError(
+            raise ConfigError(
                 f"MODEL.PRETRAINED={tag!r} is not a pretrained tag of {backbone}; available: "
                 f"{open_clip.list_pretrained_tags_by_model(backbone)}. Or give a path to a checkpoint file."
             )
@@ -119,7 +154,7 @@ def load_clip_from_cfg(cfg, device: str | torch.device = "cpu") -> ClipBundle:
     bundle = load_clip(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED, cfg.MODEL.CACHE_DIR, device)
     expected = image_size_of(bundle.model)
     if tuple(cfg.INPUT.SIZE) != expected:
-        raise ValueError(
+        raise ConfigError(
             f"INPUT.SIZE={tuple(cfg.INPUT.SIZE)} does not match {cfg.MODEL.BACKBONE}'s input size {expected}; "
             f"set INPUT.SIZE {list(expected)}"
         )

@@ -13,7 +13,7 @@ from typing import Dict, Iterable, Sequence
 
 from yacs.config import CfgNode as CN
 
-from .config import ConfigError, check, engine_defaults, merge_config_file, merge_opts, validate_engine_cfg
+from .config import ConfigError, check, engine_defaults, expand_user_paths, merge_config_file, merge_opts, validate_engine_cfg
 from .registry import TRAINER_REGISTRY
 
 
@@ -63,6 +63,7 @@ def setup_cfg(
         if path:
             merge_config_file(cfg, path)
     merge_opts(cfg, list(opts))
+    expand_user_paths(cfg)
     validate_cfg(cfg)
     if freeze:
         cfg.freeze()

@@ -8,6 +8,7 @@ variants of a method config need only list what differs.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -15,6 +16,7 @@ from typing import Optional, Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
+from .errors import UserError
 from .precision import VALID_PREC
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -122,7 +124,7 @@ VALID_WARMUP = ("constant", "linear")
 VALID_TRANSFORMS = ("random_resized_crop", "random_flip", "resize", "center_crop", "normalize")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file or value is invalid."""
 
 
@@ -218,6 +220,8 @@ def validate_engine_cfg(cfg: CN) -> None:
     """Reject invalid engine values before any work starts (methods check their own nodes)."""
     check(cfg.PREC in VALID_PREC, f"PREC must be one of {VALID_PREC}, got {cfg.PREC!r}")
     check(cfg.OPTIM.NAME.lower() in VALID_OPTIM, f"OPTIM.NAME must be one of {VALID_OPTIM}, got {cfg.OPTIM.NAME!r}")
+    for key in ("LR", "WEIGHT_DECAY", "MOMENTUM", "EPS", "WARMUP_CONS_LR", "WARMUP_MIN_LR", "GAMMA"):
+        check(math.isfinite(cfg.OPTIM[key]), f"OPTIM.{key} must be a finite number, got {cfg.OPTIM[key]}")
     check(cfg.OPTIM.LR > 0, f"OPTIM.LR must be > 0, got {cfg.OPTIM.LR}")
     check(cfg.OPTIM.WEIGHT_DECAY >= 0, f"OPTIM.WEIGHT_DECAY must be >= 0, got {cfg.OPTIM.WEIGHT_DECAY}")
     check(cfg.OPTIM.MAX_EPOCH >= 0, f"OPTIM.MAX_EPOCH must be >= 0, got {cfg.OPTIM.MAX_EPOCH}")
@@ -226,7 +230,7 @@ def validate_engine_cfg(cfg: CN) -> None:
     check(cfg.OPTIM.WARMUP_TYPE in VALID_WARMUP,
            f"OPTIM.WARMUP_TYPE must be one of {VALID_WARMUP}, got {cfg.OPTIM.WARMUP_TYPE!r}")
     check(cfg.OPTIM.WARMUP_EPOCH >= 0, "OPTIM.WARMUP_EPOCH must be >= 0")
-    check(cfg.DATASET.NUM_SHOTS >= 0, f"DATASET.NUM_SHOTS must be >= 0, got {cfg.DATASET.NUM_SHOTS}")
+    check(cfg.DATASET.NUM_SHOTS >= 1, f"DATASET.NUM_SHOTS must be >= 1 (shots per class), got {cfg.DATASET.NUM_SHOTS}")
     check(cfg.DATASET.VAL_SHOTS >= 0, f"DATASET.VAL_SHOTS must be >= 0, got {cfg.DATASET.VAL_SHOTS}")
     check(cfg.DATASET.SUBSAMPLE in ("all", "base", "new"),
            f"DATASET.SUBSAMPLE must be all|base|new, got {cfg.DATASET.SUBSAMPLE!r}")
@@ -243,13 +247,64 @@ def validate_engine_cfg(cfg: CN) -> None:
            f"INPUT.INTERPOLATION must be bicubic|bilinear|nearest, got {cfg.INPUT.INTERPOLATION!r}")
     for t in list(cfg.INPUT.TRANSFORMS) + list(cfg.INPUT.TEST_TRANSFORMS):
         check(t in VALID_TRANSFORMS, f"Unknown transform {t!r}; choices: {VALID_TRANSFORMS}")
+    check_crop_scale(cfg.INPUT.CROP_SCALE, "INPUT.CROP_SCALE")
+    check(len(cfg.INPUT.PIXEL_MEAN) == 3 and len(cfg.INPUT.PIXEL_STD) == 3,
+          "INPUT.PIXEL_MEAN and INPUT.PIXEL_STD must have 3 values (R, G, B)")
+    check(all(math.isfinite(s) and s > 0 for s in cfg.INPUT.PIXEL_STD),
+          f"INPUT.PIXEL_STD values must be > 0, got {cfg.INPUT.PIXEL_STD}")
 
 
-def config_hash(cfg: CN) -> str:
-    """Hash of everything that determines a result (not where it is written)."""
+def check_crop_scale(scale, key: str) -> None:
+    check(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1,
+          f"{key} must be (low, high) with 0 < low <= high <= 1, got {tuple(scale)}")
+
+
+# Where things are read or written: never part of what an experiment is.
+LOCATION_KEYS = ("OUTPUT_DIR", "DATASET.ROOT", "DATASET.SPLIT_DIR", "TEST.FEATURE_CACHE_DIR", "MODEL.CACHE_DIR")
+# Settings that change neither the numbers nor what they mean (logging, data-loading parallelism).
+NEUTRAL_KEYS = ("DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ")
+# Path-valued keys: "~" is expanded in each.
+PATH_KEYS = LOCATION_KEYS + ("DATASET.CLASS_LIST", "MODEL.PRETRAINED")
+
+
+def flat_items(cfg) -> dict:
+    """{"OPTIM.LR": 0.002, ...}: every leaf key of a config (or of the YAML text of one)."""
+    tree = yaml.safe_load(cfg) if isinstance(cfg, str) else yaml.safe_load(cfg.dump())
+    out = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[prefix + k] = v
+
+    walk(tree, "")
+    return out
+
+
+def expand_user_paths(cfg: CN) -> None:
+    for key in PATH_KEYS:
+        node, leaf = _node_and_leaf(cfg, key)
+        value = node[leaf]
+        if isinstance(value, str) and value.startswith("~"):
+            node[leaf] = os.path.expanduser(value)
+
+
+def _node_and_leaf(cfg: CN, key: str):
+    *parents, leaf = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    return node, leaf
+
+
+def config_hash(cfg: CN, exclude: Sequence[str] = ()) -> str:
+    """Hash of everything that determines a result: not where it is read or written, not logging or
+    parallelism, and not the keys in `exclude` (e.g. SEED, for the experiment a seed belongs to)."""
     c = cfg.clone()
     c.defrost()
-    c.OUTPUT_DIR = ""
-    c.DATASET.ROOT = ""
-    c.DATALOADER.NUM_WORKERS = 0
+    for key in (*LOCATION_KEYS, *NEUTRAL_KEYS, *exclude):
+        node, leaf = _node_and_leaf(c, key)
+        node[leaf] = type(node[leaf])()
     return hashlib.sha256(c.dump().encode()).hexdigest()[:16]

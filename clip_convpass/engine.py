@@ -5,10 +5,10 @@ import logging
 from typing import List, Optional, Sequence
 
 from . import distributed
-from .checkpoint import latest_checkpoint
+from .checkpoint import check_resume_config, discard_training_state, latest_checkpoint
 from .config import config_hash
 from .data import build_dataset
-from .registry import TRAINER_REGISTRY
+from .registry import DATASET_REGISTRY, TRAINER_REGISTRY
 from .rundir import RunDir
 from .utils import environment_info, exclusive_lock, resolve_device, setup_logger
 
@@ -20,14 +20,18 @@ def build_trainer(cfg):
 
 
 def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[int] = None,
-        eval_datasets: Sequence[str] = (), eval_step0: bool = False) -> List[dict]:
+        eval_datasets: Sequence[str] = (), eval_step0: bool = False, force: bool = False) -> List[dict]:
     """Train and/or evaluate; returns the result records written to OUTPUT_DIR/eval/<dataset>/results.json.
 
     eval_datasets: further datasets (registry names) to evaluate the same model on, in this process.
     eval_step0: also evaluate the freshly built model before training (OUTPUT_DIR/eval_step0/), e.g. to
     put zero-shot accuracy next to trained accuracy in the head-initialisation experiments.
+    force: discard the run directory's checkpoints and history and train afresh.
+    Resuming a run whose checkpoint was made with another configuration is refused before any work.
     """
-    TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # unknown trainer: fail before any work
+    TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # unknown trainer or dataset: fail before any work
+    for name in eval_datasets:
+        DATASET_REGISTRY.get(name)
     distributed.init_from_env(resolve_device(cfg.DEVICE))
     run_dir = RunDir(cfg.OUTPUT_DIR)
     out = run_dir.root
@@ -39,6 +43,10 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
     # different datasets only write their own eval/<dataset>/ and may run side by side.
     lock = run_dir.eval_lock(cfg.DATASET.NAME) if eval_only else run_dir.lock
     with exclusive_lock(lock, f"Output directory {out}"):
+        if not eval_only:
+            if force:
+                discard_training_state(run_dir)
+            check_resume_config(run_dir, cfg)  # before config.yaml is replaced
         setup_logger(out, run_dir.log_name)
         logger.info("=" * 20 + f" {'evaluation' if eval_only else 'run'} " + "=" * 20)
         logger.info(f"Environment: {environment_info()}, processes: {distributed.world_size()}")

@@ -22,6 +22,7 @@ from typing import Callable, List, Sequence, Tuple
 import torch
 
 from .clip_loader import RANDOM_INIT
+from .errors import UserError, refuse_unsafe_load_override
 from .utils import atomic_torch_save, atomic_write_json, blocking_lock
 
 logger = logging.getLogger("clip_convpass")
@@ -74,10 +75,12 @@ def get_or_compute(cache_dir: str | Path, key: str, meta: dict, compute: Callabl
     path = cache_dir / f"{key}.pt"
     with blocking_lock(cache_dir / f"{key}.lock"):
         if path.is_file():
+            refuse_unsafe_load_override()
             try:
                 data = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:
-                raise RuntimeError(f"Feature cache entry {path} is unreadable ({e}); delete it to recompute") from e
+            except Exception as e:  # never retried without weights_only
+                raise UserError(f"Feature cache entry {path} is unreadable ({type(e).__name__}); delete it to "
+                                f"recompute") from e
             STATS["cache_hits"] += 1
             logger.info(f"Feature cache hit {path.name} ({meta['dataset']}/{meta['split']}, {meta['n_items']} items)")
             return list(data["features"]), list(data["labels"]), [tuple(s) for s in data["skipped"]]

@@ -11,6 +11,8 @@ import importlib
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .errors import UserError
+
 BUILTIN_PLUGIN_PACKAGES = ("clip_convpass.datasets", "clip_convpass.trainers")
 _loaded = False
 
@@ -21,6 +23,13 @@ def load_builtin_plugins() -> None:
         _loaded = True
         for pkg in BUILTIN_PLUGIN_PACKAGES:
             importlib.import_module(pkg)
+
+
+class UnknownNameError(UserError, KeyError):
+    """A name that no plugin registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
 
 
 class Registry:
@@ -44,7 +53,7 @@ class Registry:
     def get(self, name: str) -> type:
         load_builtin_plugins()
         if name not in self._items:
-            raise KeyError(f"Unknown {self.kind} {name!r}; registered: {sorted(self._items)}")
+            raise UnknownNameError(f"Unknown {self.kind} {name!r}; registered: {sorted(self._items)}")
         return self._items[name]
 
     def names(self) -> List[str]:

@@ -17,6 +17,7 @@ from . import distributed, evaluation, precision
 from .checkpoint import CheckpointManager
 from .data import DatasetBase, build_dataset, build_loader
 from .data.base import stable_int
+from .errors import UserError
 from .optim import build_lr_scheduler, build_optimizer
 from .registry import Row
 from .rundir import RunDir
@@ -25,7 +26,7 @@ from .utils import Progress, format_seconds, resolve_device, set_random_seed
 logger = logging.getLogger("clip_convpass")
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """Training produced a NaN or infinite loss."""
 
 
@@ -229,7 +230,10 @@ class TrainerBase:
         totals: Dict[str, float] = {}
         n = 0
         for batch in loader:
-            self.skipped_train_images.update(p for p, _ in batch["skipped"])
+            for path, err in batch["skipped"]:
+                if path not in self.skipped_train_images:
+                    logger.warning(f"Skipped unreadable training image: {err}")
+                    self.skipped_train_images.add(path)
             if batch["img"] is None:
                 continue
             out = self.forward_backward(batch)

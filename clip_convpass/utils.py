@@ -16,6 +16,8 @@ from typing import Any, Iterator, Optional
 
 import torch
 
+from .errors import UserError
+
 LOGGER_NAME = "clip_convpass"
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -40,10 +42,22 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; results, splits, checkpoints and cache entries get the mode any other
+# file would (0666 less the umask), so that people sharing a results or cache folder can read them.
+FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _atomic_write(path: Path, write_fn, mode: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
     try:
         with os.fdopen(fd, mode) as f:
             write_fn(f)
@@ -130,7 +144,7 @@ class Progress:
         self.log.info(msg + (f" {extra}" if extra else ""))
 
 
-class LockedError(RuntimeError):
+class LockedError(UserError, RuntimeError):
     """Another process is using the same output directory or cache entry."""
 
 
@@ -141,7 +155,14 @@ def _flock(path: str | os.PathLike, blocking: bool, what: str) -> Iterator[None]
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
+    try:
+        # a lock file holds only a pid: another user sharing the folder must be able to take it too
+        fd, how = os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+"
+    except PermissionError:
+        fd, how = os.open(path, os.O_RDONLY), "r"  # flock works on a read-only descriptor; no pid written
+    if os.fstat(fd).st_uid == os.getuid():
+        os.fchmod(fd, 0o666)
+    with os.fdopen(fd, how) as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError as e:
@@ -150,10 +171,11 @@ def _flock(path: str | os.PathLike, blocking: bool, what: str) -> Iterator[None]
             raise LockedError(f"{what} is in use by another process (pid {holder}, lock {path}); "
                               f"wait for it to finish or use another directory") from e
         try:
-            f.seek(0)
-            f.truncate()
-            f.write(f"{os.getpid()}\n")
-            f.flush()
+            if f.writable():
+                f.seek(0)
+                f.truncate()
+                f.write(f"{os.getpid()}\n")
+                f.flush()
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from clip_convpass.data import build_dataset
+from clip_convpass.data import DatasetLayoutError, build_dataset
 
 
 def test_fewshot_is_deterministic_disjoint_and_relative(cfg_factory, tmp_path):
@@ -44,7 +44,7 @@ def test_seeds_differ(cfg_factory):
 
 def test_too_many_shots_names_the_class(cfg_factory, synth):
     cfg = cfg_factory(opts=["DATASET.NUM_SHOTS", "30", "DATASET.VAL_SHOTS", "0"])
-    with pytest.raises(ValueError, match=synth["class_ids"][0]):
+    with pytest.raises(DatasetLayoutError, match=synth["class_ids"][0]):
         build_dataset(cfg).train_x
     cfg = cfg_factory(opts=["DATASET.NUM_SHOTS", "30", "DATASET.VAL_SHOTS", "0", "DATASET.ALLOW_FEWER_SHOTS", "True"])
     assert len(build_dataset(cfg).train_x) == 6 * synth["counts"]["train"] // 6

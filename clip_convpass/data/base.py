@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..errors import UserError
 from ..utils import atomic_write_json, read_json
 
 logger = logging.getLogger("clip_convpass")
@@ -20,7 +21,7 @@ logger = logging.getLogger("clip_convpass")
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(UserError, FileNotFoundError):
     """A dataset folder is missing or does not have the expected layout."""
 
 
@@ -226,7 +227,10 @@ class DatasetBase:
     def _load_or_sample_fewshot(self) -> Tuple[List[Datum], List[Datum]]:
         path = self.split_file()
         if path.is_file():
-            data = read_json(path)
+            try:
+                data = read_json(path)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise DatasetLayoutError(f"Split file {path} is not valid JSON ({e}); delete it to resample") from e
             if data.get("class_ids", data.get("class_wnids")) != self.class_ids:
                 raise ValueError(f"Split file {path} was made for other classes; delete it to resample")
             logger.info(f"Loaded few-shot split {path}")
@@ -234,9 +238,10 @@ class DatasetBase:
             data = self.sample_fewshot()
             try:
                 atomic_write_json(path, data)
-            except PermissionError as e:
-                raise PermissionError(
-                    f"Cannot write the few-shot split to {path}; set DATASET.SPLIT_DIR to a writable folder"
+            except OSError as e:  # read-only mount, permissions, full disk...
+                raise DatasetLayoutError(
+                    f"Cannot write the few-shot split to {path} ({e.strerror or e}); set DATASET.SPLIT_DIR to a "
+                    f"writable folder"
                 ) from e
             logger.info(f"Sampled few-shot split and saved it to {path}")
 
@@ -253,18 +258,15 @@ class DatasetBase:
         for label, cid in enumerate(self.class_ids):
             files = sorted(per_class[label])
             need = k + v
-            if k <= 0:  # all images for training, none held out
-                chosen, k_c = files, len(files)
-            else:
-                if len(files) < need:
-                    msg = (f"{self.NAME}: class {cid} ({self.classnames[label]}) has {len(files)} training images, "
-                           f"fewer than NUM_SHOTS + VAL_SHOTS = {k} + {v}")
-                    if not self.cfg.DATASET.ALLOW_FEWER_SHOTS:
-                        raise ValueError(msg + " (set DATASET.ALLOW_FEWER_SHOTS True to use what there is)")
-                    logger.warning(msg + "; using all of them (train shots first, val gets the rest)")
-                rng = random.Random(stable_int(seed, cid))
-                chosen = rng.sample(files, min(need, len(files)))
-                k_c = min(k, len(chosen))
+            if len(files) < need:
+                msg = (f"{self.NAME}: class {cid} ({self.classnames[label]}) has {len(files)} training images, "
+                       f"fewer than NUM_SHOTS + VAL_SHOTS = {k} + {v}")
+                if not self.cfg.DATASET.ALLOW_FEWER_SHOTS:
+                    raise DatasetLayoutError(msg + " (set DATASET.ALLOW_FEWER_SHOTS True to use what there is)")
+                logger.warning(msg + "; using all of them (train shots first, val gets the rest)")
+            rng = random.Random(stable_int(seed, cid))
+            chosen = rng.sample(files, min(need, len(files)))
+            k_c = min(k, len(chosen))
             for f in chosen[:k_c]:
                 train.append([os.path.relpath(f, self.root), label])
             for f in chosen[k_c:]:

@@ -12,6 +12,7 @@ from typing import List, Optional
 from tabulate import tabulate
 
 from ..compose import setup_cfg
+from ..errors import UserError
 from ..registry import DATASET_REGISTRY
 from ..utils import Progress, setup_logger
 from .base import DatasetLayoutError
@@ -31,7 +32,7 @@ def check_dataset(name: str, root: str, class_list: str = "", verify_images: boo
         row["images"] = len(items)
         row["expected_images"] = cls.EXPECTED_TEST_IMAGES if not class_list else None
         row["path"] = str(ds.dataset_dir)
-    except (DatasetLayoutError, ValueError) as e:
+    except UserError as e:
         row["status"] = "missing" if isinstance(e, DatasetLayoutError) and "none of the expected" in str(e) else "error"
         row["problem"] = str(e)
         return row
@@ -39,10 +40,17 @@ def check_dataset(name: str, root: str, class_list: str = "", verify_images: boo
         row["status"] = "incomplete"
         row["problem"] = f"{row['images']} images, expected {row['expected_images']}"
     if verify_images:
-        progress = Progress(len(items), f"verify {name}", every=max(1, len(items) // 20))
-        for d in items:
+        paths = [d.impath for d in items]
+        if cls.HAS_TRAIN:  # the training split too: few-shot sampling may pick any of its files
             try:
-                load_rgb(d.impath)
+                paths += [p for files in ds._read_train_per_class().values() for p in files]
+            except UserError as e:
+                row["status"], row["problem"] = "error", str(e)
+                return row
+        progress = Progress(len(paths), f"verify {name}", every=max(1, len(paths) // 20))
+        for path in paths:
+            try:
+                load_rgb(path)
             except ImageLoadError as e:
                 row["unreadable"].append(str(e))
             progress.step()

@@ -3,21 +3,37 @@ from __future__ import annotations
 
 from typing import Callable, List, Sequence
 
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
+from ..errors import UserError
 from .base import Datum
 
 
-class ImageLoadError(RuntimeError):
+class ImageLoadError(UserError, RuntimeError):
     """An image file could not be decoded; the message names the file."""
 
 
+def _to_8bit_gray(im: Image.Image) -> Image.Image:
+    """16-bit ("I;16*", or "I" holding 16-bit data) and float ("F") grayscale scaled to 0..255.
+
+    PIL's convert("RGB") clips such values at 255, which turns most 16-bit images white."""
+    a = np.asarray(im, dtype=np.float64)
+    if im.mode == "F":
+        a = a * 255.0 if a.size and a.max() <= 1.0 else a  # float images are stored as 0..1 or 0..255
+    elif im.mode.startswith("I;16") or (a.size and a.max() > 255):
+        a = a / 257.0  # 65535 -> 255
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+
+
 def load_rgb(path: str) -> Image.Image:
-    """Decode any PIL-readable file (whatever its extension says) to RGB: CMYK, L, P, RGBA, ..."""
+    """Decode any PIL-readable file (whatever its extension says) to RGB: CMYK, L, P, RGBA, 16-bit, ..."""
     try:
         with Image.open(path) as im:
             im.load()  # decode now, so truncated files fail here and not inside a transform
+            if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+                im = _to_8bit_gray(im)
             if im.mode == "P":
                 im = im.convert("RGBA")
             if im.mode in ("RGBA", "LA"):

@@ -33,9 +33,11 @@ def imagenet_universe(cfg) -> ClassUniverse:
         if not path.is_file():
             raise DatasetLayoutError(f"DATASET.CLASS_LIST={path} does not exist (a text file with one wnid per line)")
         wnids = read_id_list(path)
+        if not wnids:
+            raise DatasetLayoutError(f"DATASET.CLASS_LIST={path} lists no classes (expected one wnid per line)")
         unknown = [w for w in wnids if w not in set(full)]
         if unknown:
-            raise ValueError(f"{path}: {unknown[:5]} are not ImageNet wnids")
+            raise DatasetLayoutError(f"DATASET.CLASS_LIST={path}: {unknown[:5]} are not ImageNet wnids")
         wnids = sorted(wnids)
     else:
         wnids = full

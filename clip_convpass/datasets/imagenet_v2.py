@@ -1,10 +1,13 @@
 import os
+import re
 from typing import List
 
 from clip_convpass.data.base import DatasetLayoutError, Datum, SyntheticFiles, list_images
 from clip_convpass.registry import DATASET_REGISTRY
 
 from .imagenet import ImageNetFamily, imagenet_wnids
+
+CLASS_INDEX = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 
 
 @DATASET_REGISTRY.register
@@ -26,10 +29,12 @@ class ImageNetV2(ImageNetFamily):
         for e in os.scandir(self.dataset_dir):
             if not e.is_dir():
                 continue
-            # int(), never string order: folder "10" is class 10, not the third folder
-            if not e.name.isdigit() or int(e.name) >= len(full):
+            # canonical integers only ("007" or a superscript digit is not a class), never string order:
+            # folder "10" is class 10, not the third folder
+            if not CLASS_INDEX.fullmatch(e.name) or int(e.name) >= len(full):
                 raise DatasetLayoutError(
-                    f"ImageNetV2: folder {e.path} is not a class index 0..{len(full) - 1} ({self.LAYOUT_HELP})"
+                    f"ImageNetV2: folder {e.path!r} is not a class index 0..{len(full) - 1} written plainly "
+                    f"({self.LAYOUT_HELP})"
                 )
             present[full[int(e.name)]] = e.path
         missing = [w for w in self.class_ids if w not in present]

@@ -12,7 +12,7 @@ from torch import nn
 from yacs.config import CfgNode as CN
 
 from clip_convpass.clip_loader import load_clip_from_cfg
-from clip_convpass.config import check
+from clip_convpass.config import check, check_crop_scale
 from clip_convpass.data import build_transform
 from clip_convpass.heads import zero_shot_weights
 from clip_convpass.registry import TRAINER_REGISTRY, Row
@@ -81,6 +81,7 @@ class TipAdapter(TrainerBase):
     def check_config(cls, cfg):
         c = cfg.TRAINER.TIP
         check(c.AUGMENT_EPOCH >= 1, "TRAINER.TIP.AUGMENT_EPOCH must be >= 1")
+        check_crop_scale(c.CROP_SCALE, "TRAINER.TIP.CROP_SCALE")
         for key in ("ALPHA_RANGE", "BETA_RANGE"):
             lo, hi = c[key]
             check(0 <= lo < hi, f"TRAINER.TIP.{key} must be (low, high) with 0 <= low < high, got {c[key]}")
