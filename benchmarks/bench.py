@@ -17,6 +17,9 @@ Prints a table and writes JSON with the machine and date inside. Sections:
    sets), counted, with the feature cache on and off (synthetic data, tiny model: counts do not
    depend on the model).
 4. Convpass_CLIP training step / frozen image encoder's no-grad forward, same batch.
+5. Tip-Adapter: the alpha/beta search with the cache term computed once per beta vs once per grid point
+   (both on the same sub-grid, same chosen point), and the cache logits as a scatter over the keys'
+   labels vs the dense one-hot matmul (1000 classes x 16 shots).
 """
 from __future__ import annotations
 
@@ -247,13 +250,60 @@ def bench_convpass_ratio(batch: int, repeats: int) -> dict:
     return out
 
 
+def bench_tip(repeats: int, n_classes: int = 100, shots: int = 16, dim: int = 512) -> dict:
+    import torch.nn.functional as F
+
+    from clip_convpass.trainers.tip_adapter import cache_logits, search_alpha_beta_grid, search_grid
+
+    g = torch.Generator().manual_seed(0)
+    keys = F.normalize(torch.randn(n_classes * shots, dim, generator=g), dim=-1)
+    key_labels = torch.arange(n_classes).repeat_interleave(shots)
+    text = 100 * F.normalize(torch.randn(n_classes, dim, generator=g), dim=-1)
+    feats = F.normalize(torch.randn(4 * n_classes, dim, generator=g), dim=-1)
+    labels = torch.randint(0, n_classes, (len(feats),), generator=g)
+    values = F.one_hot(key_labels, n_classes).float()
+    alphas, betas = search_grid(0.1, 3.0, 20), search_grid(0.1, 7.0, 200)[::10]  # 20 x 20 sub-grid
+
+    def per_point():  # the reference's loop: affinity, exp and a dense matmul at every (alpha, beta)
+        best = (-1.0, 0.0, 0.0)
+        for beta in betas:
+            for alpha in alphas:
+                logits = feats @ text.t() + alpha * ((-1) * (beta - beta * (feats @ keys.t()))).exp() @ values
+                acc = (logits.argmax(1) == labels).float().mean().item()
+                if acc > best[0]:
+                    best = (acc, alpha, beta)
+        return best
+
+    def per_beta():
+        return search_alpha_beta_grid(feats @ text.t(), feats @ keys.t(), key_labels, labels, alphas, betas,
+                                      (-1.0, 0.0, 0.0))
+
+    out = {"classes": n_classes, "shots": shots, "grid_points": len(alphas) * len(betas)}
+    out["search_per_point_s"] = timed(per_point, 0, repeats)
+    out["search_per_beta_s"] = timed(per_beta, 0, repeats)
+    out["search_speedup"] = out["search_per_point_s"] / out["search_per_beta_s"]
+    out["same_choice"] = per_point() == per_beta()
+    big_keys = F.normalize(torch.randn(1000 * shots, dim, generator=g), dim=-1)
+    big_labels = torch.arange(1000).repeat_interleave(shots)
+    big_values = F.one_hot(big_labels, 1000).float()
+    batch = F.normalize(torch.randn(100, dim, generator=g), dim=-1)
+    affinity = batch @ big_keys.t()
+    out["cache_dense_s"] = timed(lambda: torch.exp(-1.0 * (1 - affinity)) @ big_values, 1, repeats)
+    out["cache_scatter_s"] = timed(lambda: cache_logits(affinity, big_labels, 1000, 1.0), 1, repeats)
+    out["cache_speedup"] = out["cache_dense_s"] / out["cache_scatter_s"]
+    out["cache_values_mb"] = {"dense": big_values.numel() * 4 / 2**20, "labels": big_labels.numel() * 8 / 2**20}
+    diff = (torch.exp(-1.0 * (1 - affinity)) @ big_values - cache_logits(affinity, big_labels, 1000, 1.0)).abs().max()
+    out["cache_max_abs_diff"] = diff.item()
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--classes", type=int, default=100, help="classes for the training-step section")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--text-chunk", type=int, default=100)
-    p.add_argument("--skip", nargs="*", default=[], choices=["steps", "text", "grid", "convpass"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["steps", "text", "grid", "convpass", "tip"])
     p.add_argument("--output", default="")
     p.add_argument("--single", default="", help=argparse.SUPPRESS)
     p.add_argument("--prec", default="fp32", help=argparse.SUPPRESS)
@@ -278,6 +328,15 @@ def main(argv=None) -> int:
         print(f"  batch {r['batch']}: step {r['step_s']:.2f} s (fused attention off: "
               f"{r['step_s_fast_attention_off']:.2f} s), frozen forward {r['frozen_forward_s']:.2f} s, "
               f"ratio {r['ratio']:.2f} (off: {r['ratio_fast_attention_off']:.2f}; target <= 2.5)", flush=True)
+    if "tip" not in args.skip:
+        print("Tip-Adapter alpha/beta search and cache logits:", flush=True)
+        result["tip"] = t = bench_tip(args.repeats)
+        print(f"  search ({t['classes']} classes x {t['shots']} shots, {t['grid_points']} points): per point "
+              f"{t['search_per_point_s']:.2f} s -> per beta {t['search_per_beta_s']:.3f} s = {t['search_speedup']:.1f}x "
+              f"(same choice: {t['same_choice']})", flush=True)
+        print(f"  cache logits, 1000 classes x 16 shots, batch 100: dense {1000 * t['cache_dense_s']:.1f} ms -> "
+              f"scatter {1000 * t['cache_scatter_s']:.1f} ms = {t['cache_speedup']:.2f}x; values "
+              f"{t['cache_values_mb']['dense']:.1f} MB -> {t['cache_values_mb']['labels']:.2f} MB", flush=True)
     if "text" not in args.skip:
         print("CoOp text encoder, 1000 ImageNet classes, N_CTX 16 (ViT-B/16 text tower):", flush=True)
         result["text_truncation"] = t = bench_text_truncation(args.text_chunk, args.repeats)

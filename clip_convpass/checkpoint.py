@@ -225,6 +225,7 @@ class CheckpointManager:
         logger.info(f"Loaded weights from {path} (epoch {ckpt['epoch']})")
         t.epochs_done = int(ckpt["epoch"])
         t.train_dataset = ckpt.get("train_dataset", t.train_dataset)
+        t.train_config = ckpt.get("config", t.train_config)
         return t.epochs_done
 
     def load_from_model_dir(self, model_dir: str | Path, epoch: Optional[int] = None) -> int:

@@ -8,6 +8,7 @@ variants of a method config need only list what differs.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from pathlib import Path
@@ -26,8 +27,8 @@ CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 _C = CN()
 _C.OUTPUT_DIR = "./output"
 _C.SEED = 1
-# fp32 | amp (fp16 autocast on CUDA, bf16 autocast on CPU) | bf16
-_C.PREC = "fp32"
+# auto (fp16 autocast + GradScaler + TF32 on CUDA, fp32 on CPU) | fp32 | amp (fp16 on CUDA, bf16 on CPU) | bf16
+_C.PREC = "auto"
 # auto | cpu | cuda | cuda:N
 _C.DEVICE = "auto"
 # Label for this configuration in result files and tables (default: the trainer name).
@@ -38,6 +39,7 @@ _C.DATASET.ROOT = ""
 _C.DATASET.NAME = "ImageNet"
 _C.DATASET.NUM_SHOTS = 16
 # Disjoint per-class validation shots, drawn from the training split, for hyper-parameter selection.
+# -1: min(NUM_SHOTS, 4), CoOp's lpclip schedule {1: 1, 2: 2, 4: 4, 8: 4, 16: 4}.
 _C.DATASET.VAL_SHOTS = 4
 # all | base | new (class subsets as in CoCoOp's base-to-new protocol)
 _C.DATASET.SUBSAMPLE = "all"
@@ -60,7 +62,10 @@ _C.DATALOADER.TEST.BATCH_SIZE = 100
 _C.INPUT = CN()
 _C.INPUT.SIZE = (224, 224)
 _C.INPUT.INTERPOLATION = "bicubic"
-# Training transforms, in order. Choices: random_resized_crop, random_flip, resize, center_crop, normalize
+# Training transforms, in order. Choices: random_resized_crop, random_flip, resize (shorter side),
+# resize_square (to exactly SIZE), center_crop, normalize. The default test transform is CLIP's, CoOp's and
+# Dassl's (resize + centre crop, CLIP mean/std); configs/overrides/paper_preprocessing.yaml gives the paper's
+# wording ("resize to 224x224", ImageNet mean/std).
 _C.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip", "normalize"]
 _C.INPUT.TEST_TRANSFORMS = ["resize", "center_crop", "normalize"]
 _C.INPUT.CROP_SCALE = (0.08, 1.0)
@@ -77,6 +82,8 @@ _C.OPTIM.ADAM_BETA2 = 0.999
 _C.OPTIM.EPS = 1e-8
 _C.OPTIM.MAX_EPOCH = 10
 _C.OPTIM.LR_SCHEDULER = "cosine"  # cosine | step | constant
+# Step the schedule once per epoch (Dassl / CoOp) or after every iteration (Tip-Adapter-F's reference).
+_C.OPTIM.SCHEDULER_UNIT = "epoch"  # epoch | iteration
 _C.OPTIM.STEPSIZE = (5,)
 _C.OPTIM.GAMMA = 0.1
 _C.OPTIM.WARMUP_EPOCH = 0
@@ -121,7 +128,7 @@ _C.TRAINER.NAME = "ZeroShotCLIP"
 VALID_OPTIM = ("sgd", "adam", "adamw")
 VALID_SCHED = ("cosine", "step", "constant")
 VALID_WARMUP = ("constant", "linear")
-VALID_TRANSFORMS = ("random_resized_crop", "random_flip", "resize", "center_crop", "normalize")
+VALID_TRANSFORMS = ("random_resized_crop", "random_flip", "resize", "resize_square", "center_crop", "normalize")
 
 
 class ConfigError(UserError, ValueError):
@@ -227,11 +234,13 @@ def validate_engine_cfg(cfg: CN) -> None:
     check(cfg.OPTIM.MAX_EPOCH >= 0, f"OPTIM.MAX_EPOCH must be >= 0, got {cfg.OPTIM.MAX_EPOCH}")
     check(cfg.OPTIM.LR_SCHEDULER in VALID_SCHED,
            f"OPTIM.LR_SCHEDULER must be one of {VALID_SCHED}, got {cfg.OPTIM.LR_SCHEDULER!r}")
+    check(cfg.OPTIM.SCHEDULER_UNIT in ("epoch", "iteration"),
+          f"OPTIM.SCHEDULER_UNIT must be epoch|iteration, got {cfg.OPTIM.SCHEDULER_UNIT!r}")
     check(cfg.OPTIM.WARMUP_TYPE in VALID_WARMUP,
            f"OPTIM.WARMUP_TYPE must be one of {VALID_WARMUP}, got {cfg.OPTIM.WARMUP_TYPE!r}")
     check(cfg.OPTIM.WARMUP_EPOCH >= 0, "OPTIM.WARMUP_EPOCH must be >= 0")
     check(cfg.DATASET.NUM_SHOTS >= 1, f"DATASET.NUM_SHOTS must be >= 1 (shots per class), got {cfg.DATASET.NUM_SHOTS}")
-    check(cfg.DATASET.VAL_SHOTS >= 0, f"DATASET.VAL_SHOTS must be >= 0, got {cfg.DATASET.VAL_SHOTS}")
+    check(cfg.DATASET.VAL_SHOTS >= -1, f"DATASET.VAL_SHOTS must be >= 0 (or -1: min(NUM_SHOTS, 4)), got {cfg.DATASET.VAL_SHOTS}")
     check(cfg.DATASET.SUBSAMPLE in ("all", "base", "new"),
            f"DATASET.SUBSAMPLE must be all|base|new, got {cfg.DATASET.SUBSAMPLE!r}")
     check(cfg.DATALOADER.TRAIN_X.BATCH_SIZE > 0, "DATALOADER.TRAIN_X.BATCH_SIZE must be > 0")
@@ -245,8 +254,9 @@ def validate_engine_cfg(cfg: CN) -> None:
     check(len(cfg.INPUT.SIZE) == 2, f"INPUT.SIZE must be (height, width), got {cfg.INPUT.SIZE}")
     check(cfg.INPUT.INTERPOLATION in ("bicubic", "bilinear", "nearest"),
            f"INPUT.INTERPOLATION must be bicubic|bilinear|nearest, got {cfg.INPUT.INTERPOLATION!r}")
-    for t in list(cfg.INPUT.TRANSFORMS) + list(cfg.INPUT.TEST_TRANSFORMS):
-        check(t in VALID_TRANSFORMS, f"Unknown transform {t!r}; choices: {VALID_TRANSFORMS}")
+    for key in ("TRANSFORMS", "TEST_TRANSFORMS"):
+        for t in cfg.INPUT[key]:
+            check(t in VALID_TRANSFORMS, f"INPUT.{key}: unknown transform {t!r}; choices: {VALID_TRANSFORMS}")
     check_crop_scale(cfg.INPUT.CROP_SCALE, "INPUT.CROP_SCALE")
     check(len(cfg.INPUT.PIXEL_MEAN) == 3 and len(cfg.INPUT.PIXEL_STD) == 3,
           "INPUT.PIXEL_MEAN and INPUT.PIXEL_STD must have 3 values (R, G, B)")
@@ -297,6 +307,20 @@ def _node_and_leaf(cfg: CN, key: str):
     for part in parents:
         node = node[part]
     return node, leaf
+
+
+# Keys that do not make two runs different experiments: the seed (a run of the experiment), what it is
+# evaluated on and how (DATASET.NAME is the evaluation target; the training set is recorded apart).
+NOT_EXPERIMENT_KEYS = ("SEED", "NAME", "DEVICE", "DATASET.NAME", "TRAIN.CHECKPOINT_FREQ", "TRAIN.KEEP_CHECKPOINTS")
+NOT_EXPERIMENT_PREFIXES = ("TEST.", "DATALOADER.TEST.")
+
+
+def experiment_hash(cfg) -> str:
+    """Seed-independent hash of a (training) configuration, a CfgNode or its YAML text: two runs with the
+    same hash and different seeds are repetitions of one experiment."""
+    items = {k: v for k, v in flat_items(cfg).items()
+             if k not in (*LOCATION_KEYS, *NEUTRAL_KEYS, *NOT_EXPERIMENT_KEYS) and not k.startswith(NOT_EXPERIMENT_PREFIXES)}
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def config_hash(cfg: CN, exclude: Sequence[str] = ()) -> str:

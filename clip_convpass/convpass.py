@@ -45,13 +45,13 @@ class ConvpassSpec:
 
     def __post_init__(self):
         if self.hidden < 1:
-            raise ValueError(f"Convpass hidden size must be >= 1, got {self.hidden}")
+            raise ValueError(f"HIDDEN (Convpass bottleneck width) must be >= 1, got {self.hidden}")
         if self.kernel_size not in (1, 3):
-            raise ValueError(f"Convpass kernel size must be 1 or 3, got {self.kernel_size}")
-        for value, choices, what in ((self.positions, POSITIONS, "positions"), (self.mode, MODES, "mode"),
-                                     (self.conv_init, CONV_INITS, "conv init")):
+            raise ValueError(f"KERNEL_SIZE (Convpass conv kernel) must be 1 or 3, got {self.kernel_size}")
+        for value, choices, key in ((self.positions, POSITIONS, "POSITIONS"), (self.mode, MODES, "MODE"),
+                                    (self.conv_init, CONV_INITS, "CONV_INIT")):
             if value not in choices:
-                raise ValueError(f"Convpass {what} must be one of {choices}, got {value!r}")
+                raise ValueError(f"{key} (Convpass) must be one of {choices}, got {value!r}")
 
     @classmethod
     def from_cfg(cls, node) -> "ConvpassSpec":

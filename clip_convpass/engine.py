@@ -20,13 +20,15 @@ def build_trainer(cfg):
 
 
 def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[int] = None,
-        eval_datasets: Sequence[str] = (), eval_step0: bool = False, force: bool = False) -> List[dict]:
+        eval_datasets: Sequence[str] = (), eval_step0: bool = False, force: bool = False,
+        annotations: Optional[dict] = None) -> List[dict]:
     """Train and/or evaluate; returns the result records written to OUTPUT_DIR/eval/<dataset>/results.json.
 
     eval_datasets: further datasets (registry names) to evaluate the same model on, in this process.
     eval_step0: also evaluate the freshly built model before training (OUTPUT_DIR/eval_step0/), e.g. to
     put zero-shot accuracy next to trained accuracy in the head-initialisation experiments.
     force: discard the run directory's checkpoints and history and train afresh.
+    annotations: facts written into every results.json of this run (e.g. {"selected": ...} by a sweep).
     Resuming a run whose checkpoint was made with another configuration is refused before any work.
     """
     TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # unknown trainer or dataset: fail before any work
@@ -38,7 +40,7 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
     out.mkdir(parents=True, exist_ok=True)
     if not distributed.is_main():  # under torchrun, rank 0 holds the lock and writes logs and files
         setup_logger(None, level=logging.WARNING)
-        return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0)
+        return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations)
     # One process at a time may train into a directory (checkpoints, history); evaluations of
     # different datasets only write their own eval/<dataset>/ and may run side by side.
     lock = run_dir.eval_lock(cfg.DATASET.NAME) if eval_only else run_dir.lock
@@ -53,11 +55,12 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
         logger.info(f"Config (hash {config_hash(cfg)}):\n{cfg.dump()}")
         # an evaluation of a trained run must not overwrite the training run's config
         (run_dir.eval_config(cfg.DATASET.NAME) if eval_only else run_dir.config).write_text(cfg.dump())
-        return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0)
+        return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations)
 
 
-def _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0) -> List[dict]:
+def _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations) -> List[dict]:
     trainer = build_trainer(cfg)
+    trainer.annotations.update(annotations or {})
     results = []
     if eval_step0 and not eval_only and latest_checkpoint(cfg.OUTPUT_DIR) is None:
         results.append(trainer.test(stage="step0"))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequ
 import torch
 
 from . import distributed, feature_cache
-from .config import config_hash
+from .config import config_hash, experiment_hash, flat_items
 from .data import build_transform
 from .utils import Progress
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .trainer import TrainerBase
 
 logger = logging.getLogger("clip_convpass")
+METRICS = ("top1", "top5", "macro_f1", "mean_per_class_acc")
 
 
 class Evaluator:
@@ -84,11 +85,10 @@ class Evaluator:
 
 
 # ---- the evaluation loop ------------------------------------------------------------------------
-def encode_batches(trainer: "TrainerBase", encode: Callable, items: Sequence, transform, desc: str):
-    """encode() of every batch of items, in order: (per-batch outputs, per-batch labels, skipped files)."""
-    # a private generator: creating the iterator then draws nothing from the global RNG, which
-    # random transforms (cache passes) consume in item order from a state the caller seeded
-    loader = trainer.build_loader(items, is_train=False, transform=transform, generator=torch.Generator())
+def encode_batches(trainer: "TrainerBase", encode: Callable, items: Sequence, transform, desc: str, stream=None):
+    """encode() of every batch of items, in order: (per-batch outputs, per-batch labels, skipped files).
+    A random transform needs the stream (purpose, pass) its draws come from."""
+    loader = trainer.build_loader(items, is_train=False, transform=transform, stream=stream)
     progress = Progress(len(loader), desc, max(1, len(loader) // 10))
     outputs, labels, skipped = [], [], []
     with torch.no_grad():
@@ -193,6 +193,8 @@ def evaluate(trainer: "TrainerBase", dataset, split: str, stage: str = "final") 
 def result_record(trainer: "TrainerBase", dataset, split: str, metrics: dict, elapsed: float, skipped) -> dict:
     cfg = trainer.cfg
     per_class = metrics.pop("per_class_acc", None)
+    # the trained model's own settings: an evaluation of a loaded checkpoint reports its seed and shots
+    trained = flat_items(trainer.train_config)
     rec = {
         "dataset": dataset.NAME,
         "split": split,
@@ -205,16 +207,21 @@ def result_record(trainer: "TrainerBase", dataset, split: str, metrics: dict, el
         "name": cfg.NAME or trainer.NAME,
         "backbone": cfg.MODEL.BACKBONE,
         "pretrained": cfg.MODEL.PRETRAINED,
-        "seed": cfg.SEED,
-        "shots": cfg.DATASET.NUM_SHOTS,
-        "val_shots": cfg.DATASET.VAL_SHOTS,
+        "seed": trained["SEED"],
+        "shots": trained["DATASET.NUM_SHOTS"],
+        "val_shots": trainer.dataset.val_shots if trainer.dataset.HAS_TRAIN else cfg.DATASET.VAL_SHOTS,
         "train_dataset": trainer.train_dataset,
         "epochs_trained": trainer.epochs_done,
         "config_hash": config_hash(cfg),
-        "prec": cfg.PREC,
+        "experiment": experiment_hash(trainer.train_config),
+        "class_names": {"source": dataset.universe.source, "sha256": dataset.universe.names_hash},
+        "prompts": trainer.prompt_info,
+        "prec": trainer.prec,
+        "prec_config": cfg.PREC,
         "elapsed_s": round(elapsed, 3),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if per_class is not None:
         rec["per_class_acc"] = per_class
+    rec.update(trainer.annotations)
     return rec

@@ -21,9 +21,10 @@ from typing import Callable, List, Sequence, Tuple
 
 import torch
 
+from . import precision
 from .clip_loader import RANDOM_INIT
 from .errors import UserError, refuse_unsafe_load_override
-from .utils import atomic_torch_save, atomic_write_json, blocking_lock
+from .utils import atomic_torch_save, atomic_write_json, blocking_lock, resolve_device
 
 logger = logging.getLogger("clip_convpass")
 
@@ -56,7 +57,7 @@ def cache_key(cfg, dataset_name: str, split: str, items: Sequence, root: Path, t
         "items": h.hexdigest(),
         "n_items": len(items),
         "transform": repr(transform),
-        "prec": cfg.PREC,
+        "prec": precision.resolve(cfg.PREC, torch.device(resolve_device(cfg.DEVICE))),
         "batch_size": cfg.DATALOADER.TEST.BATCH_SIZE,
         "skip_bad_images": bool(cfg.DATASET.SKIP_BAD_IMAGES),
         "dtype": cfg.TEST.FEATURE_CACHE_DTYPE,

@@ -15,8 +15,9 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
+from .config import ConfigError
 from .registry import Row, evaluation_domains, method_rows
 from .rundir import RunDir, cell_dir
 from .utils import format_seconds, setup_logger
@@ -47,17 +48,43 @@ def build_cell_cfg(row: Row, seed: int, data: str, output: Path, extra_opts: Seq
     return cfg
 
 
+def select_by_sweep(row: Row, seed: int, data: str, output: Path, opts: Sequence[str],
+                    override_configs: Sequence[str | Path], source: str, sweep_json: Optional[Path] = None):
+    """The values a row's sweep chooses on the validation shots: read from `sweep_json` if given, else
+    from <output>/sweeps/<row>/, running the sweep there first if it has not finished."""
+    from .sweep import parse_grid, run_sweep
+    from .utils import read_json
+
+    if sweep_json is None:
+        sweep_json = output / "sweeps" / (row.tag or row.name.replace(" ", "_")) / "sweep.json"
+        done = sweep_json.is_file() and "best" in read_json(sweep_json)
+        if not done:
+            print(f"[grid] {row.name}: choosing {', '.join(e.split('=')[0] for e in row.sweep)} on the validation "
+                  f"shots (sweep in {sweep_json.parent})")
+            run_sweep(parse_grid(row.sweep), sweep_json.parent, None, row.config or None,
+                      ["DATASET.NAME", source, "DATASET.ROOT", data, "SEED", str(seed), "TRAINER.NAME", row.trainer,
+                       *row.opts, *opts], override_files=override_configs)
+    summary = read_json(sweep_json)
+    if "best" not in summary:
+        raise ConfigError(f"{sweep_json} holds no finished sweep (no 'best' entry); finish it or remove it")
+    return dict(summary["best"]["point"]), sweep_json
+
+
 def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str | Path,
              extra_opts: Sequence[str] = (), domains: Optional[Sequence[str]] = None, force: bool = False,
              override_configs: Sequence[str | Path] = (), demo_opts: bool = False,
-             eval_step0: bool = False, feature_cache: bool = True, source: str = TABLE2_SOURCE) -> List[Path]:
+             eval_step0: bool = False, feature_cache: bool = True, source: str = TABLE2_SOURCE,
+             sweeps: bool = True, sweep_files: Optional[Dict[str, Path]] = None) -> List[Path]:
     """Run every (row, seed) cell: train on `source`, evaluate on `domains` (default: source and every
     dataset that evaluates its models). With feature_cache, frozen-encoder methods share test-set
     features through <output>/feature_cache: each test set is encoded once for all of them and all seeds.
-    demo_opts: apply each row's demo-scale settings."""
+    demo_opts: apply each row's demo-scale settings. sweeps: a row that declares a sweep runs with the
+    values it chooses on the validation shots (sweep_files: {row name: a given sweep.json}); the choice is
+    written into the cell's results.json."""
     from .engine import run
 
     output = Path(output)
+    selections = {}
     domains = list(domains or evaluation_domains(source))
     stages = ("final", "step0") if eval_step0 else ("final",)
     cells = [(r, s) for r in rows for s in seeds]
@@ -67,6 +94,14 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
         opts = [*extra_opts, *(row.demo_opts if demo_opts else ())]
         if feature_cache:
             opts = ["TEST.FEATURE_CACHE_DIR", str(output / "feature_cache"), *opts]
+        annotations = {}
+        if sweeps and row.sweep:
+            if row.name not in selections:
+                selections[row.name] = select_by_sweep(row, seeds[0], data, output, opts, override_configs, source,
+                                                       (sweep_files or {}).get(row.name))
+            chosen, sweep_json = selections[row.name]
+            opts = [*opts, *[x for kv in chosen.items() for x in kv]]
+            annotations = {"selected": chosen, "selected_by": str(sweep_json)}
         cfg = build_cell_cfg(row, seed, data, output, opts, override_configs, source)
         run_dir = RunDir(cfg.OUTPUT_DIR)
         prefix = f"[grid {i}/{len(cells)}] {row.name} seed {seed}"
@@ -76,7 +111,8 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
             if force and run_dir.root.exists():
                 shutil.rmtree(run_dir.root)  # a forced rerun trains from scratch, as scripts/train.sh --force
             print(f"{prefix}: running in {run_dir.root}")
-            run(cfg, eval_datasets=[d for d in domains if d != cfg.DATASET.NAME], eval_step0=eval_step0)
+            run(cfg, eval_datasets=[d for d in domains if d != cfg.DATASET.NAME], eval_step0=eval_step0,
+                annotations=annotations)
             gc.collect()
         done_dirs.append(run_dir.root)
         elapsed = time.time() - t0
@@ -97,6 +133,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--override-config", action="append", default=[],
                    help="YAML merged after each method's config (repeat the flag for several, merged in order)")
     p.add_argument("--no-feature-cache", action="store_true", help="re-encode test sets for every method and seed")
+    p.add_argument("--no-sweep", action="store_true",
+                   help="run rows with their config values instead of choosing them on the validation shots")
+    p.add_argument("--sweep-json", action="append", default=[], metavar="ROW=PATH",
+                   help="use this finished sweep.json for a row instead of running its sweep (repeatable)")
     p.add_argument("opts", nargs="*", help="KEY VALUE overrides for every cell")
     args = p.parse_intermixed_args(argv)
     if not args.list and not (args.data and args.output):
@@ -111,11 +151,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error(f"unknown methods {sorted(unknown)}; choices: {[r.name for r in every]}")
     rows = table2_rows() if args.methods is None else [r for r in every if r.name in args.methods]
     setup_logger(None)
+    sweep_files = {}
+    for entry in args.sweep_json:
+        name, sep, path = entry.partition("=")
+        if not sep or name not in {r.name for r in every} or not Path(path).is_file():
+            p.error(f"--sweep-json takes ROW=PATH with a registered row and an existing file, got {entry!r}")
+        sweep_files[name] = Path(path)
     run_grid(rows, args.seeds, args.data, args.output, args.opts, force=args.force,
-             override_configs=args.override_config, feature_cache=not args.no_feature_cache)
+             override_configs=args.override_config, feature_cache=not args.no_feature_cache,
+             sweeps=not args.no_sweep, sweep_files=sweep_files)
     from .report import aggregate, build_table, collect, render
 
-    print(render(build_table(aggregate(collect([args.output])), paper=True), paper=True))
+    notes: List[str] = []
+    print(render(build_table(aggregate(collect([args.output]), notes=notes), paper=True), paper=True, notes=notes))
     return 0
 
 

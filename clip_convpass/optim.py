@@ -1,8 +1,10 @@
-"""Optimizers and per-epoch LR schedules with constant or linear warmup (Dassl semantics)."""
+"""Optimizers and LR schedules with constant or linear warmup (Dassl semantics), stepped per epoch
+(Dassl, CoOp) or per iteration (OPTIM.SCHEDULER_UNIT iteration: Tip-Adapter-F's reference, whose cosine
+runs over all iterations). Epochs may be fractional: iteration i of an epoch of n is epoch + i / n."""
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
@@ -23,7 +25,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], optim_cfg) -> torch.op
     raise ValueError(f"Unknown OPTIM.NAME {optim_cfg.NAME!r}; choices: sgd, adam, adamw")
 
 
-def lr_at_epoch(epoch: int, optim_cfg) -> float:
+def lr_at_epoch(epoch: float, optim_cfg) -> float:
     """LR used during `epoch` (0-based). Warmup epochs come first; the main schedule then starts at its epoch 0."""
     c = optim_cfg
     if epoch < c.WARMUP_EPOCH:
@@ -38,6 +40,12 @@ def lr_at_epoch(epoch: int, optim_cfg) -> float:
     return c.LR
 
 
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim_cfg) -> torch.optim.lr_scheduler.LambdaLR:
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim_cfg,
+                       steps_per_epoch: Callable[[], int] = lambda: 1) -> torch.optim.lr_scheduler.LambdaLR:
+    """Call .step() once per epoch, or once per iteration with SCHEDULER_UNIT iteration (steps_per_epoch
+    is then asked at every step: the training loader's length is known only once it exists)."""
     base = optim_cfg.LR
+    if optim_cfg.SCHEDULER_UNIT == "iteration":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_at_epoch(s / max(1, steps_per_epoch()), optim_cfg) / base)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_at_epoch(e, optim_cfg) / base)

@@ -1,15 +1,33 @@
-"""Numeric precision of a run (PREC): the autocast context and the gradient scaler."""
+"""Numeric precision of a run (PREC): what `auto` means on a device, the autocast context, the scaler.
+
+auto (default): on CUDA, fp16 autocast with a GradScaler and TF32 matmuls (the reference codebases
+train CLIP in fp16); on CPU, fp32. amp: fp16 autocast on CUDA, bf16 on CPU. bf16, fp32: as named.
+"""
 from __future__ import annotations
 
 import contextlib
 
 import torch
 
-VALID_PREC = ("fp32", "amp", "bf16")
+VALID_PREC = ("auto", "fp32", "amp", "bf16")
+
+
+def resolve(prec: str, device: torch.device) -> str:
+    """The precision a run actually uses (never "auto")."""
+    if prec != "auto":
+        return prec
+    return "amp" if device.type == "cuda" else "fp32"
+
+
+def allow_tf32(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def autocast(prec: str, device: torch.device):
     """fp32: no autocast. amp: fp16 autocast on CUDA, bf16 on CPU. bf16: bf16 autocast."""
+    prec = resolve(prec, device)
     if prec == "fp32":
         return contextlib.nullcontext()
     if device.type == "cuda":
@@ -21,4 +39,4 @@ def autocast(prec: str, device: torch.device):
 
 def grad_scaler(prec: str, device: torch.device) -> torch.amp.GradScaler:
     """A loss scaler where fp16 gradients need one (amp on CUDA); disabled elsewhere."""
-    return torch.amp.GradScaler("cuda", enabled=prec == "amp" and device.type == "cuda")
+    return torch.amp.GradScaler("cuda", enabled=resolve(prec, device) == "amp" and device.type == "cuda")

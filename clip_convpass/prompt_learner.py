@@ -11,6 +11,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from torch import nn
 
+from .prompts import prompt_classname
 from .text_encoder import TextEncoder
 
 CLASS_POSITIONS = ("end", "middle", "front")
@@ -45,7 +46,7 @@ class PromptLearner(nn.Module):
         self.n_cls = n_cls
         self.csc = csc
         self.class_token_position = class_token_position
-        names = [c.replace("_", " ") for c in classnames]
+        names = [prompt_classname(c) for c in classnames]
         # number of BPE tokens of each class name (between SOS and EOT)
         name_tokens = tokenizer(names).to(device)
         self.name_lens: List[int] = (text_encoder.eot_indices(name_tokens) - 1).tolist()

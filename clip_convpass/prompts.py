@@ -1,6 +1,7 @@
 """Class names, prompt templates and the zero-shot text classifier (one implementation for all trainers)."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Union
 
@@ -35,6 +36,19 @@ def get_templates(spec: Union[str, Sequence[str]]) -> List[str]:
     return templates
 
 
+def prompt_classname(name: str) -> str:
+    """A class name as prompt text: "_" becomes a space ("great_white_shark" -> "great white shark"),
+    as CoOp and Tip-Adapter do on every path. The one place every prompt gets its class names."""
+    return name.replace("_", " ").strip()
+
+
+def template_info(templates) -> dict:
+    """What results.json records of a template set: its name and a hash of its text."""
+    text = "\n".join(get_templates(templates))
+    return {"templates": templates if isinstance(templates, str) else "custom",
+            "templates_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+
+
 def read_classnames_file(path: Union[str, Path]) -> Dict[str, str]:
     """CoOp's classnames.txt: one 'wnid class name' per line."""
     out: Dict[str, str] = {}
@@ -63,7 +77,7 @@ def build_text_classifier(
     templates = get_templates(templates)
     total = None
     for template in templates:
-        tokens = tokenizer([template.format(c) for c in classnames]).to(device)
+        tokens = tokenizer([template.format(prompt_classname(c)) for c in classnames]).to(device)
         emb = text_encoder.encode_normalized(tokens, chunk=chunk)
         total = emb if total is None else total + emb
     return F.normalize(total / len(templates), dim=-1)

@@ -89,6 +89,7 @@ class Row:
     demo_opts: Tuple[str, ...] = ()  # demo-scale settings (tiny model, synthetic data)
     order: float = 100.0  # position in tables and grids
     tag: str = ""  # run-folder name (default: the config file's stem)
+    sweep: Tuple[str, ...] = ()  # "KEY=v1,v2,..." chosen on the validation shots before the grid runs the row
     trainer: str = ""  # filled in from the declaring class
 
     @property

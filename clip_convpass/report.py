@@ -16,6 +16,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
+from .evaluation import METRICS
 from .registry import DATASET_REGISTRY, evaluation_domains, method_rows, rows_by_name
 
 TABLE2_SOURCE = "ImageNet"
@@ -35,8 +36,8 @@ def domain_label(domain: str) -> str:
 
 
 def row_label(name: str) -> str:
-    row = rows_by_name().get(name)
-    return row.display if row else name
+    row = rows_by_name().get(base_name(name))
+    return row.display + name[len(base_name(name)):] if row else name
 
 
 Cell = Optional[Tuple[float, float, int]]  # mean, std, number of seeds
@@ -61,25 +62,84 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))  # sample std (ddof=1)
 
 
-def aggregate(records: List[dict], metric: str = "top1", split: str = "test") -> Dict[str, Dict[str, Cell]]:
-    """{row name: {domain: (mean, std, n_seeds) or None}}; of two records for one seed, the newer counts."""
-    by_seed: Dict[Tuple[str, str], Dict[int, float]] = defaultdict(dict)
+# What makes two results the same experiment (besides the seed): a row never averages over these.
+EXPERIMENT_FIELDS = ("train_dataset", "shots", "backbone", "pretrained", "experiment")
+
+
+def experiment_of(rec: dict) -> Tuple:
+    return tuple(rec.get(f) for f in EXPERIMENT_FIELDS)
+
+
+def aggregate(records: List[dict], metric: str = "top1", split: str = "test",
+              notes: Optional[List[str]] = None) -> Dict[str, Dict[str, Cell]]:
+    """{row: {domain: (mean, std, n_seeds) or None}}; of two records for one seed, the newer counts.
+
+    Only runs of one experiment are averaged: same row name, training dataset, shots, backbone, weights
+    and seed-independent configuration. A name holding several gets one row per experiment, labelled
+    by what differs ("CoOp [shots=8]"), and a line in `notes` says so.
+    """
+    by_seed: Dict[Tuple[str, Tuple, str], Dict[int, float]] = defaultdict(dict)
     for r in sorted(records, key=lambda r: r.get("timestamp", "")):
         if r.get("split", "test") != split:
             continue
         dataset = r["dataset"] if r.get("stage", "final") == "final" else f"{r['dataset']}@{r['stage']}"
-        by_seed[(r.get("name") or r["trainer"], dataset)][r["seed"]] = r["metrics"][metric]
+        by_seed[(r.get("name") or r["trainer"], experiment_of(r), dataset)][r["seed"]] = r["metrics"][metric]
+    experiments: Dict[str, List[Tuple]] = defaultdict(list)
+    for name, exp, _ in by_seed:
+        if exp not in experiments[name]:
+            experiments[name].append(exp)
+    labels = {}
+    for name, exps in experiments.items():
+        shown = _distinguishing_fields(exps)
+        for exp in exps:
+            labels[(name, exp)] = name if len(exps) == 1 else f"{name} [{_describe(exp, shown)}]"
+        if len(exps) > 1 and notes is not None:
+            notes.append(f"{name}: {len(exps)} different experiments under one name are shown as separate rows, "
+                         f"never averaged: {', '.join(labels[(name, e)] for e in exps)}")
+    if notes is not None:
+        notes += selection_notes(records, labels)
     rows: Dict[str, Dict[str, Cell]] = defaultdict(dict)
-    for (name, dataset), seeds in by_seed.items():
+    for (name, exp, dataset), seeds in by_seed.items():
         m, s = mean_std(list(seeds.values()))
-        rows[name][dataset] = (m, s, len(seeds))
+        rows[labels[(name, exp)]][dataset] = (m, s, len(seeds))
     return rows
+
+
+def selection_notes(records: List[dict], labels: Dict[Tuple, str]) -> List[str]:
+    """A footnote per row whose settings were chosen on the validation shots by a sweep."""
+    chosen: Dict[str, set] = defaultdict(set)
+    for r in records:
+        key = (r.get("name") or r["trainer"], experiment_of(r))
+        if r.get("selected") and key in labels:
+            chosen[labels[key]].add(", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["selected"].items()))
+    return [f"{row_label(row)}: {' / '.join(sorted(values))} chosen on the validation shots (clip_convpass.sweep)"
+            for row, values in sorted(chosen.items())]
+
+
+def _distinguishing_fields(exps: List[Tuple]) -> List[int]:
+    """The readable fields that vary between experiments, plus the configuration hash when those alone
+    would give two of them the same label."""
+    varying = [i for i, f in enumerate(EXPERIMENT_FIELDS) if len({e[i] for e in exps}) > 1]
+    readable = [i for i in varying if EXPERIMENT_FIELDS[i] != "experiment"]
+    if len({tuple(e[i] for i in readable) for e in exps}) == len(exps):
+        return readable
+    return varying
+
+
+def _describe(exp: Tuple, fields: List[int]) -> str:
+    return ", ".join(f"config {exp[i]}" if EXPERIMENT_FIELDS[i] == "experiment" else f"{EXPERIMENT_FIELDS[i]}={exp[i]}"
+                     for i in fields)
+
+
+def base_name(row: str) -> str:
+    """The registered row name of a table row ("CoOp [shots=8]" -> "CoOp")."""
+    return row.split(" [", 1)[0]
 
 
 def order_rows(names: Iterable[str], order: Optional[Sequence[str]] = None) -> List[str]:
     names = list(names)
-    known = [n for n in (order or [r.name for r in method_rows()]) if n in names]
-    return known + sorted(n for n in names if n not in known)
+    rank = {n: i for i, n in enumerate(order or [r.name for r in method_rows()])}
+    return sorted(names, key=lambda n: (rank.get(base_name(n), len(rank)), base_name(n), n))
 
 
 def target_average(cells: Dict[str, Cell], targets: Sequence[str]) -> Cell:
@@ -101,7 +161,7 @@ def build_table(rows: Dict[str, Dict[str, Cell]], paper: bool = False, domains: 
         row = {"method": name, "cells": cells}
         if domains == table2:
             row["target_avg"] = target_average(cells, table2[1:])
-        ref = registered[name].paper if name in registered else None
+        ref = registered[base_name(name)].paper if base_name(name) in registered else None
         if paper and ref:
             row["paper"] = {d: ref.get(d) for d in domains}  # None where the paper has no number
             row["delta"] = {d: (cells[d][0] - ref[d]) if cells[d] and d in ref else None for d in domains}
@@ -143,17 +203,19 @@ def to_grid(table: List[dict], paper: bool) -> Tuple[List[str], List[List[str]]]
     return headers, body
 
 
-def render(table: List[dict], fmt: str = "terminal", paper: bool = False) -> str:
+def render(table: List[dict], fmt: str = "terminal", paper: bool = False, notes: Sequence[str] = ()) -> str:
+    """The table as text; `notes` become footnotes (a "notes" entry in JSON, comment lines in CSV)."""
     if fmt == "json":
-        return json.dumps(table, indent=2)
+        return json.dumps({"rows": table, "notes": list(notes)} if notes else table, indent=2)
     headers, body = to_grid(table, paper)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(headers)
         w.writerows(body)
-        return buf.getvalue()
-    return tabulate(body, headers=headers, tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True)
+        return buf.getvalue() + "".join(f"# {n}\n" for n in notes)
+    text = tabulate(body, headers=headers, tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True)
+    return text + "".join(f"\n\nNote: {n}" if i == 0 else f"\nNote: {n}" for i, n in enumerate(notes))
 
 
 def plot(table: List[dict], path: str | Path, title: str = "Top-1 accuracy per domain") -> None:
@@ -185,7 +247,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("roots", nargs="+", help="folders searched recursively for results.json")
     p.add_argument("--format", choices=["terminal", "markdown", "csv", "json"], default="terminal")
-    p.add_argument("--metric", default="top1", choices=["top1", "top5", "macro_f1", "mean_per_class_acc"])
+    p.add_argument("--metric", default="top1", choices=list(METRICS))
     p.add_argument("--paper", action="store_true", help="show the paper's numbers and deltas")
     p.add_argument("--methods", nargs="*", default=None, help="only these row names")
     p.add_argument("--plot", default="", help="write a PNG bar chart here")
@@ -195,11 +257,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not records:
         print(f"No results.json under {args.roots}", file=sys.stderr)
         return 1
-    rows = aggregate(records, args.metric)
+    notes: List[str] = []
+    rows = aggregate(records, args.metric, notes=notes)
     if args.methods:
-        rows = {k: v for k, v in rows.items() if k in args.methods}
+        rows = {k: v for k, v in rows.items() if base_name(k) in args.methods}
     table = build_table(rows, paper=args.paper)
-    text = render(table, args.format, args.paper)
+    text = render(table, args.format, args.paper, notes)
     if args.output:
         Path(args.output).write_text(text + "\n")
     else:

@@ -19,11 +19,12 @@ from typing import Dict, List, Optional, Sequence
 
 from .compose import setup_cfg
 from .config import ConfigError
+from .evaluation import METRICS
+from .registry import method_rows
 from .rundir import sweep_point_dir
 from .utils import atomic_write_json, read_json, setup_logger
 
 logger = logging.getLogger("clip_convpass")
-PRESETS = {"convpass_scale": ["TRAINER.CONVPASS.SCALE=0.01,0.1,1,10,100"]}
 
 
 def parse_grid(entries: Sequence[str]) -> Dict[str, List[str]]:
@@ -38,8 +39,13 @@ def parse_grid(entries: Sequence[str]) -> Dict[str, List[str]]:
     return grid
 
 
+def presets() -> Dict[str, List[str]]:
+    """The sweeps registered rows declare (Row.sweep), by row name."""
+    return {r.name: list(r.sweep) for r in method_rows() if r.sweep}
+
+
 def run_sweep(grid: Dict[str, List[str]], output: str | Path, dataset_config: Optional[str], config_file: Optional[str],
-              opts: Sequence[str] = (), metric: str = "top1") -> dict:
+              opts: Sequence[str] = (), metric: str = "top1", override_files: Sequence[str | Path] = ()) -> dict:
     from .engine import run
 
     output = Path(output)
@@ -49,8 +55,9 @@ def run_sweep(grid: Dict[str, List[str]], output: str | Path, dataset_config: Op
         run_dir = sweep_point_dir(output, point)
         point_opts = [x for kv in point.items() for x in kv]
         cfg = setup_cfg(dataset_config, config_file, [*opts, *point_opts, "OUTPUT_DIR", str(run_dir.root),
-                                                      "TEST.SPLIT", "val", "TEST.AFTER_TRAIN", "True"])
-        if cfg.DATASET.VAL_SHOTS <= 0:
+                                                      "TEST.SPLIT", "val", "TEST.AFTER_TRAIN", "True"],
+                        override_files=override_files)
+        if cfg.DATASET.VAL_SHOTS == 0:
             raise ConfigError("A sweep selects on the VAL_SHOTS split; set DATASET.VAL_SHOTS > 0")
         result_file = run_dir.results(cfg.DATASET.NAME, "val")
         if result_file.is_file():
@@ -78,11 +85,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--dataset-config-file", default="")
     p.add_argument("--config-file", default="")
     p.add_argument("--grid", nargs="*", default=[], help="KEY=v1,v2,... (several give their product)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None)
-    p.add_argument("--metric", default="top1")
+    p.add_argument("--preset", choices=sorted(presets()), default=None, help="the sweep a registered row declares")
+    p.add_argument("--metric", default="top1", choices=list(METRICS))
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every point")
     args = p.parse_args(argv)
-    entries = list(args.grid) + (PRESETS[args.preset] if args.preset else [])
+    entries = list(args.grid) + (presets()[args.preset] if args.preset else [])
     if not entries:
         p.error("give --grid KEY=v1,v2,... or --preset")
     setup_logger(None)

@@ -48,8 +48,12 @@ class TrainerBase:
         self.classnames = self.dataset.universe.classnames  # the model is built over these
         self.model: Optional[nn.Module] = None
         self.start_epoch = self.epoch = self.epochs_done = 0
+        self.steps_per_epoch = 1  # set from the training loader
         self.train_dataset = cfg.DATASET.NAME  # replaced by the checkpoint's when weights are loaded
+        self.train_config = cfg.dump()  # likewise: the configuration the weights were trained with
         self.skipped_train_images: set = set()
+        self.prompt_info: dict = {}  # the text a method's classifier starts from (recorded in results.json)
+        self.annotations: dict = {}  # further facts for results.json (e.g. values chosen by a sweep)
         self.build_model()
         if self.model is None:
             raise RuntimeError(f"{type(self).__name__}.build_model() must set self.model")
@@ -61,7 +65,7 @@ class TrainerBase:
         self.ddp: Optional[nn.Module] = None
         if self.is_trainable:
             self.optim = build_optimizer(self.trainable_parameters(), cfg.OPTIM)
-            self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+            self.sched = build_lr_scheduler(self.optim, cfg.OPTIM, lambda: self.steps_per_epoch)
             if distributed.is_distributed():
                 # Only a model with trainable parameters is wrapped; DDP syncs just those gradients.
                 from torch.nn.parallel import DistributedDataParallel
@@ -69,6 +73,9 @@ class TrainerBase:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 self.ddp = DistributedDataParallel(self.model, device_ids=ids)
         self.scaler = precision.grad_scaler(cfg.PREC, self.device)
+        self.prec = precision.resolve(cfg.PREC, self.device)
+        precision.allow_tf32(self.device)
+        logger.info(f"Precision: {self.prec} (PREC {cfg.PREC} on {self.device.type})")
         self.checkpoints = CheckpointManager(self)
 
     # ---- the method's own configuration (classmethods: read before any trainer exists) --------
@@ -172,12 +179,13 @@ class TrainerBase:
         self.scaler.step(self.optim)
         self.scaler.update()
 
-    def build_loader(self, items, is_train: bool, generator: Optional[torch.Generator] = None, transform=None):
-        return build_loader(self.cfg, items, is_train, self.device, generator, transform)
+    def build_loader(self, items, is_train: bool, transform=None, stream=None):
+        """stream (purpose, epoch/pass): see data/loader.py's randomness policy."""
+        return build_loader(self.cfg, items, is_train, self.device, transform, stream)
 
-    def extract_features(self, encode, items, transform=None, desc: str = "features"):
+    def extract_features(self, encode, items, transform=None, desc: str = "features", stream=None):
         """(features [N, D] as returned by encode, labels [N]) for state built per sample (caches, probes)."""
-        feats, labels, skipped = evaluation.encode_batches(self, encode, items, transform, desc)
+        feats, labels, skipped = evaluation.encode_batches(self, encode, items, transform, desc, stream)
         if skipped:
             raise RuntimeError(f"{desc}: unreadable images {[p for p, _ in skipped]}; cannot skip images when "
                                f"building per-sample state")
@@ -203,7 +211,8 @@ class TrainerBase:
             self.before_epoch()
             lr = self.optim.param_groups[0]["lr"]
             stats = self.run_epoch()
-            self.sched.step()
+            if self.cfg.OPTIM.SCHEDULER_UNIT == "epoch":
+                self.sched.step()
             if distributed.is_main():
                 self.run_dir.append_history(self.epoch + 1, {"lr": lr, **stats,
                                                              "skipped_images": len(self.skipped_train_images)})
@@ -219,13 +228,14 @@ class TrainerBase:
         return stable_int(self.cfg.SEED, "epoch", self.epoch) % (2**63)
 
     def run_epoch(self) -> Dict[str, float]:
-        seed = self.epoch_seed()
+        cfg = self.cfg
+        seed = self.epoch_seed()  # the process's own stream this epoch (dropout); data loading has its own
         torch.manual_seed(seed)
         random.seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        loader = self.build_loader(self.dataset.train_x, is_train=True, generator=gen)
+        loader = self.build_loader(self.dataset.train_x, is_train=True, stream=("train", self.epoch))
+        self.steps_per_epoch = len(loader)
+        per_iteration = cfg.OPTIM.SCHEDULER_UNIT == "iteration"
         self.set_model_mode(True)
-        cfg = self.cfg
         progress = Progress(len(loader), f"epoch [{self.epoch + 1}/{cfg.OPTIM.MAX_EPOCH}]", cfg.TRAIN.PRINT_FREQ)
         totals: Dict[str, float] = {}
         n = 0
@@ -237,6 +247,8 @@ class TrainerBase:
             if batch["img"] is None:
                 continue
             out = self.forward_backward(batch)
+            if per_iteration:
+                self.sched.step()
             bs = batch["label"].shape[0]
             n += bs
             for k, v in out.items():

@@ -4,13 +4,15 @@ import torch.nn.functional as F
 
 from clip_convpass.clip_loader import load_clip
 from clip_convpass.data import build_dataset, build_transform, load_rgb
+from clip_convpass.data.base import stable_int
+from clip_convpass.data.loader import stream_seed
 from clip_convpass.engine import run
 from clip_convpass.registry import TRAINER_REGISTRY
 
 CFG = {
     "ZeroShotCLIP": "configs/trainers/ZeroShotCLIP/vit_b16.yaml",
     "CoOp": "configs/trainers/CoOp/vit_b16_ep50.yaml",
-    "CoOpInit": "configs/trainers/CoOp/vit_b16_ep50_ctx4_init.yaml",
+    "CoOpInit": "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml",
     "CoCoOp": "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1.yaml",
     "TipAdapter": "configs/trainers/TipAdapter/vit_b16.yaml",
     "TipAdapterF": "configs/trainers/TipAdapterF/vit_b16.yaml",
@@ -64,7 +66,9 @@ def test_cocoop_with_zero_meta_net_equals_coop(cfg_factory, tiny_weights):
 
 
 def test_tip_adapter_alpha_zero_equals_zero_shot_and_cache_keys(cfg_factory, tiny_weights):
-    tip = build(cfg_factory, tiny_weights, "TipAdapter", ["TRAINER.TIP.AUGMENT_EPOCH", "3", "TRAINER.TIP.SEARCH", "False"])
+    """Built with 2 DataLoader workers: each pass's crops still come from its own stream."""
+    tip = build(cfg_factory, tiny_weights, "TipAdapter",
+                ["TRAINER.TIP.AUGMENT_EPOCH", "3", "TRAINER.TIP.SEARCH", "False", "DATALOADER.NUM_WORKERS", "2"])
     tip.train()
     zs = build(cfg_factory, tiny_weights, "ZeroShotCLIP", ["TRAINER.ZSCLIP.TEMPLATES", "ensemble7"])
     with torch.no_grad():
@@ -73,18 +77,22 @@ def test_tip_adapter_alpha_zero_equals_zero_shot_and_cache_keys(cfg_factory, tin
         assert (tip.predict(IMAGES) - zs.predict(IMAGES)).abs().max() > 1e-3  # alpha=1: the cache contributes
     keys = tip.model.keys
     assert torch.allclose(keys.norm(dim=1), torch.ones(len(keys)), atol=1e-5)
-    # reference: per pass, transform each image in order with the pass's seed; average; normalise
+    # reference: image i of pass p is transformed with the seed of (SEED, "tip-cache", p, i); average; normalise
     tf = build_transform(tip.cfg, True, ["random_resized_crop", "random_flip", "normalize"], (0.5, 1.0))
     passes = []
     for epoch in range(3):
-        torch.manual_seed(tip.cfg.SEED * 1000 + epoch)
-        batch = torch.stack([tf(load_rgb(d.impath)) for d in tip.dataset.train_x])
+        base = stream_seed(tip.cfg.SEED, ("tip-cache", epoch), "samples")
+        crops = []
+        for i, d in enumerate(tip.dataset.train_x):
+            torch.manual_seed(stable_int(base, i) % 2**63)
+            crops.append(tf(load_rgb(d.impath)))
         with torch.no_grad():
-            passes.append(tip.model.visual(batch))
+            passes.append(tip.model.visual(torch.stack(crops)))
+    assert all((passes[0] - p).abs().max() > 1e-3 for p in passes[1:])  # every pass saw other crops
     ref = F.normalize(torch.stack(passes).mean(0), dim=-1)
     assert (keys - ref).abs().max() < 1e-5
     labels = torch.tensor([d.label for d in tip.dataset.train_x])
-    assert torch.equal(tip.model.values, F.one_hot(labels, 6).float())
+    assert torch.equal(tip.model.key_labels, labels)
 
 
 def test_fresh_tip_adapter_f_equals_tip_adapter(cfg_factory, tiny_weights, tmp_path):
@@ -96,8 +104,11 @@ def test_fresh_tip_adapter_f_equals_tip_adapter(cfg_factory, tiny_weights, tmp_p
     assert torch.equal(tip.model.keys, tipf.model.keys)
     assert (tip.model.alpha, tip.model.beta) == (tipf.model.alpha, tipf.model.beta)
     assert torch.equal(tip.predict(IMAGES), tipf.predict(IMAGES))
-    # alpha/beta come from the searched grid, (low, high]
-    assert 0.1 < tip.model.alpha.item() <= 3.0 and 0.1 < tip.model.beta.item() <= 7.0
+    # alpha/beta come from the reference's grid: low + i * (high - low) / steps
+    alphas = [0.1 + i * 2.9 / 5 for i in range(5)]
+    betas = [0.1 + i * 6.9 / 10 for i in range(10)]
+    assert any(abs(tip.model.alpha.item() - a) < 1e-6 for a in alphas + [1.17])  # or the initial value
+    assert any(abs(tip.model.beta.item() - b) < 1e-6 for b in betas + [1.0])
 
 
 def separable(n_per_class=30, dim=8, k=3, seed=0):

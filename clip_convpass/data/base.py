@@ -53,7 +53,7 @@ def stable_int(*parts) -> int:
 class ClassUniverse:
     """The classes a model is built over, in class-index order: ids (e.g. wnids) and their names."""
 
-    def __init__(self, ids: Sequence[str], id_to_name: Dict[str, str]):
+    def __init__(self, ids: Sequence[str], id_to_name: Dict[str, str], source: str = ""):
         missing = [w for w in ids if w not in id_to_name]
         if missing:
             raise ValueError(f"No class name for class ids {missing[:5]}{'...' if len(missing) > 5 else ''}")
@@ -61,6 +61,11 @@ class ClassUniverse:
         self.names = dict(id_to_name)
         self.classnames = [id_to_name[w] for w in self.ids]
         self.index = {w: i for i, w in enumerate(self.ids)}
+        self.source = source  # where the names came from (recorded in every results.json)
+
+    @property
+    def names_hash(self) -> str:
+        return hashlib.sha256("\n".join(f"{i} {n}" for i, n in zip(self.ids, self.classnames)).encode()).hexdigest()[:16]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -70,7 +75,7 @@ class ClassUniverse:
         if mode == "all":
             return self
         half = (len(self.ids) + 1) // 2
-        return ClassUniverse(self.ids[:half] if mode == "base" else self.ids[half:], self.names)
+        return ClassUniverse(self.ids[:half] if mode == "base" else self.ids[half:], self.names, self.source)
 
 
 @dataclass(frozen=True)
@@ -218,11 +223,16 @@ class DatasetBase:
     def val(self) -> List[Datum]:
         return self._fewshot[1]
 
+    @property
+    def val_shots(self) -> int:
+        v = self.cfg.DATASET.VAL_SHOTS
+        return min(self.cfg.DATASET.NUM_SHOTS, 4) if v < 0 else v
+
     def split_file(self) -> Path:
         d = Path(self.cfg.DATASET.SPLIT_DIR) if self.cfg.DATASET.SPLIT_DIR else self.dataset_dir / "split_fewshot"
         c = self.cfg.DATASET
         universe_tag = hashlib.sha256(",".join(self.class_ids).encode()).hexdigest()[:8]
-        return d / f"shot_{c.NUM_SHOTS}-val_{c.VAL_SHOTS}-seed_{self.cfg.SEED}-classes_{universe_tag}.json"
+        return d / f"shot_{c.NUM_SHOTS}-val_{self.val_shots}-seed_{self.cfg.SEED}-classes_{universe_tag}.json"
 
     def _load_or_sample_fewshot(self) -> Tuple[List[Datum], List[Datum]]:
         path = self.split_file()
@@ -252,7 +262,7 @@ class DatasetBase:
 
     def sample_fewshot(self) -> dict:
         """Per class: sorted files, RNG seeded by (seed, class id), K train shots + a disjoint set of val shots."""
-        k, v, seed = self.cfg.DATASET.NUM_SHOTS, self.cfg.DATASET.VAL_SHOTS, self.cfg.SEED
+        k, v, seed = self.cfg.DATASET.NUM_SHOTS, self.val_shots, self.cfg.SEED
         per_class = self._read_train_per_class()
         train, val = [], []
         for label, cid in enumerate(self.class_ids):

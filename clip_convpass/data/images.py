@@ -1,14 +1,15 @@
 """Image decoding to RGB, and the torch Dataset / collate that can skip (and count) unreadable files."""
 from __future__ import annotations
 
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from ..errors import UserError
-from .base import Datum
+from .base import Datum, stable_int
 
 
 class ImageLoadError(UserError, RuntimeError):
@@ -46,10 +47,15 @@ def load_rgb(path: str) -> Image.Image:
 
 
 class ImageListDataset(Dataset):
-    def __init__(self, items: Sequence[Datum], transform: Callable, skip_bad: bool = False):
+    """sample_seed: random transforms of item i draw from a generator seeded by (sample_seed, i), in any
+    process, whatever the batch or worker; the process's own RNG state is left untouched."""
+
+    def __init__(self, items: Sequence[Datum], transform: Callable, skip_bad: bool = False,
+                 sample_seed: Optional[int] = None):
         self.items = list(items)
         self.transform = transform
         self.skip_bad = skip_bad
+        self.sample_seed = sample_seed
 
     def __len__(self) -> int:
         return len(self.items)
@@ -62,7 +68,11 @@ class ImageListDataset(Dataset):
             if not self.skip_bad:
                 raise
             return {"bad_path": d.impath, "error": str(e)}
-        return {"img": self.transform(img), "label": d.label}
+        if self.sample_seed is None:
+            return {"img": self.transform(img), "label": d.label}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(stable_int(self.sample_seed, i) % (2**63))
+            return {"img": self.transform(img), "label": d.label}
 
 
 def collate_skipping(batch: List[dict]) -> dict:

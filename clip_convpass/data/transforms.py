@@ -21,6 +21,9 @@ def build_transform(cfg, is_train: bool, names=None, crop_scale=None) -> T.Compo
         elif name == "resize":
             # shorter side to the crop size, as CLIP's preprocessing does
             ops.append(T.Resize(max(size), interpolation=interp))
+        elif name == "resize_square":
+            # the whole image to exactly INPUT.SIZE, aspect ratio not kept (the Convpass paper's wording)
+            ops.append(T.Resize(size, interpolation=interp))
         elif name == "center_crop":
             ops.append(T.CenterCrop(size))
         elif name == "normalize":

@@ -4,6 +4,7 @@ The universe is the 1000 wnids sorted (position = class index) with CLIP's class
 `DATASET.ROOT/imagenet/classnames.txt` (CoOp's "wnid name" lines) replaces the names, and
 `DATASET.CLASS_LIST` restricts the universe to a subset of wnids (the synthetic tree uses this).
 """
+import logging
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -19,6 +20,7 @@ from clip_convpass.prompts import read_classnames_file
 from clip_convpass.registry import DATASET_REGISTRY
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
+logger = logging.getLogger("clip_convpass")
 
 
 def imagenet_wnids() -> List[str]:
@@ -43,8 +45,10 @@ def imagenet_universe(cfg) -> ClassUniverse:
         wnids = full
     names_file = Path(cfg.DATASET.ROOT) / "imagenet" / "classnames.txt"
     if not names_file.is_file():
-        names_file = RESOURCES / "imagenet_classnames.txt"
-    return ClassUniverse(wnids, read_classnames_file(names_file))
+        names_file = RESOURCES / "imagenet_classnames.txt"  # CLIP's names
+    universe = ClassUniverse(wnids, read_classnames_file(names_file), str(names_file))
+    logger.info(f"ImageNet class names from {names_file} (sha256 {universe.names_hash}, {len(wnids)} classes)")
+    return universe
 
 
 class ImageNetFamily(DatasetBase):

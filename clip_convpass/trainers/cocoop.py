@@ -5,6 +5,7 @@ from torch import nn
 from yacs.config import CfgNode as CN
 
 from clip_convpass.clip_loader import load_clip_from_cfg
+from clip_convpass.config import check
 from clip_convpass.prompt_learner import PromptLearner
 from clip_convpass.registry import TRAINER_REGISTRY, Row
 from clip_convpass.text_encoder import TextEncoder
@@ -69,12 +70,19 @@ class CoCoOp(CoOp):
         c.PROMPTS_PER_CHUNK = 1000
         return c
 
+    @classmethod
+    def check_config(cls, cfg):
+        c = cfg.TRAINER.COCOOP
+        check(bool(c.CTX_INIT) or c.N_CTX >= 1, "TRAINER.COCOOP.N_CTX must be >= 1 when CTX_INIT is empty")
+        check(c.PROMPTS_PER_CHUNK >= 1, f"TRAINER.COCOOP.PROMPTS_PER_CHUNK must be >= 1, got {c.PROMPTS_PER_CHUNK}")
+
     def build_model(self):
         c = self.cfg.TRAINER.COCOOP
         bundle = load_clip_from_cfg(self.cfg, self.device)
         text = TextEncoder(bundle.model, self.cfg.MODEL.TEXT_TRUNCATE, self.cfg.MODEL.TEXT_SHARED_PREFIX)
         learner = PromptLearner(text, bundle.tokenizer, self.classnames, c.N_CTX, c.CTX_INIT, False, "end", c.INIT_STD)
         self.model = CoCoOpModel(bundle.model, learner, text, c.PROMPTS_PER_CHUNK)
+        self.prompt_info = {"ctx_init": c.CTX_INIT, "n_ctx": learner.n_ctx}
         self.model.requires_grad_(False)
         learner.ctx.requires_grad_(True)
         self.model.meta_net.requires_grad_(True)

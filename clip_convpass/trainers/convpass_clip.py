@@ -5,7 +5,7 @@ from clip_convpass.clip_loader import load_clip_from_cfg
 from clip_convpass.config import ConfigError, check
 from clip_convpass.convpass import ConvpassSpec, inject_convpass, is_bypass_parameter
 from clip_convpass.heads import HEAD_INITS, CLIPClassifier, build_head
-from clip_convpass.prompts import TEMPLATE_SETS
+from clip_convpass.prompts import TEMPLATE_SETS, template_info
 from clip_convpass.registry import TRAINER_REGISTRY, Row
 from clip_convpass.trainer import TrainerBase
 
@@ -16,7 +16,9 @@ class ConvpassCLIP(TrainerBase):
     CONFIG_NODE = "CONVPASS"
     ROWS = (Row("ConvpassCLIP", "trainers/ConvpassCLIP/vit_b16.yaml", "Convpass_CLIP", order=70,
                 paper={"ImageNet": 74.23, "ImageNetV2": 66.61, "ImageNetSketch": 49.1, "ImageNetA": 49.27, "ImageNetR": 78.17},
-                demo_opts=("OPTIM.LR", "3e-3", "OPTIM.MAX_EPOCH", "10", "DATALOADER.TRAIN_X.BATCH_SIZE", "16")),)
+                demo_opts=("OPTIM.LR", "3e-3", "OPTIM.MAX_EPOCH", "10", "DATALOADER.TRAIN_X.BATCH_SIZE", "16"),
+                # the paper searches s on validation data; the authors tune the conv init per task
+                sweep=("TRAINER.CONVPASS.SCALE=0.01,0.1,1,10,100", "TRAINER.CONVPASS.CONV_INIT=identity,xavier")),)
 
     @classmethod
     def config_node(cls):
@@ -44,7 +46,7 @@ class ConvpassCLIP(TrainerBase):
         try:
             ConvpassSpec.from_cfg(c)
         except ValueError as e:
-            raise ConfigError(f"TRAINER.CONVPASS: {e}") from e
+            raise ConfigError(f"TRAINER.CONVPASS.{e}") from e
         check(c.HEAD_INIT in HEAD_INITS, f"TRAINER.CONVPASS.HEAD_INIT must be one of {HEAD_INITS}, got {c.HEAD_INIT!r}")
         check(c.TEMPLATES in TEMPLATE_SETS,
               f"TRAINER.CONVPASS.TEMPLATES must be one of {sorted(TEMPLATE_SETS)}, got {c.TEMPLATES!r}")
@@ -56,6 +58,7 @@ class ConvpassCLIP(TrainerBase):
         head = build_head(bundle, self.classnames, c.TEMPLATES, c.HEAD_INIT, self.device, seed=self.cfg.SEED,
                           truncate=self.cfg.MODEL.TEXT_TRUNCATE)
         visual = bundle.model.visual
+        self.prompt_info = template_info(c.TEMPLATES) if c.HEAD_INIT == "text" else {"head_init": c.HEAD_INIT}
         del bundle  # the text tower is released once the head exists
         visual.requires_grad_(False)
         self.bypasses = inject_convpass(visual, ConvpassSpec.from_cfg(c))

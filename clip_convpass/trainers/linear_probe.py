@@ -2,9 +2,13 @@
 
 Objective (scikit-learn's LogisticRegression with C, bias not penalised):
     C * sum_i CE(W x_i + b, y_i) + 0.5 * ||W||^2
-solved with L-BFGS in torch (GPU-capable). C is chosen on the VAL_SHOTS split: a coarse grid, then
-a finer log-spaced grid between the best point's neighbours; the final probe is fit on the train
-shots with the chosen C. Features use the test transform, as in CLIP's and CoOp's linear probes.
+solved with L-BFGS in torch (GPU-capable). C is chosen on the VAL_SHOTS split (never on test data):
+SEARCH lpclip (default) follows CoOp's lpclip/linear_probe.py exactly -- the 7-point grid in its order
+(the first best wins), then 8 log-bisection steps between C/10 and 10C, the left point winning ties,
+the last step's winner being the choice; SEARCH refine is a coarse grid then a finer log-spaced grid
+between the best point's neighbours. The final probe is fit on the train shots with the chosen C.
+Features use the test transform, as in CLIP's and CoOp's linear probes; lpclip uses them raw
+(NORMALIZE False).
 """
 import logging
 import math
@@ -53,6 +57,37 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float, max
     return w.detach().float(), b.detach().float()
 
 
+def lpclip_search(score, lp) -> float:
+    """CoOp's lpclip/linear_probe.py: grid (first best in list order), then log-bisection steps."""
+    grid = list(lp.C_GRID)
+    accs = [score(c) for c in grid]
+    peak = grid[accs.index(max(accs))]
+    c_left, c_right = 1e-1 * peak, 1e1 * peak
+    c_final = peak
+    for _ in range(lp.BISECTION_STEPS):
+        if score(c_left) < score(c_right):
+            c_final = c_right
+            c_left, c_right = 0.5 * (math.log10(c_right) + math.log10(c_left)), math.log10(c_right)
+        else:
+            c_final = c_left
+            c_left, c_right = math.log10(c_left), 0.5 * (math.log10(c_right) + math.log10(c_left))
+        c_left, c_right = 10 ** c_left, 10 ** c_right
+    return c_final
+
+
+def refine_search(score, lp) -> float:
+    """Coarse grid, then REFINE_POINTS log-spaced points between the best point's neighbours; best overall
+    (the smaller C on ties)."""
+    grid = sorted(lp.C_GRID)
+    best_i = max(range(len(grid)), key=lambda i: (score(grid[i]), -i))
+    lo = math.log10(grid[max(best_i - 1, 0)])
+    hi = math.log10(grid[min(best_i + 1, len(grid) - 1)])
+    tried = list(grid)
+    for i in range(lp.REFINE_POINTS):
+        tried.append(10 ** (lo + (hi - lo) * i / max(1, lp.REFINE_POINTS - 1)))
+    return max(sorted(tried), key=score)
+
+
 class LinearProbeModel(nn.Module):
     def __init__(self, visual: nn.Module, num_classes: int, normalize: bool):
         super().__init__()
@@ -79,23 +114,32 @@ class LinearProbeCLIP(TrainerBase):
     FROZEN_IMAGE_ENCODER = True
     CONFIG_NODE = "LINEAR_PROBE"
     ROWS = (Row("LinearProbeCLIP", "trainers/LinearProbeCLIP/vit_b16.yaml", "LP CLIP", order=20,
-                paper={"ImageNet": 65.85, "ImageNetV2": 56.26, "ImageNetSketch": 34.77, "ImageNetA": 35.68, "ImageNetR": 58.43}),)
+                paper={"ImageNet": 65.85, "ImageNetV2": 56.26, "ImageNetSketch": 34.77, "ImageNetA": 35.68, "ImageNetR": 58.43}),
+            Row("LinearProbeCLIP-normalized", "trainers/LinearProbeCLIP/vit_b16_normalized.yaml",
+                "LP CLIP (L2-normalised)", order=21, table2=False))
 
     @classmethod
     def config_node(cls):
         c = CN()
-        # Inverse L2 strength C (scikit-learn's convention): coarse grid, then a finer grid around the best.
-        c.C_GRID = (1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4, 1e6)
-        c.REFINE_POINTS = 9  # log-spaced points between the best C's neighbours
+        # Inverse L2 strength C (scikit-learn's convention), in lpclip's order (ties go to the first).
+        c.C_GRID = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)
+        c.SEARCH = "lpclip"  # lpclip: grid + log-bisection (CoOp) | refine: grid + finer grid
+        c.BISECTION_STEPS = 8  # lpclip
+        c.REFINE_POINTS = 9  # refine: log-spaced points between the best C's neighbours
         c.MAX_ITER = 1000
-        c.NORMALIZE = True  # L2-normalise features (as every other method's head does)
+        c.NORMALIZE = False  # L2-normalise features (True) or use them raw, as lpclip does (False)
         return c
 
     @classmethod
     def check_config(cls, cfg):
         grid = cfg.TRAINER.LINEAR_PROBE.C_GRID
+        lp = cfg.TRAINER.LINEAR_PROBE
         check(bool(grid) and all(c > 0 for c in grid),
               f"TRAINER.LINEAR_PROBE.C_GRID must list positive values, got {grid}")
+        check(lp.SEARCH in ("lpclip", "refine"), f"TRAINER.LINEAR_PROBE.SEARCH must be lpclip|refine, got {lp.SEARCH!r}")
+        check(lp.BISECTION_STEPS >= 1, f"TRAINER.LINEAR_PROBE.BISECTION_STEPS must be >= 1, got {lp.BISECTION_STEPS}")
+        check(lp.REFINE_POINTS >= 2, f"TRAINER.LINEAR_PROBE.REFINE_POINTS must be >= 2, got {lp.REFINE_POINTS}")
+        check(lp.MAX_ITER >= 1, f"TRAINER.LINEAR_PROBE.MAX_ITER must be >= 1, got {lp.MAX_ITER}")
 
     def build_model(self):
         bundle = load_clip_from_cfg(self.cfg, self.device)
@@ -132,13 +176,8 @@ class LinearProbeCLIP(TrainerBase):
                     logger.info(f"linear probe C={c:.3g}: val accuracy {100 * scores[c]:.2f}")
                 return scores[c]
 
-            grid = sorted(lp.C_GRID)
-            best_i = max(range(len(grid)), key=lambda i: (score(grid[i]), -i))
-            lo = math.log10(grid[max(best_i - 1, 0)])
-            hi = math.log10(grid[min(best_i + 1, len(grid) - 1)])
-            for i in range(lp.REFINE_POINTS):
-                score(10 ** (lo + (hi - lo) * i / max(1, lp.REFINE_POINTS - 1)))
-            self.chosen_c = max(sorted(scores), key=lambda c: scores[c])
+            search = lpclip_search if lp.SEARCH == "lpclip" else refine_search
+            self.chosen_c = search(score, lp)
         else:
             self.chosen_c = 1.0
             logger.warning("No VAL_SHOTS split: linear probe uses C=1.0 without selection")

@@ -1,8 +1,10 @@
 """Tip-Adapter and Tip-Adapter-F (Zhang et al., 2022): a key-value cache of few-shot features.
 
 logits = logit_scale * f W_text^T + alpha * exp(-beta * (1 - f K^T)) V, with f the L2-normalised
-image feature, K the cache keys (one per training shot), V their one-hot labels. Tip-Adapter-F
-trains K. alpha and beta are searched on the VAL_SHOTS split, never on test data.
+image feature, K the cache keys (one per training shot), V their one-hot labels. V is kept as the
+keys' labels and applied as a scatter-add (the same sum as the one-hot matmul, without a [K, C]
+matrix). Tip-Adapter-F trains K. alpha and beta are searched, on the reference's grid, on the
+VAL_SHOTS split, never on test data.
 """
 import logging
 
@@ -15,19 +17,41 @@ from clip_convpass.clip_loader import load_clip_from_cfg
 from clip_convpass.config import check, check_crop_scale
 from clip_convpass.data import build_transform
 from clip_convpass.heads import zero_shot_weights
+from clip_convpass.prompts import TEMPLATE_SETS, template_info
 from clip_convpass.registry import TRAINER_REGISTRY, Row
 from clip_convpass.trainer import TrainerBase
-from clip_convpass.utils import Progress
 
 logger = logging.getLogger("clip_convpass")
 
 
-def tip_logits(feats, text_weights, keys, values, alpha, beta):
+def cache_logits(affinity, key_labels, n_classes: int, beta):
+    """exp(-beta (1 - affinity)) @ one_hot(key_labels), as a scatter-add over the keys' labels."""
+    weights = torch.exp(-beta * (1 - affinity))
+    return weights.new_zeros(weights.shape[0], n_classes).index_add(1, key_labels, weights)
+
+
+def tip_logits(feats, text_weights, keys, key_labels, alpha, beta):
     """text_weights already include the logit scale."""
     clip_logits = feats @ text_weights.t()
-    affinity = feats @ keys.t()
-    cache_logits = torch.exp(-beta * (1 - affinity)) @ values
-    return clip_logits + alpha * cache_logits
+    return clip_logits + alpha * cache_logits(feats @ keys.t(), key_labels, text_weights.shape[0], beta)
+
+
+def search_grid(low: float, high: float, steps: int) -> list:
+    """The reference's grid: low + i * (high - low) / steps for i in 0..steps-1."""
+    return [low + i * (high - low) / steps for i in range(steps)]
+
+
+def search_alpha_beta_grid(clip_logits, affinity, key_labels, labels, alphas, betas, start):
+    """Best (accuracy, alpha, beta): betas outer, alphas inner, the first best kept (as the reference).
+    The cache term is computed once per beta, not once per (alpha, beta)."""
+    best = start
+    for beta in betas:
+        cache = cache_logits(affinity, key_labels, clip_logits.shape[1], beta)
+        for alpha in alphas:
+            acc = ((clip_logits + alpha * cache).argmax(1) == labels).float().mean().item()
+            if acc > best[0]:
+                best = (acc, alpha, beta)
+    return best
 
 
 class TipAdapterModel(nn.Module):
@@ -37,7 +61,7 @@ class TipAdapterModel(nn.Module):
         dim = text_weights.shape[1]
         self.register_buffer("text_weights", text_weights)
         self.keys = nn.Parameter(torch.zeros(n_keys, dim), requires_grad=trainable_keys)
-        self.register_buffer("values", torch.zeros(n_keys, text_weights.shape[0]))
+        self.register_buffer("key_labels", torch.zeros(n_keys, dtype=torch.long))
         self.register_buffer("alpha", torch.tensor(1.0))
         self.register_buffer("beta", torch.tensor(1.0))
 
@@ -45,7 +69,7 @@ class TipAdapterModel(nn.Module):
         return F.normalize(self.visual(images), dim=-1)
 
     def logits_from_features(self, feats, alpha=None, beta=None):
-        return tip_logits(feats, self.text_weights, self.keys, self.values,
+        return tip_logits(feats, self.text_weights, self.keys, self.key_labels,
                           self.alpha if alpha is None else alpha, self.beta if beta is None else beta)
 
     def forward(self, images):
@@ -67,9 +91,10 @@ class TipAdapter(TrainerBase):
         c.TEMPLATES = "ensemble7"
         c.AUGMENT_EPOCH = 10
         c.CROP_SCALE = (0.5, 1.0)
-        c.INIT_ALPHA = 1.0
+        c.INIT_ALPHA = 1.17  # the reference's ImageNet config
         c.INIT_BETA = 1.0
-        # alpha, beta are searched on the VAL_SHOTS split (never on test data) over these ranges.
+        # alpha, beta are searched on the VAL_SHOTS split (never on test data) over the reference's grid
+        # low + i * (high - low) / steps, i = 0..steps-1.
         c.SEARCH = True
         c.ALPHA_RANGE = (0.1, 3.0)
         c.BETA_RANGE = (0.1, 7.0)
@@ -81,6 +106,9 @@ class TipAdapter(TrainerBase):
     def check_config(cls, cfg):
         c = cfg.TRAINER.TIP
         check(c.AUGMENT_EPOCH >= 1, "TRAINER.TIP.AUGMENT_EPOCH must be >= 1")
+        check(c.TEMPLATES in TEMPLATE_SETS, f"TRAINER.TIP.TEMPLATES must be one of {sorted(TEMPLATE_SETS)}, got {c.TEMPLATES!r}")
+        check(c.ALPHA_STEPS >= 1 and c.BETA_STEPS >= 1, "TRAINER.TIP.ALPHA_STEPS and BETA_STEPS must be >= 1")
+        check(c.INIT_ALPHA >= 0 and c.INIT_BETA >= 0, "TRAINER.TIP.INIT_ALPHA and INIT_BETA must be >= 0")
         check_crop_scale(c.CROP_SCALE, "TRAINER.TIP.CROP_SCALE")
         for key in ("ALPHA_RANGE", "BETA_RANGE"):
             lo, hi = c[key]
@@ -90,6 +118,7 @@ class TipAdapter(TrainerBase):
         c = self.cfg.TRAINER.TIP
         bundle = load_clip_from_cfg(self.cfg, self.device)
         text_weights = zero_shot_weights(bundle, self.classnames, c.TEMPLATES, self.device, self.cfg.MODEL.TEXT_TRUNCATE)
+        self.prompt_info = template_info(c.TEMPLATES)
         n_keys = self.cfg.DATASET.NUM_SHOTS * len(self.classnames)
         self.model = TipAdapterModel(bundle.model.visual, text_weights, n_keys, self.TRAIN_KEYS)
         del bundle
@@ -100,7 +129,7 @@ class TipAdapter(TrainerBase):
 
     def extra_state(self):
         m = self.model
-        state = {"values": m.values, "alpha": m.alpha, "beta": m.beta}
+        state = {"key_labels": m.key_labels, "alpha": m.alpha, "beta": m.beta}
         if not self.TRAIN_KEYS:
             state["keys"] = m.keys
         return state
@@ -130,13 +159,12 @@ class TipAdapter(TrainerBase):
         transform = self.augment_transform()
         total = None
         for epoch in range(c.AUGMENT_EPOCH):
-            torch.manual_seed(self.cfg.SEED * 1000 + epoch)
-            # the same sample order in every pass: features are averaged per sample
+            # the same sample order in every pass (features are averaged per sample), other crops
             feats, labels = self.extract_features(self.model.visual, items, transform,
-                                                  f"cache pass [{epoch + 1}/{c.AUGMENT_EPOCH}]")
+                                                  f"cache pass [{epoch + 1}/{c.AUGMENT_EPOCH}]", ("tip-cache", epoch))
             total = feats if total is None else total + feats
         self.model.keys.copy_(F.normalize(total / c.AUGMENT_EPOCH, dim=-1))
-        self.model.values.copy_(F.one_hot(labels, n_cls).float())
+        self.model.key_labels.copy_(labels)
         logger.info(f"{self.NAME}: cache of {len(items)} keys built from {c.AUGMENT_EPOCH} augmented passes")
 
     @torch.no_grad()
@@ -148,17 +176,11 @@ class TipAdapter(TrainerBase):
             raise ValueError("Tip-Adapter searches alpha/beta on the VAL_SHOTS split; set DATASET.VAL_SHOTS > 0 "
                              "or TRAINER.TIP.SEARCH False")
         feats, labels = self.extract_features(self.model.encode, self.dataset.val, desc="val features")
-        alphas = torch.linspace(*c.ALPHA_RANGE, c.ALPHA_STEPS + 1)[1:].tolist()  # (low, high]
-        betas = torch.linspace(*c.BETA_RANGE, c.BETA_STEPS + 1)[1:].tolist()
-        best = (-1.0, self.model.alpha.item(), self.model.beta.item())
-        progress = Progress(len(betas), "alpha/beta search", max(1, len(betas) // 5))
-        for beta in betas:
-            for alpha in alphas:
-                acc = (self.model.logits_from_features(feats, alpha, beta).argmax(1) == labels).float().mean().item()
-                if acc > best[0]:
-                    best = (acc, alpha, beta)
-            progress.step()
-        acc, alpha, beta = best
+        m = self.model
+        acc, alpha, beta = search_alpha_beta_grid(
+            feats @ m.text_weights.t(), feats @ m.keys.t(), m.key_labels, labels,
+            search_grid(*c.ALPHA_RANGE, c.ALPHA_STEPS), search_grid(*c.BETA_RANGE, c.BETA_STEPS),
+            (-1.0, m.alpha.item(), m.beta.item()))
         self.model.alpha.fill_(alpha)
         self.model.beta.fill_(beta)
         logger.info(f"{self.NAME}: alpha {alpha:.3f} beta {beta:.3f} (val accuracy {100 * acc:.2f})")
@@ -186,7 +208,7 @@ class TipAdapterF(TipAdapter):
         self.search_alpha_beta()
         self.save(self.epochs_done)  # the searched alpha/beta travel with the trained keys
 
-    def build_loader(self, items, is_train, generator=None, transform=None):
+    def build_loader(self, items, is_train, transform=None, stream=None):
         if is_train and transform is None:
             transform = self.augment_transform()
-        return super().build_loader(items, is_train, generator, transform)
+        return super().build_loader(items, is_train, transform, stream)

@@ -5,7 +5,7 @@ from yacs.config import CfgNode as CN
 from clip_convpass.clip_loader import load_clip_from_cfg
 from clip_convpass.config import check
 from clip_convpass.heads import CLIPClassifier, build_head
-from clip_convpass.prompts import TEMPLATE_SETS
+from clip_convpass.prompts import TEMPLATE_SETS, template_info
 from clip_convpass.registry import TRAINER_REGISTRY, Row
 from clip_convpass.trainer import TrainerBase
 
@@ -34,6 +34,7 @@ class ZeroShotCLIP(TrainerBase):
         head = build_head(bundle, self.classnames, self.cfg.TRAINER.ZSCLIP.TEMPLATES, "text", self.device,
                           truncate=self.cfg.MODEL.TEXT_TRUNCATE)
         self.model = CLIPClassifier(bundle.model.visual, head).eval()
+        self.prompt_info = template_info(self.cfg.TRAINER.ZSCLIP.TEMPLATES)
         self.model.requires_grad_(False)
         del bundle  # the text tower is not needed after the head is built
 
