@@ -39,6 +39,16 @@ def local_device(device: torch.device) -> torch.device:
     return device
 
 
+def wrap_trainable(model: torch.nn.Module, device: torch.device):
+    """DistributedDataParallel around a model with trainable parameters under torchrun, else None.
+    DDP syncs just the gradients of the parameters that train."""
+    if not is_distributed():
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def shard(items: Sequence) -> list:
     """This rank's contiguous slice; slices cover every item exactly once (DistributedSampler would pad)."""
     n, w, r = len(items), world_size(), rank()

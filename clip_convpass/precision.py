@@ -6,6 +6,7 @@ train CLIP in fp16); on CPU, fp32. amp: fp16 autocast on CUDA, bf16 on CPU. bf16
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
 
@@ -17,6 +18,14 @@ def resolve(prec: str, device: torch.device) -> str:
     if prec != "auto":
         return prec
     return "amp" if device.type == "cuda" else "fp32"
+
+
+def setup(prec: str, device: torch.device):
+    """(precision used, GradScaler) for a run, with TF32 matmuls allowed on CUDA; logs the choice."""
+    used = resolve(prec, device)
+    allow_tf32(device)
+    logging.getLogger("clip_convpass").info(f"Precision: {used} (PREC {prec} on {device.type})")
+    return used, grad_scaler(prec, device)
 
 
 def allow_tf32(device: torch.device) -> None:

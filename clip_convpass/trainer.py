@@ -17,6 +17,7 @@ from . import distributed, evaluation, precision
 from .checkpoint import CheckpointManager
 from .data import DatasetBase, build_dataset, build_loader
 from .data.base import stable_int
+from .data.images import log_new_skipped
 from .errors import UserError
 from .optim import build_lr_scheduler, build_optimizer
 from .registry import Row
@@ -58,24 +59,16 @@ class TrainerBase:
         if self.model is None:
             raise RuntimeError(f"{type(self).__name__}.build_model() must set self.model")
         self.model.to(self.device)
-        n_train = sum(p.numel() for p in self.trainable_parameters())
+        n_train = sum(p.numel() for _, p in self.trainable_named_parameters())
         n_all = sum(p.numel() for p in self.model.parameters())
         logger.info(f"{self.NAME}: {n_train:,} trainable parameters of {n_all:,} in the model")
         self.optim = self.sched = None
         self.ddp: Optional[nn.Module] = None
         if self.is_trainable:
-            self.optim = build_optimizer(self.trainable_parameters(), cfg.OPTIM)
+            self.optim = build_optimizer([p for _, p in self.trainable_named_parameters()], cfg.OPTIM)
             self.sched = build_lr_scheduler(self.optim, cfg.OPTIM, lambda: self.steps_per_epoch)
-            if distributed.is_distributed():
-                # Only a model with trainable parameters is wrapped; DDP syncs just those gradients.
-                from torch.nn.parallel import DistributedDataParallel
-
-                ids = [self.device.index] if self.device.type == "cuda" else None
-                self.ddp = DistributedDataParallel(self.model, device_ids=ids)
-        self.scaler = precision.grad_scaler(cfg.PREC, self.device)
-        self.prec = precision.resolve(cfg.PREC, self.device)
-        precision.allow_tf32(self.device)
-        logger.info(f"Precision: {self.prec} (PREC {cfg.PREC} on {self.device.type})")
+            self.ddp = distributed.wrap_trainable(self.model, self.device)
+        self.prec, self.scaler = precision.setup(cfg.PREC, self.device)
         self.checkpoints = CheckpointManager(self)
 
     # ---- the method's own configuration (classmethods: read before any trainer exists) --------
@@ -108,16 +101,12 @@ class TrainerBase:
 
     def forward_backward(self, batch: dict) -> Dict[str, float]:
         images, labels = batch["img"].to(self.device), batch["label"].to(self.device)
-        with self.autocast():
-            logits = self.train_forward(images)
+        with self.autocast():  # through DDP under torchrun (every model's forward() is its model_inference)
+            logits = self.ddp(images) if self.ddp is not None else self.model_inference(images)
             loss = F.cross_entropy(logits.float(), labels)
         self.optimize(loss)
         acc = (logits.argmax(1) == labels).float().mean().item() * 100
         return {"loss": loss.item(), "acc": acc}
-
-    def train_forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Training logits; through DDP under torchrun (every model's forward() is its model_inference)."""
-        return self.ddp(images) if self.ddp is not None else self.model_inference(images)
 
     def before_train(self) -> None:
         """Called once before the first epoch (also when resuming)."""
@@ -151,13 +140,10 @@ class TrainerBase:
     # ---- parameters, checkpoints ------------------------------------------------------------
     @property
     def is_trainable(self) -> bool:
-        return any(True for _ in self.trainable_parameters()) and self.cfg.OPTIM.MAX_EPOCH > 0
+        return bool(self.trainable_named_parameters()) and self.cfg.OPTIM.MAX_EPOCH > 0
 
     def trainable_named_parameters(self):
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-
-    def trainable_parameters(self):
-        return [p for _, p in self.trainable_named_parameters()]
 
     def save(self, epoch: int) -> Optional[Path]:
         return self.checkpoints.save(epoch)
@@ -240,10 +226,7 @@ class TrainerBase:
         totals: Dict[str, float] = {}
         n = 0
         for batch in loader:
-            for path, err in batch["skipped"]:
-                if path not in self.skipped_train_images:
-                    logger.warning(f"Skipped unreadable training image: {err}")
-                    self.skipped_train_images.add(path)
+            log_new_skipped(batch, self.skipped_train_images)
             if batch["img"] is None:
                 continue
             out = self.forward_backward(batch)

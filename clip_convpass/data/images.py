@@ -1,6 +1,7 @@
 """Image decoding to RGB, and the torch Dataset / collate that can skip (and count) unreadable files."""
 from __future__ import annotations
 
+import logging
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
@@ -10,6 +11,8 @@ from torch.utils.data import Dataset, default_collate
 
 from ..errors import UserError
 from .base import Datum, stable_int
+
+logger = logging.getLogger("clip_convpass")
 
 
 class ImageLoadError(UserError, RuntimeError):
@@ -73,6 +76,14 @@ class ImageListDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stable_int(self.sample_seed, i) % (2**63))
             return {"img": self.transform(img), "label": d.label}
+
+
+def log_new_skipped(batch: dict, seen: set) -> None:
+    """Name each unreadable file in the log the first time a run skips it; `seen` collects them."""
+    for path, err in batch["skipped"]:
+        if path not in seen:
+            logger.warning(f"Skipped unreadable training image: {err}")
+            seen.add(path)
 
 
 def collate_skipping(batch: List[dict]) -> dict:
