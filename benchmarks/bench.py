@@ -17,7 +17,8 @@ Prints a table and writes JSON with the machine and date inside. Sections:
    sets), counted, with the feature cache on and off (synthetic data, tiny model: counts do not
    depend on the model).
 4. Convpass_CLIP training step / frozen image encoder's no-grad forward, same batch.
-5. Tip-Adapter: the alpha/beta search with the cache term computed once per beta vs once per grid point
+5. Every registered adapter's training step divided by the frozen encoder's no-grad forward.
+6. Tip-Adapter: the alpha/beta search with the cache term computed once per beta vs once per grid point
    (both on the same sub-grid, same chosen point), and the cache logits as a scatter over the keys'
    labels vs the dense one-hot matmul (1000 classes x 16 shots).
 """
@@ -250,6 +251,30 @@ def bench_convpass_ratio(batch: int, repeats: int) -> dict:
     return out
 
 
+def bench_adapters(batch: int, repeats: int) -> dict:
+    """Each registered adapter's training step (PETLCLIP, ViT-B/16) / the frozen encoder's no-grad forward."""
+    from clip_convpass.adapters.base import presets
+
+    images = torch.randn(batch, 3, 224, 224)
+    data = {"img": images, "label": torch.randint(0, 100, (batch,))}
+    frozen = build_trainer("ConvpassCLIP", 100, ["TRAINER.CONVPASS.POSITIONS", "none"]).model.visual.eval()
+
+    def fwd():
+        with torch.no_grad():
+            frozen(images)
+
+    out = {"batch": batch, "frozen_forward_s": timed(fwd, 1, repeats), "adapters": {}}
+    for preset in presets():
+        trainer = build_trainer("PETL adaptformer", 100, ["TRAINER.PETL.ADAPTER", preset])
+        trainer.set_model_mode(True)
+        step = timed(lambda t=trainer: t.forward_backward(data), 1, repeats)
+        out["adapters"][preset] = {"step_s": step, "ratio": step / out["frozen_forward_s"],
+                                   "trainable_encoder_params": trainer.injection.count()}
+        print(f"  {preset:15s} step {step:.2f} s = {step / out['frozen_forward_s']:.2f} x frozen forward", flush=True)
+        del trainer
+    return out
+
+
 def bench_tip(repeats: int, n_classes: int = 100, shots: int = 16, dim: int = 512) -> dict:
     import torch.nn.functional as F
 
@@ -303,7 +328,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--text-chunk", type=int, default=100)
-    p.add_argument("--skip", nargs="*", default=[], choices=["steps", "text", "grid", "convpass", "tip"])
+    p.add_argument("--skip", nargs="*", default=[],
+                   choices=["steps", "text", "grid", "convpass", "tip", "adapters"])
     p.add_argument("--output", default="")
     p.add_argument("--single", default="", help=argparse.SUPPRESS)
     p.add_argument("--prec", default="fp32", help=argparse.SUPPRESS)
@@ -328,6 +354,9 @@ def main(argv=None) -> int:
         print(f"  batch {r['batch']}: step {r['step_s']:.2f} s (fused attention off: "
               f"{r['step_s_fast_attention_off']:.2f} s), frozen forward {r['frozen_forward_s']:.2f} s, "
               f"ratio {r['ratio']:.2f} (off: {r['ratio_fast_attention_off']:.2f}; target <= 2.5)", flush=True)
+    if "adapters" not in args.skip:
+        print(f"Adapter training step / frozen no-grad forward (ViT-B/16, batch {args.batch}):", flush=True)
+        result["adapters"] = bench_adapters(args.batch, args.repeats)
     if "tip" not in args.skip:
         print("Tip-Adapter alpha/beta search and cache logits:", flush=True)
         result["tip"] = t = bench_tip(args.repeats)

@@ -17,11 +17,20 @@ def is_plain_self_attention(attn: nn.Module) -> bool:
             and attn.bias_k is None and not attn.add_zero_attn)
 
 
+def project_qkv(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+    """x [B, N, D] -> packed q, k, v projections [B, N, 3D] (one GEMM on the contiguous input)."""
+    return F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
+
+
+def split_heads(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[B, N, 3D] -> q, k, v stacked as [3, B, heads, N, D / heads]."""
+    b, n, d3 = qkv.shape
+    return qkv.view(b, n, 3, num_heads, d3 // (3 * num_heads)).permute(2, 0, 3, 1, 4)
+
+
 def qkv_heads(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
-    """x [B, N, D] -> q, k, v stacked as [3, B, heads, N, D / heads] (one GEMM on the contiguous input)."""
-    b, n, d = x.shape
-    h = attn.num_heads
-    return F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+    """x [B, N, D] -> q, k, v stacked as [3, B, heads, N, D / heads]."""
+    return split_heads(project_qkv(attn, x), attn.num_heads)
 
 
 def output_projection(attn: nn.MultiheadAttention, heads: torch.Tensor) -> torch.Tensor:
@@ -30,7 +39,12 @@ def output_projection(attn: nn.MultiheadAttention, heads: torch.Tensor) -> torch
     return F.linear(heads.transpose(1, 2).reshape(b, n, h * hd), attn.out_proj.weight, attn.out_proj.bias)
 
 
-def self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, attn_mask=None) -> torch.Tensor:
-    q, k, v = qkv_heads(attn, x)
-    mask = attn_mask.to(x.dtype) if attn_mask is not None else None
+def attention_from_qkv(attn: nn.MultiheadAttention, qkv: torch.Tensor, attn_mask=None) -> torch.Tensor:
+    """Packed projections [B, N, 3D] -> attention output [B, N, D] (scaled dot product + out_proj)."""
+    q, k, v = split_heads(qkv, attn.num_heads)
+    mask = attn_mask.to(qkv.dtype) if attn_mask is not None else None
     return output_projection(attn, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+
+def self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, attn_mask=None) -> torch.Tensor:
+    return attention_from_qkv(attn, project_qkv(attn, x), attn_mask)

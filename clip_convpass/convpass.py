@@ -6,7 +6,7 @@ patch embedding flattens them), QuickGELU, dropout, 1x1 up projection. Each pref
 is its own 1x1 image through the same conv, so only the centre tap and bias reach it.
 
 Injection replaces every ResidualAttentionBlock of ``visual.transformer.resblocks`` by a
-ConvpassBlock that holds the original block and computes (parallel mode)
+ConvpassBlock (an adapters.base.AdaptedBlock) that holds the original block and computes (parallel mode)
 
     x = x + ls_1(attn(ln_1(x))) + s * bypass_attn(ln_1(x))
     x = x + ls_2(mlp(ln_2(x)))  + s * bypass_mlp(ln_2(x))
@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
 from torch import nn
 
-from .attention import is_plain_self_attention, self_attention
+from .adapters.base import AdaptedBlock, AdapterModule, vision_transformer_parts
+from .config import ConfigError
 
 POSITIONS = ("both", "attn", "mlp", "none")  # none: no bypasses (head-only training)
 MODES = ("parallel", "sequential")
@@ -60,7 +61,7 @@ class ConvpassSpec:
                    fast_attention=node.FAST_ATTENTION)
 
 
-class SharedProjections(nn.Module):
+class SharedProjections(AdapterModule):
     """The down/up pair shared by all bypasses of Convpass_share (no biases)."""
 
     def __init__(self, dim: int, hidden: int):
@@ -71,7 +72,7 @@ class SharedProjections(nn.Module):
         nn.init.zeros_(self.up.weight)
 
 
-class Convpass(nn.Module):
+class Convpass(AdapterModule):
     def __init__(self, dim: int, grid_size: Tuple[int, int], spec: ConvpassSpec,
                  shared: Optional[SharedProjections] = None):
         super().__init__()
@@ -130,73 +131,24 @@ class Convpass(nn.Module):
         return self.up(self.dropout(self.act(z)))
 
 
-class ConvpassBlock(nn.Module):
-    """Wraps an open_clip (Custom)ResidualAttentionBlock and adds bypasses beside its two branches."""
+class ConvpassBlock(AdaptedBlock):
+    """An open_clip block with Convpass bypasses beside (parallel) or after (sequential) its two branches."""
 
     def __init__(self, block: nn.Module, bypass_attn: Optional[Convpass], bypass_mlp: Optional[Convpass],
                  scale: float, mode: str, batch_first: bool = True, fast_attention: bool = True):
-        super().__init__()
-        self.block = block
-        attn = getattr(block, "attn", None)
-        self.fast_attention = (fast_attention and batch_first and is_plain_self_attention(attn)
-                               and attn.dropout == 0.0 and hasattr(block, "attention"))
-        self.bypass_attn = bypass_attn
-        self.bypass_mlp = bypass_mlp
-        self.scale = scale
-        self.mode = mode
-        self.batch_first = batch_first
-
-    def _fused_attention(self, y: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """nn.MultiheadAttention's math on contiguous batch-first tensors.
-
-        With gradients enabled, MultiheadAttention leaves its fused kernel and runs the QKV projection on
-        a transposed (sequence-first) view, which becomes a batched matmul against a broadcast copy of
-        the weight, forward and backward. Projecting the contiguous input instead is a single GEMM.
-        """
-        return self_attention(self.block.attn, y, attn_mask)
-
-    def _attn_branch(self, y: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        b = self.block
-        # Without gradients MultiheadAttention already takes its fused kernel, the very computation the
-        # frozen model does; keeping it there makes a fresh model's logits equal zero-shot CLIP's.
-        if self.fast_attention and torch.is_grad_enabled():
-            return b.ls_1(self._fused_attention(y, attn_mask))
-        if hasattr(b, "attention"):  # ResidualAttentionBlock
-            return b.ls_1(b.attention(q_x=y, attn_mask=attn_mask))
-        return b.ls_1(b.ln_attn(b.attn(y, attn_mask=attn_mask)))  # CustomResidualAttentionBlock
-
-    def _bypass(self, bypass: Optional[Convpass], branch_in: torch.Tensor, branch_out: torch.Tensor):
-        if bypass is None:
-            return None
-        src = branch_in if self.mode == "parallel" else branch_out
-        if not self.batch_first:
-            return self.scale * bypass(src.transpose(0, 1)).transpose(0, 1)
-        return self.scale * bypass(src)
-
-    def forward(self, q_x: torch.Tensor, k_x: Optional[torch.Tensor] = None, v_x: Optional[torch.Tensor] = None,
-                attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if k_x is not None or v_x is not None:
-            raise NotImplementedError("Convpass is defined for self-attention blocks only")
-        b = self.block
-        y = b.ln_1(q_x)
-        a = self._attn_branch(y, attn_mask)
-        extra = self._bypass(self.bypass_attn, y, a)
-        x = q_x + a if extra is None else q_x + a + extra
-        y = b.ln_2(x)
-        m = b.ls_2(b.mlp(y))
-        extra = self._bypass(self.bypass_mlp, y, m)
-        return x + m if extra is None else x + m + extra
+        super().__init__(block, batch_first, fast_attention)
+        for where, bypass in (("attn", bypass_attn), ("mlp", bypass_mlp)):
+            if bypass is not None:
+                self.add(where, mode, f"bypass_{where}", bypass, scale)
 
 
 def inject_convpass(visual: nn.Module, spec: ConvpassSpec) -> List[Convpass]:
     """Replace each block of an open_clip VisionTransformer with a ConvpassBlock; returns the bypasses."""
-    transformer = getattr(visual, "transformer", None)
-    if transformer is None or not hasattr(transformer, "resblocks") or not hasattr(visual, "grid_size"):
-        raise TypeError(f"Convpass needs an open_clip VisionTransformer, got {type(visual).__name__}")
+    transformer = vision_transformer_parts(visual, "Convpass")
     if not isinstance(visual.patch_dropout, nn.Identity):
         raise ValueError("Convpass needs every patch token on its grid; build the model without patch dropout")
-    if any(isinstance(b, ConvpassBlock) for b in transformer.resblocks):
-        raise ValueError("Convpass bypasses are already injected into this model")
+    if any(isinstance(b, AdaptedBlock) for b in transformer.resblocks):
+        raise ConfigError("this model already has adapters injected (Convpass or another); build a fresh model")
     dim = transformer.width
     grid = tuple(visual.grid_size)
     shared = SharedProjections(dim, spec.hidden) if spec.share else None

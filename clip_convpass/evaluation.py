@@ -190,6 +190,11 @@ def evaluate(trainer: "TrainerBase", dataset, split: str, stage: str = "final") 
     return result
 
 
+def trainable_encoder_params(model) -> int:
+    visual = getattr(model, "visual", None)
+    return sum(p.numel() for p in visual.parameters() if p.requires_grad) if visual is not None else 0
+
+
 def result_record(trainer: "TrainerBase", dataset, split: str, metrics: dict, elapsed: float, skipped) -> dict:
     cfg = trainer.cfg
     per_class = metrics.pop("per_class_acc", None)
@@ -216,6 +221,9 @@ def result_record(trainer: "TrainerBase", dataset, split: str, metrics: dict, el
         "experiment": experiment_hash(trainer.train_config),
         "class_names": {"source": dataset.universe.source, "sha256": dataset.universe.names_hash},
         "prompts": trainer.prompt_info,
+        # what trains: in all, and in the image encoder (the PETL budgets, head excluded)
+        "trainable_params": {"total": sum(p.numel() for _, p in trainer.trainable_named_parameters()),
+                             "image_encoder": trainable_encoder_params(trainer.model)},
         "prec": trainer.prec,
         "prec_config": cfg.PREC,
         "elapsed_s": round(elapsed, 3),

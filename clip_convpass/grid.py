@@ -26,8 +26,15 @@ logger = logging.getLogger("clip_convpass")
 TABLE2_SOURCE = "ImageNet"  # the paper's Table 2 trains here and evaluates on its shifted variants
 
 
+TABLE_SOURCES = {"table2": TABLE2_SOURCE, "petl": TABLE2_SOURCE}  # the tables a grid can run
+
+
+def table_rows(table: str = "table2") -> List[Row]:
+    return method_rows(lambda r: table in r.tables)
+
+
 def table2_rows() -> List[Row]:
-    return method_rows(lambda r: r.table2)
+    return table_rows("table2")
 
 
 def row_dir(output: Path, cfg, row: Row) -> RunDir:
@@ -128,6 +135,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--methods", nargs="*", default=None,
                    help="row names (default: the Table 2 rows); see `python -m clip_convpass.grid --list`")
     p.add_argument("--list", action="store_true", help="list every registered row and exit")
+    p.add_argument("--table", choices=sorted(TABLE_SOURCES), default="table2",
+                   help="which table's rows to run when --methods is not given (petl: every adapter on CLIP)")
     p.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
     p.add_argument("--force", action="store_true", help="rerun cells whose results exist")
     p.add_argument("--override-config", action="append", default=[],
@@ -144,12 +153,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     every = method_rows()
     if args.list:
         for r in every:
-            print(f"{r.name:24s} {r.trainer:18s} {r.config or '(defaults)'}{'' if r.table2 else '  (not in Table 2)'}")
+            print(f"{r.name:28s} {r.trainer:14s} {r.config or '(defaults)':48s} tables: {', '.join(r.tables) or '-'}")
         return 0
     unknown = set(args.methods or []) - {r.name for r in every}
     if unknown:
         p.error(f"unknown methods {sorted(unknown)}; choices: {[r.name for r in every]}")
-    rows = table2_rows() if args.methods is None else [r for r in every if r.name in args.methods]
+    rows = table_rows(args.table) if args.methods is None else [r for r in every if r.name in args.methods]
     setup_logger(None)
     sweep_files = {}
     for entry in args.sweep_json:

@@ -41,7 +41,7 @@ def head_init_rows(extra_opts: Sequence[str] = ()) -> List[Row]:
                 opts = ["TRAINER.CONVPASS.POSITIONS", positions, "TRAINER.CONVPASS.HEAD_INIT", init,
                         "TRAINER.CONVPASS.TEMPLATES", templates,
                         "TRAINER.CONVPASS.HEAD_TRAINABLE", str(head == "trainable"), *extra_opts]
-                methods.append(Row(name, base.config, opts=tuple(opts), trainer=base.trainer, table2=False,
+                methods.append(Row(name, base.config, opts=tuple(opts), trainer=base.trainer, tables=(),
                                    tag=f"headinit_{model.lower()}_{label}_{head}"))
     return methods
 

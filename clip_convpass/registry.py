@@ -85,7 +85,7 @@ class Row:
     label: str = ""  # shown in tables (default: name)
     opts: Tuple[str, ...] = ()  # KEY VALUE pairs applied after the YAML
     paper: Optional[Dict[str, float]] = None  # the paper's Table 2 numbers, by dataset name
-    table2: bool = True  # part of the Table 2 grid; the demo runs every row
+    tables: Tuple[str, ...] = ("table2",)  # grids/tables it belongs to ("table2", "petl"); the demo runs every row
     demo_opts: Tuple[str, ...] = ()  # demo-scale settings (tiny model, synthetic data)
     order: float = 100.0  # position in tables and grids
     tag: str = ""  # run-folder name (default: the config file's stem)

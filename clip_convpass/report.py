@@ -71,12 +71,13 @@ def experiment_of(rec: dict) -> Tuple:
 
 
 def aggregate(records: List[dict], metric: str = "top1", split: str = "test",
-              notes: Optional[List[str]] = None) -> Dict[str, Dict[str, Cell]]:
+              notes: Optional[List[str]] = None, params: Optional[Dict[str, int]] = None) -> Dict[str, Dict[str, Cell]]:
     """{row: {domain: (mean, std, n_seeds) or None}}; of two records for one seed, the newer counts.
 
     Only runs of one experiment are averaged: same row name, training dataset, shots, backbone, weights
     and seed-independent configuration. A name holding several gets one row per experiment, labelled
-    by what differs ("CoOp [shots=8]"), and a line in `notes` says so.
+    by what differs ("CoOp [shots=8]"), and a line in `notes` says so. `params` receives each row's
+    trainable parameter count in the image encoder.
     """
     by_seed: Dict[Tuple[str, Tuple, str], Dict[int, float]] = defaultdict(dict)
     for r in sorted(records, key=lambda r: r.get("timestamp", "")):
@@ -98,6 +99,11 @@ def aggregate(records: List[dict], metric: str = "top1", split: str = "test",
                          f"never averaged: {', '.join(labels[(name, e)] for e in exps)}")
     if notes is not None:
         notes += selection_notes(records, labels)
+    if params is not None:
+        for r in records:
+            key = (r.get("name") or r["trainer"], experiment_of(r))
+            if key in labels and "trainable_params" in r:
+                params[labels[key]] = r["trainable_params"]["image_encoder"]
     rows: Dict[str, Dict[str, Cell]] = defaultdict(dict)
     for (name, exp, dataset), seeds in by_seed.items():
         m, s = mean_std(list(seeds.values()))
@@ -150,7 +156,7 @@ def target_average(cells: Dict[str, Cell], targets: Sequence[str]) -> Cell:
 
 
 def build_table(rows: Dict[str, Dict[str, Cell]], paper: bool = False, domains: Optional[Sequence[str]] = None,
-                order: Optional[Sequence[str]] = None) -> List[dict]:
+                order: Optional[Sequence[str]] = None, params: Optional[Dict[str, int]] = None) -> List[dict]:
     """One dict per row: method, per-domain cells, target average, paper values and deltas (if asked)."""
     table2 = table2_domains()
     domains = list(domains or table2)
@@ -159,6 +165,8 @@ def build_table(rows: Dict[str, Dict[str, Cell]], paper: bool = False, domains: 
     for name in order_rows(rows, order):
         cells = {d: rows[name].get(d) for d in domains}
         row = {"method": name, "cells": cells}
+        if params is not None:
+            row["params"] = params.get(name)
         if domains == table2:
             row["target_avg"] = target_average(cells, table2[1:])
         ref = registered[base_name(name)].paper if base_name(name) in registered else None
@@ -179,20 +187,24 @@ def fmt_cell(cell: Cell) -> str:
 def to_grid(table: List[dict], paper: bool) -> Tuple[List[str], List[List[str]]]:
     domains = list(table[0]["cells"]) if table else table2_domains()
     targets = table2_domains()[1:]
-    headers = ["Method"] + [domain_label(d) for d in domains]
+    has_params = any("params" in r for r in table)
+    headers = ["Method"] + (["Trainable params"] if has_params else []) + [domain_label(d) for d in domains]
     has_avg = any("target_avg" in r for r in table)
     if has_avg:
         headers.append("Target avg")
     body = []
     for r in table:
-        line = [row_label(r["method"])] + [fmt_cell(r["cells"][d]) for d in domains]
+        count = [f"{r['params']:,}" if r.get("params") is not None else "?"] if has_params else []
+        line = [row_label(r["method"])] + count + [fmt_cell(r["cells"][d]) for d in domains]
         if has_avg:
             avg = r.get("target_avg")
             line.append(f"{avg[0]:.2f}" if avg else "missing")
         body.append(line)
         if paper and "paper" in r:
-            p = ["  paper"] + [f"{r['paper'][d]:.2f}" if r["paper"][d] is not None else "-" for d in domains]
-            dl = ["  delta"] + [f"{r['delta'][d]:+.2f}" if r["delta"][d] is not None else "missing" for d in domains]
+            pad = [""] if has_params else []
+            p = ["  paper"] + pad + [f"{r['paper'][d]:.2f}" if r["paper"][d] is not None else "-" for d in domains]
+            dl = ["  delta"] + pad + [f"{r['delta'][d]:+.2f}" if r["delta"][d] is not None else "missing"
+                                      for d in domains]
             if has_avg:
                 ref = [r["paper"].get(d) for d in targets]
                 paper_avg = sum(ref) / len(ref) if None not in ref else None
@@ -250,6 +262,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--metric", default="top1", choices=list(METRICS))
     p.add_argument("--paper", action="store_true", help="show the paper's numbers and deltas")
     p.add_argument("--methods", nargs="*", default=None, help="only these row names")
+    p.add_argument("--table", choices=["all", "table2", "petl"], default="all",
+                   help="only the rows of this table; petl adds the trainable-parameter column")
     p.add_argument("--plot", default="", help="write a PNG bar chart here")
     p.add_argument("--output", default="", help="write the table here instead of stdout")
     args = p.parse_args(argv)
@@ -258,10 +272,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"No results.json under {args.roots}", file=sys.stderr)
         return 1
     notes: List[str] = []
-    rows = aggregate(records, args.metric, notes=notes)
+    params: Dict[str, int] = {}
+    rows = aggregate(records, args.metric, notes=notes, params=params)
     if args.methods:
         rows = {k: v for k, v in rows.items() if base_name(k) in args.methods}
-    table = build_table(rows, paper=args.paper)
+    if args.table != "all":
+        members = {r.name for r in method_rows(lambda r: args.table in r.tables)}
+        rows = {k: v for k, v in rows.items() if base_name(k) in members}
+    table = build_table(rows, paper=args.paper, params=params if args.table == "petl" else None)
     text = render(table, args.format, args.paper, notes)
     if args.output:
         Path(args.output).write_text(text + "\n")

@@ -103,8 +103,11 @@ def test_demo_end_to_end(tmp_path, capsys, toy_method):
     out = capsys.readouterr().out
     assert "SYNTHETIC" in out and "Head initialisation" in out
     table = json.loads((tmp_path / "demo" / "table2.json").read_text())
-    # every registered row, training-free Tip-Adapter and the toy included, in table order
-    assert [r["method"] for r in table] == [r.name for r in method_rows()]
+    # every registered row but the PETL-only ones (their own table), Tip-Adapter and the toy included
+    assert [r["method"] for r in table] == [r.name for r in method_rows() if r.tables != ("petl",)]
+    petl = json.loads((tmp_path / "demo" / "petl.json").read_text())
+    assert [r["method"] for r in petl] == [r.name for r in method_rows(lambda r: "petl" in r.tables)]
+    assert all(r["params"] is not None for r in petl) and "PETL on CLIP" in out
     assert "Toy" in [r["method"] for r in table] and "Toy method" in out
     for row in table:
         for d in table2_domains():

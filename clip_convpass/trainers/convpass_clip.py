@@ -1,24 +1,23 @@
 """Convpass_CLIP: convolutional bypasses in CLIP's image encoder + a head initialised from text."""
 from yacs.config import CfgNode as CN
 
-from clip_convpass.clip_loader import load_clip_from_cfg
 from clip_convpass.config import ConfigError, check
-from clip_convpass.convpass import ConvpassSpec, inject_convpass, is_bypass_parameter
-from clip_convpass.heads import HEAD_INITS, CLIPClassifier, build_head
-from clip_convpass.prompts import TEMPLATE_SETS, template_info
+from clip_convpass.convpass import ConvpassSpec
 from clip_convpass.registry import TRAINER_REGISTRY, Row
-from clip_convpass.trainer import TrainerBase
+
+from .adapter_clip import AdapterCLIPTrainer, add_head_keys, check_head_keys
 
 
 @TRAINER_REGISTRY.register
-class ConvpassCLIP(TrainerBase):
+class ConvpassCLIP(AdapterCLIPTrainer):
     NAME = "ConvpassCLIP"
     CONFIG_NODE = "CONVPASS"
     ROWS = (Row("ConvpassCLIP", "trainers/ConvpassCLIP/vit_b16.yaml", "Convpass_CLIP", order=70,
                 paper={"ImageNet": 74.23, "ImageNetV2": 66.61, "ImageNetSketch": 49.1, "ImageNetA": 49.27, "ImageNetR": 78.17},
                 demo_opts=("OPTIM.LR", "3e-3", "OPTIM.MAX_EPOCH", "10", "DATALOADER.TRAIN_X.BATCH_SIZE", "16"),
                 # the paper searches s on validation data; the authors tune the conv init per task
-                sweep=("TRAINER.CONVPASS.SCALE=0.01,0.1,1,10,100", "TRAINER.CONVPASS.CONV_INIT=identity,xavier")),)
+                sweep=("TRAINER.CONVPASS.SCALE=0.01,0.1,1,10,100", "TRAINER.CONVPASS.CONV_INIT=identity,xavier"),
+                tables=("table2", "petl")),)
 
     @classmethod
     def config_node(cls):
@@ -33,11 +32,7 @@ class ConvpassCLIP(TrainerBase):
         c.POSITIONS = "both"  # both | attn | mlp | none (no bypasses: head-only probe)
         c.MODE = "parallel"  # parallel | sequential
         c.SHARE = False  # Convpass_share
-        # Same attention math on contiguous batch-first tensors (faster training; False = open_clip's MHA call).
-        c.FAST_ATTENTION = True
-        c.TEMPLATES = "single"  # head init text: single | ensemble7 | ensemble80
-        c.HEAD_INIT = "text"  # text | random | zero
-        c.HEAD_TRAINABLE = True
+        add_head_keys(c)
         return c
 
     @classmethod
@@ -47,30 +42,11 @@ class ConvpassCLIP(TrainerBase):
             ConvpassSpec.from_cfg(c)
         except ValueError as e:
             raise ConfigError(f"TRAINER.CONVPASS.{e}") from e
-        check(c.HEAD_INIT in HEAD_INITS, f"TRAINER.CONVPASS.HEAD_INIT must be one of {HEAD_INITS}, got {c.HEAD_INIT!r}")
-        check(c.TEMPLATES in TEMPLATE_SETS,
-              f"TRAINER.CONVPASS.TEMPLATES must be one of {sorted(TEMPLATE_SETS)}, got {c.TEMPLATES!r}")
+        check_head_keys(c, "CONVPASS")
         check(0 <= c.DROPOUT < 1, f"TRAINER.CONVPASS.DROPOUT must be in [0, 1), got {c.DROPOUT}")
 
-    def build_model(self):
+    def adapter(self):
         c = self.cfg.TRAINER.CONVPASS
-        bundle = load_clip_from_cfg(self.cfg, self.device)
-        head = build_head(bundle, self.classnames, c.TEMPLATES, c.HEAD_INIT, self.device, seed=self.cfg.SEED,
-                          truncate=self.cfg.MODEL.TEXT_TRUNCATE)
-        visual = bundle.model.visual
-        self.prompt_info = template_info(c.TEMPLATES) if c.HEAD_INIT == "text" else {"head_init": c.HEAD_INIT}
-        del bundle  # the text tower is released once the head exists
-        visual.requires_grad_(False)
-        self.bypasses = inject_convpass(visual, ConvpassSpec.from_cfg(c))
-        self.model = CLIPClassifier(visual, head)
-        for name, p in self.model.named_parameters():
-            p.requires_grad_(is_bypass_parameter(name) or (name.startswith("head.") and c.HEAD_TRAINABLE))
-
-    def set_model_mode(self, train: bool):
-        # The frozen backbone stays in eval mode; only the bypasses (dropout) switch.
-        self.model.eval()
-        for bp in self.bypasses:
-            bp.train(train)
-
-    def model_inference(self, images):
-        return self.model(images)
+        spec = ConvpassSpec.from_cfg(c)
+        return "convpass", {k: getattr(spec, k) for k in ("hidden", "scale", "kernel_size", "dropout", "conv_init",
+                                                          "positions", "mode", "share")}

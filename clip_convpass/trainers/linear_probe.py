@@ -116,7 +116,7 @@ class LinearProbeCLIP(TrainerBase):
     ROWS = (Row("LinearProbeCLIP", "trainers/LinearProbeCLIP/vit_b16.yaml", "LP CLIP", order=20,
                 paper={"ImageNet": 65.85, "ImageNetV2": 56.26, "ImageNetSketch": 34.77, "ImageNetA": 35.68, "ImageNetR": 58.43}),
             Row("LinearProbeCLIP-normalized", "trainers/LinearProbeCLIP/vit_b16_normalized.yaml",
-                "LP CLIP (L2-normalised)", order=21, table2=False))
+                "LP CLIP (L2-normalised)", order=21, tables=()))
 
     @classmethod
     def config_node(cls):

@@ -82,7 +82,7 @@ class TipAdapter(TrainerBase):
     TRAIN_KEYS = False
     FROZEN_IMAGE_ENCODER = True
     CONFIG_NODE = "TIP"  # shared with Tip-Adapter-F
-    ROWS = (Row("TipAdapter", "trainers/TipAdapter/vit_b16.yaml", "Tip-Adapter", order=50, table2=False,
+    ROWS = (Row("TipAdapter", "trainers/TipAdapter/vit_b16.yaml", "Tip-Adapter", order=50, tables=(),
                 demo_opts=("TRAINER.TIP.AUGMENT_EPOCH", "2")),)
 
     @classmethod

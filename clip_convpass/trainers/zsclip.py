@@ -16,7 +16,8 @@ class ZeroShotCLIP(TrainerBase):
     FROZEN_IMAGE_ENCODER = True
     CONFIG_NODE = "ZSCLIP"
     ROWS = (Row("ZeroShotCLIP", "trainers/ZeroShotCLIP/vit_b16.yaml", "ZS CLIP", order=10,
-                paper={"ImageNet": 66.73, "ImageNetV2": 60.83, "ImageNetSketch": 46.15, "ImageNetA": 47.77, "ImageNetR": 73.96}),)
+                paper={"ImageNet": 66.73, "ImageNetV2": 60.83, "ImageNetSketch": 46.15, "ImageNetA": 47.77, "ImageNetR": 73.96},
+                tables=("table2", "petl")),)
 
     @classmethod
     def config_node(cls):

@@ -1,0 +1,29 @@
+"""BitFit (Ben Zaken et al., BitFit: Simple Parameter-efficient Fine-tuning): every bias term of the
+image encoder trains; nothing is added (a fresh model is the pretrained one)."""
+from torch import nn
+
+from .base import ADAPTER_REGISTRY, AdapterKind, Injection, adapted_blocks
+
+
+def bias_parameters(module: nn.Module):
+    """Each submodule's own `bias` and MultiheadAttention's packed `in_proj_bias` (structure, not names)."""
+    out = []
+    for m in module.modules():
+        for attr in ("bias", "in_proj_bias"):
+            p = m._parameters.get(attr)
+            if p is not None:
+                out.append(p)
+    return out
+
+
+@ADAPTER_REGISTRY.register
+class BitFit(AdapterKind):
+    NAME = "bitfit"
+    PAPER = "Ben Zaken et al., BitFit (ACL 2022)"
+    OPTIONS = {}
+    PRESETS = {"bitfit": {}}
+
+    @classmethod
+    def inject(cls, visual, options, fast_attention=True):
+        adapted_blocks(visual, fast_attention)  # fused attention while the biases train
+        return Injection(parameters=bias_parameters(visual))
