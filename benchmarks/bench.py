@@ -103,21 +103,21 @@ def fast_bf16() -> bool:
 
 
 def single_train_step(name: str, n_classes: int, batch: int, prec: str, truncate: bool, share: bool,
-                      repeats: int) -> dict:
+                      repeats: int, fused: bool = True) -> dict:
     trainer = build_trainer(name, n_classes, ["PREC", prec, "MODEL.TEXT_TRUNCATE", str(truncate),
-                                              "MODEL.TEXT_SHARED_PREFIX", str(share)])
+                                              "MODEL.TEXT_SHARED_PREFIX", str(share), "MODEL.FUSED_ATTENTION", str(fused)])
     if not trainer.is_trainable:
         return {"trainer": name, "trainable": False}
     if getattr(trainer, "TRAIN_KEYS", False):  # Tip-Adapter-F: a filled cache, as after build_cache()
         with torch.no_grad():
             keys = torch.nn.functional.normalize(torch.randn_like(trainer.model.keys), dim=-1)
             trainer.model.keys.copy_(keys)
-            labels = torch.arange(len(keys)) % n_classes
-            trainer.model.values.copy_(torch.nn.functional.one_hot(labels, n_classes).float())
+            trainer.model.key_labels.copy_(torch.arange(len(keys)) % n_classes)
     trainer.set_model_mode(True)
     data = {"img": torch.randn(batch, 3, 224, 224), "label": torch.randint(0, n_classes, (batch,))}
     sec = timed(lambda: trainer.forward_backward(data), warmup=1, repeats=repeats)
-    return {"trainer": name, "trainable": True, "prec": prec, "text_truncate": truncate, "text_shared_prefix": share,
+    return {"trainer": name, "trainable": True, "prec": prec, "fused_attention": fused,
+            "text_truncate": truncate, "text_shared_prefix": share,
             "batch": batch, "classes": n_classes,
             "ms_per_step": 1000 * sec, "images_per_s": batch / sec, "peak_memory_mb": peak_memory_mb()}
 
@@ -135,17 +135,20 @@ def bench_train_steps(n_classes: int, batch: int, repeats: int) -> list[dict]:
         name = table_row.name
         method_batch = setup_cfg(None, table_row.config or None).DATALOADER.TRAIN_X.BATCH_SIZE
         b = min(batch, method_batch)  # CoCoOp trains at batch 1
-        settings = [("fp32", True, True)] + ([("bf16", True, True)] if fast_bf16() else [])
+        # fp32 and bf16 side by side, each with the fused attention on and off (off = open_clip's MHA calls)
+        settings = [("fp32", True, True, True), ("fp32", True, True, False)]
+        if fast_bf16():
+            settings += [("bf16", True, True, True), ("bf16", True, True, False)]
         if issubclass(TRAINER_REGISTRY.get(table_row.trainer), CoOp):  # text-encoder optimisations, one at a time
-            settings += [("fp32", True, False), ("fp32", False, False)]
-        for prec, truncate, share in settings:
+            settings += [("fp32", True, False, True), ("fp32", False, False, True)]
+        for prec, truncate, share, fused in settings:
             row = run_isolated(["--single", name, "--classes", str(n_classes), "--batch", str(b), "--prec", prec,
                                 "--truncate", str(int(truncate)), "--share", str(int(share)),
-                                "--repeats", str(repeats)])
+                                "--fused", str(int(fused)), "--repeats", str(repeats)])
             if not row["trainable"]:
                 print(f"  {name:13s} trains nothing by gradient: no step to time", flush=True)
                 break
-            print(f"  {name:13s} prec={prec:5s} truncate={truncate!s:5s} shared_prefix={share!s:5s} "
+            print(f"  {name:13s} prec={prec:5s} fused={fused!s:5s} truncate={truncate!s:5s} shared_prefix={share!s:5s} "
                   f"{row['ms_per_step']:9.1f} ms/step "
                   f"{row['images_per_s']:7.2f} img/s  peak {row['peak_memory_mb']:.0f} MB", flush=True)
             rows.append(row)
@@ -170,23 +173,25 @@ def bench_text_truncation(chunk: int, repeats: int) -> dict:
         torch.manual_seed(0)
         learner = PromptLearner(text, tok, names, n_ctx=16)
         idx = torch.arange(chunk)
+        every = torch.arange(len(names))
 
-        def encode():
-            return text.forward_prompts(*learner.parts(learner.ctx, idx), learner.eot(idx))
+        def encode(ix):
+            return text.forward_prompts(*learner.parts(learner.ctx, ix), learner.eot(ix))
 
-        def fwd():
+        def fwd():  # all 1000 prompts in one call (chunked timings overstate the 77-token cost)
             with torch.no_grad():
-                encode()
+                encode(every)
 
-        def fwd_bwd():
+        def fwd_bwd():  # a chunk (the backward of 1000 x 77 tokens does not fit in memory), scaled
             learner.ctx.grad = None
-            encode().sum().backward()
+            encode(idx).sum().backward()
 
         scale = len(names) / chunk
-        out[key] = {"seq_len": learner.seq_len, "forward_s_1000": timed(fwd, 1, repeats) * scale,
-                    "forward_backward_s_1000": timed(fwd_bwd, 1, repeats) * scale}
+        out[key] = {"seq_len": learner.seq_len, "forward_s_1000": timed(fwd, 0, repeats),
+                    "forward_backward_s_1000": timed(fwd_bwd, 1, repeats) * scale,
+                    "forward_backward_measured_on": f"{chunk} prompts per call, scaled to 1000"}
         with torch.no_grad():
-            out[key]["features"] = encode()
+            out[key]["features"] = encode(idx)
         print(f"  {key:24s} L={learner.seq_len:2d}: forward {out[key]['forward_s_1000']:6.2f} s, "
               f"forward+backward {out[key]['forward_backward_s_1000']:6.2f} s per 1000 prompts", flush=True)
     ref = out["full77"].pop("features")
@@ -225,6 +230,27 @@ def bench_grid_passes(seeds=(1, 2, 3)) -> dict:
         print(f"  Table 2 grid, feature cache {key[6:]:3s}: {out[key]['encoder_passes']} test-set passes, "
               f"{out[key]['images_encoded']} images encoded", flush=True)
     out["pass_reduction"] = out["cache_off"]["encoder_passes"] / out["cache_on"]["encoder_passes"]
+    return out
+
+
+def bench_frozen_forward(batch: int, repeats: int) -> dict:
+    """The frozen ViT-B/16 image tower's no-grad forward: fp32 and bf16 autocast, fused attention on/off."""
+    images = torch.randn(batch, 3, 224, 224)
+    out = {"batch": batch}
+    precs = ["fp32", "bf16"] if fast_bf16() else ["fp32"]
+    for fused in (True, False):
+        visual = build_trainer("ZeroShotCLIP", 100, ["MODEL.FUSED_ATTENTION", str(fused)]).model.visual.eval()
+        for prec in precs:
+            def fwd(v=visual, p=prec):
+                with torch.no_grad(), (torch.autocast("cpu", dtype=torch.bfloat16) if p == "bf16"
+                                       else contextlib.nullcontext()):
+                    v(images)
+
+            out[f"{prec}_{'fused' if fused else 'mha'}_s"] = timed(fwd, 1, repeats)
+        del visual
+    for prec in precs:
+        print(f"  frozen forward {prec}: fused {out[f'{prec}_fused_s']:.2f} s, open_clip MHA "
+              f"{out[f'{prec}_mha_s']:.2f} s", flush=True)
     return out
 
 
@@ -329,17 +355,18 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--text-chunk", type=int, default=100)
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=["steps", "text", "grid", "convpass", "tip", "adapters"])
+                   choices=["steps", "text", "grid", "convpass", "tip", "adapters", "frozen"])
     p.add_argument("--output", default="")
     p.add_argument("--single", default="", help=argparse.SUPPRESS)
     p.add_argument("--prec", default="fp32", help=argparse.SUPPRESS)
     p.add_argument("--truncate", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--share", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--fused", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.manual_seed(0)
     if args.single:  # one isolated training-step measurement, printed as JSON
         print(json.dumps(single_train_step(args.single, args.classes, args.batch, args.prec, bool(args.truncate),
-                                           bool(args.share), args.repeats)))
+                                           bool(args.share), args.repeats, bool(args.fused))))
         return 0
     import logging
 
@@ -354,6 +381,9 @@ def main(argv=None) -> int:
         print(f"  batch {r['batch']}: step {r['step_s']:.2f} s (fused attention off: "
               f"{r['step_s_fast_attention_off']:.2f} s), frozen forward {r['frozen_forward_s']:.2f} s, "
               f"ratio {r['ratio']:.2f} (off: {r['ratio_fast_attention_off']:.2f}; target <= 2.5)", flush=True)
+    if "frozen" not in args.skip:
+        print(f"Frozen image encoder forward (ViT-B/16, batch {args.batch}):", flush=True)
+        result["frozen_forward"] = bench_frozen_forward(args.batch, args.repeats)
     if "adapters" not in args.skip:
         print(f"Adapter training step / frozen no-grad forward (ViT-B/16, batch {args.batch}):", flush=True)
         result["adapters"] = bench_adapters(args.batch, args.repeats)

@@ -151,7 +151,16 @@ def load_clip(backbone: str, pretrained: str = "openai", cache_dir: str = "", de
 
 
 def load_clip_from_cfg(cfg, device: str | torch.device = "cpu") -> ClipBundle:
+    """The configured model; with MODEL.FUSED_ATTENTION both towers compute attention on contiguous
+    batch-first tensors (adapters.base.AdaptedBlock), the same path with and without gradients or autocast."""
     bundle = load_clip(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED, cfg.MODEL.CACHE_DIR, device)
+    if cfg.MODEL.FUSED_ATTENTION:
+        from .adapters.base import fuse_attention
+
+        for tower in (getattr(bundle.model, "visual", None), getattr(bundle.model, "text", bundle.model)):
+            transformer = getattr(tower, "transformer", None)
+            if transformer is not None and hasattr(transformer, "resblocks"):
+                fuse_attention(transformer)
     expected = image_size_of(bundle.model)
     if tuple(cfg.INPUT.SIZE) != expected:
         raise ConfigError(

@@ -53,7 +53,8 @@ _C.DATASET.SKIP_BAD_IMAGES = False
 _C.DATASET.ALLOW_FEWER_SHOTS = False
 
 _C.DATALOADER = CN()
-_C.DATALOADER.NUM_WORKERS = 4
+# -1: as many as the machine gives this process (cores, at most 8); results never depend on it.
+_C.DATALOADER.NUM_WORKERS = -1
 _C.DATALOADER.TRAIN_X = CN()
 _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
 _C.DATALOADER.TEST = CN()
@@ -119,6 +120,10 @@ _C.MODEL.CACHE_DIR = ""
 _C.MODEL.TEXT_TRUNCATE = True
 # Prompt learners: compute the [SOS] + context positions shared by all classes once (exact).
 _C.MODEL.TEXT_SHARED_PREFIX = True
+# Both towers compute attention as one projection GEMM + scaled_dot_product_attention on contiguous
+# batch-first tensors, with and without gradients and under autocast (nn.MultiheadAttention leaves its fast
+# kernel under autocast or with gradients). False: open_clip's own MultiheadAttention calls.
+_C.MODEL.FUSED_ATTENTION = True
 
 _C.TRAINER = CN()
 _C.TRAINER.NAME = "ZeroShotCLIP"
@@ -245,7 +250,7 @@ def validate_engine_cfg(cfg: CN) -> None:
            f"DATASET.SUBSAMPLE must be all|base|new, got {cfg.DATASET.SUBSAMPLE!r}")
     check(cfg.DATALOADER.TRAIN_X.BATCH_SIZE > 0, "DATALOADER.TRAIN_X.BATCH_SIZE must be > 0")
     check(cfg.DATALOADER.TEST.BATCH_SIZE > 0, "DATALOADER.TEST.BATCH_SIZE must be > 0")
-    check(cfg.DATALOADER.NUM_WORKERS >= 0, "DATALOADER.NUM_WORKERS must be >= 0")
+    check(cfg.DATALOADER.NUM_WORKERS >= -1, "DATALOADER.NUM_WORKERS must be >= 0 (or -1: one per core, at most 8)")
     check(cfg.TRAIN.CHECKPOINT_FREQ >= 1, "TRAIN.CHECKPOINT_FREQ must be >= 1")
     check(cfg.TRAIN.KEEP_CHECKPOINTS >= 1, "TRAIN.KEEP_CHECKPOINTS must be >= 1")
     check(cfg.TEST.SPLIT in ("test", "val"), f"TEST.SPLIT must be test|val, got {cfg.TEST.SPLIT!r}")

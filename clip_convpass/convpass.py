@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
 from torch import nn
 
-from .adapters.base import AdaptedBlock, AdapterModule, vision_transformer_parts
-from .config import ConfigError
+from .adapters.base import AdaptedBlock, AdapterModule, unwrapped, vision_transformer_parts
 
 POSITIONS = ("both", "attn", "mlp", "none")  # none: no bypasses (head-only training)
 MODES = ("parallel", "sequential")
@@ -147,8 +146,7 @@ def inject_convpass(visual: nn.Module, spec: ConvpassSpec) -> List[Convpass]:
     transformer = vision_transformer_parts(visual, "Convpass")
     if not isinstance(visual.patch_dropout, nn.Identity):
         raise ValueError("Convpass needs every patch token on its grid; build the model without patch dropout")
-    if any(isinstance(b, AdaptedBlock) for b in transformer.resblocks):
-        raise ConfigError("this model already has adapters injected (Convpass or another); build a fresh model")
+    blocks = [unwrapped(b) for b in transformer.resblocks]  # refuses a model that has adapters already
     dim = transformer.width
     grid = tuple(visual.grid_size)
     shared = SharedProjections(dim, spec.hidden) if spec.share else None
@@ -163,7 +161,7 @@ def inject_convpass(visual: nn.Module, spec: ConvpassSpec) -> List[Convpass]:
 
     if spec.positions == "none":
         return bypasses
-    for i, block in enumerate(transformer.resblocks):
+    for i, block in enumerate(blocks):
         ba = make() if spec.positions in ("both", "attn") else None
         bm = make() if spec.positions in ("both", "mlp") else None
         transformer.resblocks[i] = ConvpassBlock(block, ba, bm, spec.scale, spec.mode, transformer.batch_first,

@@ -103,10 +103,10 @@ def encode_batches(trainer: "TrainerBase", encode: Callable, items: Sequence, tr
 
 
 class ImageBatches:
-    """Feature source: decode and run the whole model on every batch."""
+    """Feature source: decode and run the whole model on every batch; logits of the dataset's columns."""
 
-    def __init__(self, trainer: "TrainerBase", items: Sequence, desc: str):
-        self.trainer, self.items, self.desc = trainer, items, desc
+    def __init__(self, trainer: "TrainerBase", items: Sequence, desc: str, columns: torch.Tensor):
+        self.trainer, self.items, self.desc, self.columns = trainer, items, desc, columns
         self.skipped: List[Tuple[str, str]] = []
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
@@ -117,7 +117,7 @@ class ImageBatches:
             self.skipped += batch["skipped"]
             if batch["img"] is not None:
                 feature_cache.STATS["images"] += len(batch["label"])
-                yield self.trainer.predict(batch["img"]), batch["label"]
+                yield self.trainer.predict(batch["img"], self.columns), batch["label"]
             progress.step()
 
 
@@ -125,9 +125,10 @@ class CachedFeatures:
     """Feature source for frozen image encoders: raw features from the shared on-disk cache (computed
     and stored on a miss), turned into logits by the method's head."""
 
-    def __init__(self, trainer: "TrainerBase", dataset, split: str, items: Sequence, desc: str):
+    def __init__(self, trainer: "TrainerBase", dataset, split: str, items: Sequence, desc: str,
+                 columns: torch.Tensor):
         cfg = trainer.cfg
-        self.trainer = trainer
+        self.trainer, self.columns = trainer, columns
         transform = build_transform(cfg, False)
         key, meta = feature_cache.cache_key(cfg, dataset.NAME, split, items, dataset.root, transform)
 
@@ -144,7 +145,7 @@ class CachedFeatures:
         t = self.trainer
         for f, lab in zip(self.feats, self.labels):
             with t.autocast():
-                yield t.logits_from_features(f.to(t.device)).float(), lab
+                yield t.logits_over(f.to(t.device), self.columns).float(), lab
 
 
 @torch.no_grad()
@@ -164,11 +165,11 @@ def evaluate(trainer: "TrainerBase", dataset, split: str, stage: str = "final") 
     desc = f"eval {dataset.NAME}/{split}"
     t0 = time.time()
     if trainer.FROZEN_IMAGE_ENCODER and cfg.TEST.FEATURE_CACHE_DIR:
-        source = CachedFeatures(trainer, dataset, split, items, desc)
+        source = CachedFeatures(trainer, dataset, split, items, desc, columns)
     else:
-        source = ImageBatches(trainer, items, desc)
+        source = ImageBatches(trainer, items, desc, columns)
     for logits, labels in source:
-        evaluator.process(logits.index_select(1, columns), labels)
+        evaluator.process(logits, labels)
     skipped = source.skipped
     if distributed.is_distributed():
         evaluator.merge(distributed.gather_objects(evaluator.state()))

@@ -30,7 +30,7 @@ logger = logging.getLogger("clip_convpass")
 
 # Counts image-encoder passes over evaluation splits in this process (benchmarks read it).
 STATS = {"passes": 0, "images": 0, "cache_hits": 0}
-VERSION = 1
+VERSION = 2  # 2: fused attention in frozen towers
 
 
 def weights_identity(cfg) -> str:
@@ -59,6 +59,7 @@ def cache_key(cfg, dataset_name: str, split: str, items: Sequence, root: Path, t
         "transform": repr(transform),
         "prec": precision.resolve(cfg.PREC, torch.device(resolve_device(cfg.DEVICE))),
         "batch_size": cfg.DATALOADER.TEST.BATCH_SIZE,
+        "fused_attention": bool(cfg.MODEL.FUSED_ATTENTION),
         "skip_bad_images": bool(cfg.DATASET.SKIP_BAD_IMAGES),
         "dtype": cfg.TEST.FEATURE_CACHE_DTYPE,
     }

@@ -1,7 +1,8 @@
 """Numeric precision of a run (PREC): what `auto` means on a device, the autocast context, the scaler.
 
 auto (default): on CUDA, fp16 autocast with a GradScaler and TF32 matmuls (the reference codebases
-train CLIP in fp16); on CPU, fp32. amp: fp16 autocast on CUDA, bf16 on CPU. bf16, fp32: as named.
+train CLIP in fp16); on a CPU with native bf16 (AVX512-BF16 or AMX), bf16 autocast; on other CPUs, fp32
+(bf16 is emulated there, and slower than fp32). amp: fp16 autocast on CUDA, bf16 on CPU. bf16, fp32: as named.
 """
 from __future__ import annotations
 
@@ -13,11 +14,22 @@ import torch
 VALID_PREC = ("auto", "fp32", "amp", "bf16")
 
 
+def cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:  # not Linux: no way to tell, so no bf16
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve(prec: str, device: torch.device) -> str:
     """The precision a run actually uses (never "auto")."""
     if prec != "auto":
         return prec
-    return "amp" if device.type == "cuda" else "fp32"
+    if device.type == "cuda":
+        return "amp"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 def setup(prec: str, device: torch.device):

@@ -17,6 +17,11 @@ from torch import nn
 from .attention import is_plain_self_attention, output_projection, qkv_heads
 
 
+def open_clip_block(block: nn.Module) -> nn.Module:
+    """The open_clip block itself, inside a fused-attention wrapper or not."""
+    return getattr(block, "block", block)
+
+
 class TextEncoder(nn.Module):
     def __init__(self, clip_model: nn.Module, truncate: bool = True, share_prefix: bool = True):
         super().__init__()
@@ -38,7 +43,7 @@ class TextEncoder(nn.Module):
     def _plain_blocks(self) -> bool:
         t = self.transformer
         return getattr(t, "batch_first", False) and all(
-            hasattr(b, "attention") and is_plain_self_attention(b.attn) for b in t.resblocks)
+            hasattr(b, "attention") and is_plain_self_attention(b.attn) for b in map(open_clip_block, t.resblocks))
 
     @property
     def context_length(self) -> int:
@@ -86,7 +91,7 @@ class TextEncoder(nn.Module):
         xp, xs = prefix + pos[:p], rest + pos[p:p + s_len]
         mask_p = self.attn_mask[:p, :p].to(rest.dtype)
         mask_s = self.attn_mask[p:p + s_len, :p + s_len].to(rest.dtype)  # rows of the full causal mask
-        for blk in self.transformer.resblocks:
+        for blk in map(open_clip_block, self.transformer.resblocks):
             qkv_p = qkv_heads(blk.attn, blk.ln_1(xp))
             qkv_s = qkv_heads(blk.attn, blk.ln_1(xs))
             # each prompt's own tokens attend to the shared prefix's keys/values and to their own

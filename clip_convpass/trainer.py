@@ -99,6 +99,10 @@ class TrainerBase:
     def logits_from_features(self, feats: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def logits_over(self, feats: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """Logits of the universe columns a dataset is scored on (a method may compute only those)."""
+        return self.logits_from_features(feats).index_select(1, columns)
+
     def forward_backward(self, batch: dict) -> Dict[str, float]:
         images, labels = batch["img"].to(self.device), batch["label"].to(self.device)
         with self.autocast():  # through DDP under torchrun (every model's forward() is its model_inference)
@@ -241,10 +245,16 @@ class TrainerBase:
 
     # ---- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, columns: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Evaluation logits over the universe, or over `columns` of it."""
         self.set_model_mode(False)
         with self.autocast():
-            return self.model_inference(images.to(self.device)).float()
+            images = images.to(self.device)
+            if columns is None:
+                return self.model_inference(images).float()
+            if self.FROZEN_IMAGE_ENCODER:
+                return self.logits_over(self.encode_images(images), columns).float()
+            return self.model_inference(images).index_select(1, columns).float()
 
     def test(self, dataset: Optional[DatasetBase] = None, split: Optional[str] = None, stage: str = "final") -> dict:
         """Evaluate on a dataset split (default: the training dataset's TEST.SPLIT) and write results.json."""

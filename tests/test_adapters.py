@@ -186,6 +186,7 @@ for preset in sorted(presets()):
     cfg = setup_cfg("datasets/imagenet.yaml", "{REPO / PETL}", [
         "TRAINER.PETL.ADAPTER", preset, "DATASET.ROOT", "{synth['root']}", "DATASET.CLASS_LIST",
         "{synth['class_list']}", "MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)",
+        "PREC", "fp32",
         "DATALOADER.NUM_WORKERS", "0", "DATASET.NUM_SHOTS", "2", "DATASET.VAL_SHOTS", "0",
         "DATASET.SPLIT_DIR", "{tmp_path / 'splits'}", "OPTIM.MAX_EPOCH", "1", "OPTIM.NAME", "sgd", "OPTIM.LR", "0.1",
         "DATALOADER.TRAIN_X.BATCH_SIZE", "12", "TRAINER.PETL.DROPOUT", "0.0", "DEVICE", "cpu",

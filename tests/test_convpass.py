@@ -35,8 +35,11 @@ def variant_id(s):
 
 @pytest.mark.parametrize("spec", VARIANTS, ids=variant_id)
 def test_fresh_model_equals_zero_shot_for_every_variant(tiny, spec):
+    from clip_convpass.adapters.base import fuse_attention
+
     head = build_head(tiny, ["tench", "goldfish", "shark"], "single")
     zs = CLIPClassifier(copy.deepcopy(tiny.model.visual), head).eval()
+    fuse_attention(zs.visual.transformer)  # zero-shot CLIP as every trainer builds it (MODEL.FUSED_ATTENTION)
     adapted = CLIPClassifier(copy.deepcopy(tiny.model.visual), copy.deepcopy(head))
     bypasses = inject_convpass(adapted.visual, spec)
     assert len(bypasses) == (4 if spec.positions == "both" else 2)

@@ -20,7 +20,7 @@ CONVPASS = REPO / "configs/trainers/ConvpassCLIP/vit_b16.yaml"
 def base_args(synth, tmp_path, out, dataset="imagenet"):
     return ["--root", synth["root"], "--output-dir", str(out), "--seed", "1",
             "--dataset-config-file", str(REPO / f"configs/datasets/{dataset}.yaml"), "--config-file", str(CONVPASS),
-            "MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)",
+            "MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)", "PREC", "fp32",
             "DATALOADER.NUM_WORKERS", "0", "DATASET.CLASS_LIST", synth["class_list"],
             "DATASET.SPLIT_DIR", str(tmp_path / "splits"), "DATASET.NUM_SHOTS", "2", "DATASET.VAL_SHOTS", "0",
             # deterministic inputs and no dropout: the two runs see the same samples, split differently

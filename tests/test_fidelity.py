@@ -145,24 +145,28 @@ def test_config_hash_ignores_every_location_key():
 def test_results_record_experiment_seed_shots_and_provenance(cfg_factory, tmp_path):
     out = tmp_path / "run"
     cfg = cfg_factory(config_file=CONVPASS, output_dir=out,
-                      opts=["OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "2", "SEED", "1"])
+                      opts=["OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "2", "SEED", "1", "PREC", "auto"])
     rec = run(cfg)[0]
-    assert rec["prec"] == "fp32" and rec["prec_config"] == "auto"  # auto on CPU
+    from clip_convpass import precision
+
+    # the precision used is recorded beside the one asked for (auto: bf16 on CPUs that have it, else fp32)
+    assert rec["prec"] == precision.resolve("auto", torch.device("cpu")) and rec["prec_config"] == "auto"
     assert rec["class_names"]["source"].endswith("classnames.txt") and len(rec["class_names"]["sha256"]) == 16
     assert rec["prompts"]["templates"] == "single" and rec["prompts"]["templates_sha256"]
     # evaluating the seed-1 model with --seed 2 still reports the model's seed and experiment
     ev = cfg_factory("ImageNetA", config_file=CONVPASS, output_dir=out,
-                     opts=["OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "8", "SEED", "2"])
+                     opts=["OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "8", "SEED", "2", "PREC", "auto"])
     rec_a = run(ev, eval_only=True, model_dir=str(out))[0]
     assert (rec_a["seed"], rec_a["shots"], rec_a["experiment"]) == (1, 2, rec["experiment"])
     other = run(cfg_factory(config_file=CONVPASS, output_dir=tmp_path / "seed2",
-                            opts=["OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "2", "SEED", "2"]))[0]
+                            opts=["OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "2", "SEED", "2", "PREC", "auto"]))[0]
     assert other["experiment"] == rec["experiment"] and other["config_hash"] != rec["config_hash"]
 
 
-def test_prec_auto_is_amp_on_cuda_and_fp32_on_cpu():
+def test_prec_auto_is_amp_on_cuda_and_fp32_on_cpu_without_bf16(monkeypatch):
     from clip_convpass import precision
 
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert get_cfg_default().PREC == "auto"
     assert precision.resolve("auto", torch.device("cpu")) == "fp32"
     assert precision.resolve("auto", torch.device("cuda")) == "amp"
@@ -175,7 +179,7 @@ BAD_VALUES = {
     "OPTIM.LR_SCHEDULER": "poly", "OPTIM.SCHEDULER_UNIT": "batch", "OPTIM.WARMUP_TYPE": "cubic",
     "OPTIM.WARMUP_EPOCH": "-1", "OPTIM.MOMENTUM": "float('nan')", "DATASET.NUM_SHOTS": "0", "DATASET.VAL_SHOTS": "-2",
     "DATASET.SUBSAMPLE": "half", "DATALOADER.TRAIN_X.BATCH_SIZE": "0", "DATALOADER.TEST.BATCH_SIZE": "0",
-    "DATALOADER.NUM_WORKERS": "-1", "TRAIN.CHECKPOINT_FREQ": "0", "TRAIN.KEEP_CHECKPOINTS": "0",
+    "DATALOADER.NUM_WORKERS": "-2", "TRAIN.CHECKPOINT_FREQ": "0", "TRAIN.KEEP_CHECKPOINTS": "0",
     "TEST.SPLIT": "train", "TEST.FEATURE_CACHE_DTYPE": "int8", "INPUT.SIZE": "(224,)", "INPUT.INTERPOLATION": "area",
     "INPUT.TRANSFORMS": "['rotate']", "INPUT.CROP_SCALE": "(0.9, 0.1)", "INPUT.PIXEL_STD": "[0.1, 0.0, 0.1]",
     "TRAINER.NAME": "NoSuchTrainer",
@@ -341,7 +345,7 @@ def test_grid_runs_the_rows_sweep_first_and_records_the_choice(synth, tiny_weigh
 
     row = replace(find_row("ConvpassCLIP"), sweep=("TRAINER.CONVPASS.SCALE=0.01,10",
                                                    "TRAINER.CONVPASS.CONV_INIT=identity,xavier"))
-    opts = ["MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", tiny_weights, "INPUT.SIZE", "(32,32)",
+    opts = ["MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", tiny_weights, "INPUT.SIZE", "(32,32)", "PREC", "fp32",
             "DATALOADER.NUM_WORKERS", "0", "DATASET.CLASS_LIST", synth["class_list"], "DATASET.NUM_SHOTS", "2",
             "DATASET.VAL_SHOTS", "2", "DATASET.SPLIT_DIR", str(tmp_path / "splits"), "OPTIM.MAX_EPOCH", "1",
             "OPTIM.LR", "0.01", "DEVICE", "cpu"]

@@ -70,7 +70,8 @@ def test_grid_encodes_each_test_set_once_for_frozen_methods(synth, tiny_weights,
 
     methods = [find_row("ZeroShotCLIP"), find_row("CoOp")]
     opts = ["DATASET.CLASS_LIST", synth["class_list"], "MODEL.PRETRAINED", tiny_weights, "MODEL.BACKBONE", "tiny-ViT-Q",
-            "INPUT.SIZE", "(32,32)", "DATALOADER.NUM_WORKERS", "0", "DATASET.SPLIT_DIR", str(tmp_path / "s"), *FAST]
+            "INPUT.SIZE", "(32,32)", "PREC", "fp32", "DATALOADER.NUM_WORKERS", "0", "DATASET.SPLIT_DIR",
+            str(tmp_path / "s"), *FAST]
     domains = ["ImageNet", "ImageNetA", "ImageNetR"]
     counts = {}
     for cache in (False, True):

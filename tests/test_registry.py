@@ -98,7 +98,7 @@ def test_a_toy_method_in_one_module_reaches_config_grid_and_report(toy_method, s
         setup_cfg(None, None, ["TRAINER.TOY.SCALE", "-1"])
     toy = next(r for r in table2_rows() if r.name == "Toy")
     assert toy.trainer == "ToyMethod"
-    opts = ["MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", tiny_weights, "INPUT.SIZE", "(32,32)",
+    opts = ["MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", tiny_weights, "INPUT.SIZE", "(32,32)", "PREC", "fp32",
             "DATALOADER.NUM_WORKERS", "0", "DATASET.CLASS_LIST", synth["class_list"], "DATASET.NUM_SHOTS", "2",
             "DATASET.SPLIT_DIR", str(tmp_path / "splits"), "OPTIM.MAX_EPOCH", "1", "DEVICE", "cpu"]
     (cell,) = run_grid([toy], [1], synth["root"], tmp_path / "grid", opts, domains=["ImageNet", "ImageNetR"])

@@ -157,7 +157,7 @@ def test_split_files_are_json(cfg_factory):
 def train_cmd(synth, out, tmp_path):
     return [sys.executable, str(REPO / "train.py"), "--root", synth["root"], "--output-dir", str(out), "--seed", "3",
             "--dataset-config-file", str(REPO / "configs/datasets/imagenet.yaml"), "--config-file", str(REPO / CONVPASS),
-            "MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)",
+            "MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)", "PREC", "fp32",
             "DATALOADER.NUM_WORKERS", "0", "DATASET.CLASS_LIST", synth["class_list"],
             "DATASET.SPLIT_DIR", str(tmp_path / "splits"), "DATASET.NUM_SHOTS", "16", "DATALOADER.TRAIN_X.BATCH_SIZE", "2",
             "OPTIM.MAX_EPOCH", "12", "OPTIM.LR", "1e-3", "TRAIN.PRINT_FREQ", "1000"]

@@ -12,7 +12,7 @@ CONVPASS_CFG = REPO / "configs" / "trainers" / "ConvpassCLIP" / "vit_b16.yaml"
 
 
 def tiny_opts(synth, tmp_path):
-    return ["MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)",
+    return ["MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)", "PREC", "fp32",
             "DATALOADER.NUM_WORKERS", "0", "DATASET.CLASS_LIST", synth["class_list"], "OPTIM.MAX_EPOCH", "1",
             "DATASET.SPLIT_DIR", str(tmp_path / "splits"), "DEVICE", "cpu"]
 

@@ -1,7 +1,7 @@
 """Adapter (Pfeiffer et al., AdapterFusion; Houlsby et al.'s bottleneck): sequential after the MLP,
 x + m + s * up(ReLU(down(m))) with m = MLP(LN(x))."""
-from .base import ADAPTER_REGISTRY, AdapterKind, Injection, adapted_blocks
-from .bottleneck import Bottleneck, check_bottleneck
+from .base import ADAPTER_REGISTRY, AdapterKind
+from .bottleneck import check_bottleneck, inject_bottlenecks
 
 
 @ADAPTER_REGISTRY.register
@@ -17,9 +17,4 @@ class PfeifferAdapter(AdapterKind):
 
     @classmethod
     def inject(cls, visual, options, fast_attention=True):
-        modules = []
-        for block in adapted_blocks(visual, fast_attention):
-            m = Bottleneck(visual.transformer.width, options["hidden"], options["dropout"])
-            block.add("mlp", "sequential", "adapter", m, options["scale"])
-            modules.append(m)
-        return Injection(modules=modules)
+        return inject_bottlenecks(visual, options, fast_attention, "sequential", "adapter")

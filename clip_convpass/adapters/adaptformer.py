@@ -1,7 +1,7 @@
 """AdaptFormer (Chen et al., AdaptFormer: Adapting Vision Transformers for Scalable Visual Recognition):
 a bottleneck parallel to the MLP, x + MLP(LN(x)) + s * up(ReLU(down(LN(x))))."""
-from .base import ADAPTER_REGISTRY, AdapterKind, Injection, adapted_blocks
-from .bottleneck import Bottleneck, check_bottleneck
+from .base import ADAPTER_REGISTRY, AdapterKind
+from .bottleneck import check_bottleneck, inject_bottlenecks
 
 
 @ADAPTER_REGISTRY.register
@@ -17,9 +17,4 @@ class AdaptFormer(AdapterKind):
 
     @classmethod
     def inject(cls, visual, options, fast_attention=True):
-        modules = []
-        for block in adapted_blocks(visual, fast_attention):
-            m = Bottleneck(visual.transformer.width, options["hidden"], options["dropout"])
-            block.add("mlp", "parallel", "adaptformer", m, options["scale"])
-            modules.append(m)
-        return Injection(modules=modules)
+        return inject_bottlenecks(visual, options, fast_attention, "parallel", "adaptformer")

@@ -66,6 +66,10 @@ class AdaptedBlock(nn.Module):
         self.mlp_adapters: List[Tuple[str, str, float]] = []
         self.qkv_adapter: Optional[nn.Module] = None
 
+    @property
+    def has_adapters(self) -> bool:
+        return bool(self.attn_adapters or self.mlp_adapters or self.qkv_adapter is not None)
+
     def add(self, where: str, mode: str, name: str, module: nn.Module, scale: float = 1.0) -> None:
         """Put `module` beside (parallel) or after (sequential) the attn or mlp branch, as attribute `name`."""
         if mode not in ("parallel", "sequential") or where not in ("attn", "mlp"):
@@ -83,9 +87,10 @@ class AdaptedBlock(nn.Module):
         qkv = self.qkv_adapter
         if qkv is not None and not qkv.merged:  # LoRA while training: deltas on the projections
             return b.ls_1(qkv.attention(b.attn, y, attn_mask))
-        # Without gradients MultiheadAttention already takes its fused kernel, the very computation the
-        # frozen model does; keeping it there makes a fresh model's logits equal zero-shot CLIP's.
-        if self.fast_attention and torch.is_grad_enabled():
+        # Every tower takes the same fused path, with or without gradients and under autocast (where
+        # MultiheadAttention leaves its fast kernel): a fresh adapter model then computes exactly what
+        # the frozen model does.
+        if self.fast_attention:
             return b.ls_1(self_attention(b.attn, y, attn_mask))
         if hasattr(b, "attention"):  # ResidualAttentionBlock
             return b.ls_1(b.attention(q_x=y, attn_mask=attn_mask))
@@ -121,16 +126,29 @@ def vision_transformer_parts(visual: nn.Module, what: str):
     return transformer
 
 
-def adapted_blocks(visual: nn.Module, fast_attention: bool = True) -> List[AdaptedBlock]:
-    """Wrap every block of the image tower once (idempotent refusal: a model is adapted once)."""
-    transformer = vision_transformer_parts(visual, "An adapter")
-    if any(isinstance(b, AdaptedBlock) for b in transformer.resblocks):
-        raise ConfigError("this model already has adapters injected; build a fresh model for another adapter")
-    blocks = []
+def fuse_attention(transformer: nn.Module) -> None:
+    """Wrap every block of a tower in an AdaptedBlock without adapters (the fused attention path);
+    blocks wrapped before are kept as they are."""
     for i, block in enumerate(transformer.resblocks):
-        transformer.resblocks[i] = AdaptedBlock(block, transformer.batch_first, fast_attention)
-        blocks.append(transformer.resblocks[i])
-    return blocks
+        if not isinstance(block, AdaptedBlock):
+            transformer.resblocks[i] = AdaptedBlock(block, transformer.batch_first)
+
+
+def unwrapped(block: nn.Module) -> nn.Module:
+    """The open_clip block inside an adapter-free wrapper (adapters refuse to be stacked)."""
+    if isinstance(block, AdaptedBlock):
+        if block.has_adapters:
+            raise ConfigError("this model already has adapters injected; build a fresh model for another adapter")
+        return block.block
+    return block
+
+
+def adapted_blocks(visual: nn.Module, fast_attention: bool = True) -> List[AdaptedBlock]:
+    """The image tower's blocks, each wrapped once, for an adapter to fill (a model is adapted once)."""
+    transformer = vision_transformer_parts(visual, "An adapter")
+    for i, block in enumerate(transformer.resblocks):
+        transformer.resblocks[i] = AdaptedBlock(unwrapped(block), transformer.batch_first, fast_attention)
+    return list(transformer.resblocks)
 
 
 class AdapterKind:
@@ -189,7 +207,12 @@ def inject(visual: nn.Module, preset: str, overrides: Optional[Dict[str, object]
            fast_attention: bool = True) -> Injection:
     """Inject a registered adapter preset (with option overrides) into an open_clip image tower."""
     kind, options = resolve(preset, overrides)
-    return kind.inject(visual, options, fast_attention)
+    if getattr(visual, "adapter_preset", None):  # prompts, say, live outside the blocks: mark the model
+        raise ConfigError(f"this model already has adapters injected ({visual.adapter_preset}); build a fresh model "
+                          f"for another adapter")
+    injection = kind.inject(visual, options, fast_attention)
+    visual.adapter_preset = preset
+    return injection
 
 
 __all__ = ["ADAPTER_REGISTRY", "AdaptedBlock", "AdapterKind", "AdapterModule", "Injection", "adapted_blocks",

@@ -1,7 +1,7 @@
 """The language-oriented bottleneck shared by AdaptFormer and the (Pfeiffer) Adapter: up(drop(ReLU(down(x))))."""
 from torch import nn
 
-from .base import AdapterModule
+from .base import AdapterModule, Injection, adapted_blocks
 
 
 class Bottleneck(AdapterModule):
@@ -25,3 +25,13 @@ def check_bottleneck(options) -> None:
         raise ValueError(f"HIDDEN (bottleneck width) must be >= 1, got {options['hidden']}")
     if not 0 <= options["dropout"] < 1:
         raise ValueError(f"DROPOUT must be in [0, 1), got {options['dropout']}")
+
+
+def inject_bottlenecks(visual, options, fast_attention: bool, mode: str, name: str) -> Injection:
+    """One bottleneck per block, beside (parallel) or after (sequential) the MLP, scaled by s."""
+    modules = []
+    for block in adapted_blocks(visual, fast_attention):
+        m = Bottleneck(visual.transformer.width, options["hidden"], options["dropout"])
+        block.add("mlp", mode, name, m, options["scale"])
+        modules.append(m)
+    return Injection(modules=modules)

@@ -9,6 +9,7 @@ NUM_WORKERS, any number of processes, and across a kill and resume; and the proc
 """
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -24,6 +25,16 @@ Stream = Tuple[str, int]  # (purpose, epoch or pass), e.g. ("train", 3), ("tip-c
 
 def stream_seed(seed: int, stream: Stream, what: str) -> int:
     return stable_int(seed, *stream, what) % (2**63)
+
+
+def num_workers(cfg) -> int:
+    """DATALOADER.NUM_WORKERS, or with -1 the cores this process may use, at most 8 (more workers than
+    cores only adds contention)."""
+    n = cfg.DATALOADER.NUM_WORKERS
+    if n >= 0:
+        return n
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(cores, 8)
 
 
 def build_loader(cfg, items: Sequence, is_train: bool, device: torch.device, transform=None,
@@ -53,7 +64,7 @@ def build_loader(cfg, items: Sequence, is_train: bool, device: torch.device, tra
         batch_size=batch_size,
         shuffle=is_train and sampler is None,
         sampler=sampler,
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        num_workers=num_workers(cfg),
         collate_fn=collate_skipping,
         generator=generator,
         pin_memory=device.type == "cuda",

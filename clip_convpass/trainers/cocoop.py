@@ -1,4 +1,6 @@
 """CoCoOp (Zhou et al., 2022): CoOp plus a meta-net that shifts the context per image."""
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,18 +36,19 @@ class CoCoOpModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.logits_from_features(self.visual(images))
 
-    def logits_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+    def logits_from_features(self, feats: torch.Tensor, classes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits of every class, or only of `classes` (per image, each class needs its own prompt pass)."""
         img = F.normalize(feats, dim=-1)  # [B, D]
         shifts = self.meta_net(img)  # [B, W]
         pl = self.prompt_learner
-        n_cls = pl.n_cls
+        classes = torch.arange(pl.n_cls, device=img.device) if classes is None else classes
         rows = []
         # one image's prompts at a time, classes in chunks: memory is bounded by prompts_per_chunk
         for i in range(img.shape[0]):
             ctx = pl.ctx + shifts[i]  # broadcast over context tokens (and classes if CSC)
             parts = []
-            for start in range(0, n_cls, self.prompts_per_chunk):
-                idx = torch.arange(start, min(start + self.prompts_per_chunk, n_cls), device=img.device)
+            for start in range(0, len(classes), self.prompts_per_chunk):
+                idx = classes[start:start + self.prompts_per_chunk]
                 text = self.text_encoder.forward_prompts(*pl.parts(ctx, idx), pl.eot(idx))
                 parts.append(F.normalize(text, dim=-1) @ img[i])
             rows.append(torch.cat(parts))
@@ -89,3 +92,7 @@ class CoCoOp(CoOp):
 
     def logits_from_features(self, feats):
         return self.model.logits_from_features(feats)  # prompts depend on the image: nothing to reuse
+
+    def logits_over(self, feats, columns):
+        # ImageNet-A/-R score 200 of 1000 columns: encode only those classes' prompts
+        return self.model.logits_from_features(feats, columns)
