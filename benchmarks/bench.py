@@ -264,11 +264,14 @@ def bench_convpass_ratio(batch: int, repeats: int) -> dict:
         step_s = timed(lambda t=trainer: t.forward_backward(data), 1, repeats)
         out["step_s" if fast else "step_s_fast_attention_off"] = step_s
         del trainer
-    # the same image tower without bypasses: the frozen encoder every other method runs
-    frozen = build_trainer("ConvpassCLIP", 100, ["TRAINER.CONVPASS.POSITIONS", "none"]).model.visual.eval()
+    # the same image tower without bypasses (the frozen encoder every other method runs), in the same
+    # precision as the steps (PREC auto: bf16 on CPUs that have it)
+    probe = build_trainer("ConvpassCLIP", 100, ["TRAINER.CONVPASS.POSITIONS", "none"])
+    frozen = probe.model.visual.eval()
+    out["prec"] = probe.prec
 
     def fwd():
-        with torch.no_grad():
+        with torch.no_grad(), probe.autocast():
             frozen(images)
 
     out["frozen_forward_s"] = timed(fwd, 1, repeats)
@@ -283,13 +286,14 @@ def bench_adapters(batch: int, repeats: int) -> dict:
 
     images = torch.randn(batch, 3, 224, 224)
     data = {"img": images, "label": torch.randint(0, 100, (batch,))}
-    frozen = build_trainer("ConvpassCLIP", 100, ["TRAINER.CONVPASS.POSITIONS", "none"]).model.visual.eval()
+    probe = build_trainer("ConvpassCLIP", 100, ["TRAINER.CONVPASS.POSITIONS", "none"])
+    frozen = probe.model.visual.eval()
 
-    def fwd():
-        with torch.no_grad():
+    def fwd():  # same precision as the steps
+        with torch.no_grad(), probe.autocast():
             frozen(images)
 
-    out = {"batch": batch, "frozen_forward_s": timed(fwd, 1, repeats), "adapters": {}}
+    out = {"batch": batch, "prec": probe.prec, "frozen_forward_s": timed(fwd, 1, repeats), "adapters": {}}
     for preset in presets():
         trainer = build_trainer("PETL adaptformer", 100, ["TRAINER.PETL.ADAPTER", preset])
         trainer.set_model_mode(True)
