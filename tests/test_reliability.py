@@ -154,20 +154,29 @@ def test_split_files_are_json(cfg_factory):
 
 
 # ---- kill and resume --------------------------------------------------------------------------
-def train_cmd(synth, out, tmp_path):
+def train_cmd(synth, out, tmp_path, config=CONVPASS, extra=()):
     return [sys.executable, str(REPO / "train.py"), "--root", synth["root"], "--output-dir", str(out), "--seed", "3",
-            "--dataset-config-file", str(REPO / "configs/datasets/imagenet.yaml"), "--config-file", str(REPO / CONVPASS),
+            "--dataset-config-file", str(REPO / "configs/datasets/imagenet.yaml"), "--config-file", str(REPO / config),
+            *extra,
             "MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)", "PREC", "fp32",
             "DATALOADER.NUM_WORKERS", "0", "DATASET.CLASS_LIST", synth["class_list"],
             "DATASET.SPLIT_DIR", str(tmp_path / "splits"), "DATASET.NUM_SHOTS", "16", "DATALOADER.TRAIN_X.BATCH_SIZE", "2",
             "OPTIM.MAX_EPOCH", "12", "OPTIM.LR", "1e-3", "TRAIN.PRINT_FREQ", "1000"]
 
 
+PETL = "configs/trainers/PETLCLIP/adaptformer.yaml"
+
+
 @pytest.mark.slow
-def test_sigkill_mid_training_then_resume_matches_uninterrupted(synth, tmp_path):
+@pytest.mark.parametrize("config,extra", [(CONVPASS, ()),  # LoRA (merge/unmerge state) and VPT-deep (prompts):
+                                          (PETL, ("TRAINER.PETL.ADAPTER", "lora")),  # the adapters whose state
+                                          (PETL, ("TRAINER.PETL.ADAPTER", "vpt_deep"))],  # lives outside AdaptedBlock
+                         ids=["convpass", "lora", "vpt_deep"])
+def test_sigkill_mid_training_then_resume_matches_uninterrupted(synth, tmp_path, config, extra):
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
-    subprocess.run(train_cmd(synth, ref_dir, tmp_path), check=True, capture_output=True, timeout=600)
-    proc = subprocess.Popen(train_cmd(synth, cut_dir, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(train_cmd(synth, ref_dir, tmp_path, config, extra), check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen(train_cmd(synth, cut_dir, tmp_path, config, extra), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (cut_dir / "checkpoints" / "model-epoch2.pt").exists():
         assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
@@ -178,7 +187,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(synth, tmp_path)
     killed_at = load_checkpoint(latest_checkpoint(cut_dir))["epoch"]
     assert killed_at < 12, "the run finished before the kill"
     assert not (cut_dir / "eval").exists()
-    subprocess.run(train_cmd(synth, cut_dir, tmp_path), check=True, capture_output=True, timeout=600)
+    subprocess.run(train_cmd(synth, cut_dir, tmp_path, config, extra), check=True, capture_output=True, timeout=600)
     assert "Resuming from" in (cut_dir / "log.txt").read_text()
     a = load_checkpoint(latest_checkpoint(ref_dir))
     b = load_checkpoint(latest_checkpoint(cut_dir))
