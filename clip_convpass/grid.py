@@ -18,15 +18,12 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .config import ConfigError
-from .registry import Row, evaluation_domains, method_rows
+from .registry import Row, evaluation_domains, method_rows, table_names
 from .rundir import RunDir, cell_dir
 from .utils import format_seconds, setup_logger
 
 logger = logging.getLogger("clip_convpass")
 TABLE2_SOURCE = "ImageNet"  # the paper's Table 2 trains here and evaluates on its shifted variants
-
-
-TABLE_SOURCES = {"table2": TABLE2_SOURCE, "petl": TABLE2_SOURCE}  # the tables a grid can run
 
 
 def table_rows(table: str = "table2") -> List[Row]:
@@ -135,7 +132,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--methods", nargs="*", default=None,
                    help="row names (default: the Table 2 rows); see `python -m clip_convpass.grid --list`")
     p.add_argument("--list", action="store_true", help="list every registered row and exit")
-    p.add_argument("--table", choices=sorted(TABLE_SOURCES), default="table2",
+    p.add_argument("--table", choices=table_names(), default="table2",
                    help="which table's rows to run when --methods is not given (petl: every adapter on CLIP)")
     p.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
     p.add_argument("--force", action="store_true", help="rerun cells whose results exist")

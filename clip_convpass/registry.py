@@ -111,6 +111,11 @@ def method_rows(select: Optional[Callable[[Row], bool]] = None) -> List[Row]:
     return [r for r in rows if select is None or select(r)]
 
 
+def table_names() -> List[str]:
+    """Every table some registered row belongs to ("petl", "table2", ...)."""
+    return sorted({t for r in method_rows() for t in r.tables})
+
+
 def find_row(name: str) -> Optional[Row]:
     return next((r for r in method_rows() if r.name == name), None)
 

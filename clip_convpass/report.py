@@ -17,7 +17,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from tabulate import tabulate
 
 from .evaluation import METRICS
-from .registry import DATASET_REGISTRY, evaluation_domains, method_rows, rows_by_name
+from .registry import DATASET_REGISTRY, evaluation_domains, method_rows, rows_by_name, table_names
 
 TABLE2_SOURCE = "ImageNet"
 STAGE_LABELS = {"step0": "step 0"}
@@ -262,7 +262,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--metric", default="top1", choices=list(METRICS))
     p.add_argument("--paper", action="store_true", help="show the paper's numbers and deltas")
     p.add_argument("--methods", nargs="*", default=None, help="only these row names")
-    p.add_argument("--table", choices=["all", "table2", "petl"], default="all",
+    p.add_argument("--table", choices=["all", *table_names()], default="all",
                    help="only the rows of this table; petl adds the trainable-parameter column")
     p.add_argument("--plot", default="", help="write a PNG bar chart here")
     p.add_argument("--output", default="", help="write the table here instead of stdout")

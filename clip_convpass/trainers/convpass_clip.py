@@ -1,6 +1,7 @@
 """Convpass_CLIP: convolutional bypasses in CLIP's image encoder + a head initialised from text."""
 from yacs.config import CfgNode as CN
 
+from clip_convpass.adapters.convpass import ConvpassAdapter
 from clip_convpass.config import ConfigError, check
 from clip_convpass.convpass import ConvpassSpec
 from clip_convpass.registry import TRAINER_REGISTRY, Row
@@ -48,5 +49,4 @@ class ConvpassCLIP(AdapterCLIPTrainer):
     def adapter(self):
         c = self.cfg.TRAINER.CONVPASS
         spec = ConvpassSpec.from_cfg(c)
-        return "convpass", {k: getattr(spec, k) for k in ("hidden", "scale", "kernel_size", "dropout", "conv_init",
-                                                          "positions", "mode", "share")}
+        return "convpass", {k: getattr(spec, k) for k in ConvpassAdapter.OPTIONS}
