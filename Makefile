@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUTPUT ?= demo_output
 
-.PHONY: demo test lint env clean
+.PHONY: demo demo-fewshot test lint env clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ env: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m clip_convpass.demo --output $(DEMO_OUTPUT)
 
+demo-fewshot: $(VENV)/.installed
+	$(PY) -m clip_convpass.demo --fewshot --output $(DEMO_OUTPUT)_fewshot
+
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
@@ -28,4 +31,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(DEMO_OUTPUT)
+	rm -rf $(DEMO_OUTPUT) $(DEMO_OUTPUT)_fewshot

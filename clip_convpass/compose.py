@@ -9,11 +9,22 @@ decides which validators exist.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Dict, Iterable, Sequence
 
 from yacs.config import CfgNode as CN
 
-from .config import ConfigError, check, engine_defaults, expand_user_paths, merge_config_file, merge_opts, validate_engine_cfg
+from .config import (
+    CONFIG_DIR,
+    ConfigError,
+    apply_epochs_by_shots,
+    check,
+    engine_defaults,
+    expand_user_paths,
+    merge_config_file,
+    merge_opts,
+    validate_engine_cfg,
+)
 from .registry import TRAINER_REGISTRY
 
 
@@ -41,6 +52,9 @@ def get_cfg_default() -> CN:
 
 
 def validate_cfg(cfg: CN) -> None:
+    """Resolve derived keys (per-shot epochs) and reject invalid values, before any work."""
+    if not cfg.is_frozen():
+        apply_epochs_by_shots(cfg)
     validate_engine_cfg(cfg)
     check(cfg.TRAINER.NAME in TRAINER_REGISTRY,
           f"Unknown TRAINER.NAME {cfg.TRAINER.NAME!r}; registered: {TRAINER_REGISTRY.names()}")
@@ -62,9 +76,35 @@ def setup_cfg(
     for path in (dataset_config_file, config_file, *override_files):
         if path:
             merge_config_file(cfg, path)
-    merge_opts(cfg, list(opts))
+    opts = list(opts)
+    merge_opts(cfg, opts)
+    keys = opts[0::2]
+    if "OPTIM.MAX_EPOCH" in keys and cfg.OPTIM.MAX_EPOCH_BY_SHOTS and "OPTIM.MAX_EPOCH_BY_SHOTS" not in keys:
+        raise ConfigError(f"OPTIM.MAX_EPOCH is set by this config's per-shot schedule OPTIM.MAX_EPOCH_BY_SHOTS="
+                          f"{cfg.OPTIM.MAX_EPOCH_BY_SHOTS!r}; to fix the epochs, also pass OPTIM.MAX_EPOCH_BY_SHOTS \"\"")
     expand_user_paths(cfg)
     validate_cfg(cfg)
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def dataset_config_files() -> Dict[str, Path]:
+    """{dataset registry name: its packaged YAML} read from configs/datasets/ (files starting with "_" are
+    shared bases). The YAMLs are the one place that pairs a config name with a dataset."""
+    out: Dict[str, Path] = {}
+    for path in sorted((CONFIG_DIR / "datasets").glob("*.yaml")):
+        if path.name.startswith("_"):
+            continue
+        cfg = get_cfg_default()
+        merge_config_file(cfg, path)
+        out.setdefault(cfg.DATASET.NAME, path)
+    return out
+
+
+def dataset_config_file(name: str) -> Path:
+    files = dataset_config_files()
+    if name not in files:
+        raise ConfigError(f"No dataset YAML in {CONFIG_DIR / 'datasets'} names DATASET.NAME {name!r}; "
+                          f"configured: {sorted(files)}")
+    return files[name]

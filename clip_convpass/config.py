@@ -82,6 +82,11 @@ _C.OPTIM.ADAM_BETA1 = 0.9
 _C.OPTIM.ADAM_BETA2 = 0.999
 _C.OPTIM.EPS = 1e-8
 _C.OPTIM.MAX_EPOCH = 10
+# A method's per-shot schedule, "shots:epochs,..." (e.g. CoOp's "1:50,2:100,4:100,8:200,16:200"): MAX_EPOCH is
+# the entry of the largest shot count <= DATASET.NUM_SHOTS. "" = MAX_EPOCH at every shot count.
+_C.OPTIM.MAX_EPOCH_BY_SHOTS = ""
+# Training datasets that keep MAX_EPOCH at every shot count (CoOp: ImageNet, 50 epochs).
+_C.OPTIM.MAX_EPOCH_BY_SHOTS_EXCEPT = []
 _C.OPTIM.LR_SCHEDULER = "cosine"  # cosine | step | constant
 # Step the schedule once per epoch (Dassl / CoOp) or after every iteration (Tip-Adapter-F's reference).
 _C.OPTIM.SCHEDULER_UNIT = "epoch"  # epoch | iteration
@@ -267,6 +272,29 @@ def validate_engine_cfg(cfg: CN) -> None:
           "INPUT.PIXEL_MEAN and INPUT.PIXEL_STD must have 3 values (R, G, B)")
     check(all(math.isfinite(s) and s > 0 for s in cfg.INPUT.PIXEL_STD),
           f"INPUT.PIXEL_STD values must be > 0, got {cfg.INPUT.PIXEL_STD}")
+
+
+def parse_epochs_by_shots(rule: str) -> dict:
+    """"1:50,2:100" -> {1: 50, 2: 100}; a one-line error for anything else."""
+    out = {}
+    for part in filter(None, (p.strip() for p in rule.split(","))):
+        shots, sep, epochs = part.partition(":")
+        ok = sep and shots.strip().isdigit() and epochs.strip().isdigit() and int(shots) >= 1
+        check(bool(ok), f"OPTIM.MAX_EPOCH_BY_SHOTS must be 'shots:epochs,...' (e.g. '1:50,2:100,16:200'), got {rule!r}")
+        out[int(shots)] = int(epochs)
+    return out
+
+
+def apply_epochs_by_shots(cfg: CN) -> None:
+    """Set OPTIM.MAX_EPOCH from the per-shot schedule, if the config has one."""
+    rule = parse_epochs_by_shots(cfg.OPTIM.MAX_EPOCH_BY_SHOTS)
+    if not rule or cfg.DATASET.NAME in cfg.OPTIM.MAX_EPOCH_BY_SHOTS_EXCEPT:
+        return
+    shots = cfg.DATASET.NUM_SHOTS
+    eligible = [k for k in rule if k <= shots]
+    check(bool(eligible), f"OPTIM.MAX_EPOCH_BY_SHOTS {cfg.OPTIM.MAX_EPOCH_BY_SHOTS!r} has no entry for "
+                          f"DATASET.NUM_SHOTS={shots} (its smallest shot count is {min(rule)})")
+    cfg.OPTIM.MAX_EPOCH = rule[max(eligible)]
 
 
 def check_crop_scale(scale, key: str) -> None:

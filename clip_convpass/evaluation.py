@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("clip_convpass")
 METRICS = ("top1", "top5", "macro_f1", "mean_per_class_acc")
+METRIC_LABELS = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "macro_f1": "macro-F1",
+                 "mean_per_class_acc": "mean per-class accuracy"}
 
 
 class Evaluator:

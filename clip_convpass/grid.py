@@ -42,32 +42,38 @@ def row_dir(output: Path, cfg, row: Row) -> RunDir:
 def build_cell_cfg(row: Row, seed: int, data: str, output: Path, extra_opts: Sequence[str] = (),
                    override_configs: Sequence[str | Path] = (), source: str = TABLE2_SOURCE):
     """defaults -> method YAML -> override files (e.g. configs/demo.yaml) -> row and extra opts."""
-    from .compose import setup_cfg
+    from .compose import dataset_config_file, setup_cfg
 
-    opts = ["DATASET.NAME", source, "DATASET.ROOT", data, "SEED", str(seed), "NAME", row.name,
-            "TRAINER.NAME", row.trainer, *row.opts, *extra_opts]
-    cfg = setup_cfg(None, row.config or None, opts, freeze=False, override_files=override_configs)
+    opts = ["DATASET.ROOT", data, "SEED", str(seed), "NAME", row.name, "TRAINER.NAME", row.trainer, *row.opts,
+            *extra_opts]
+    cfg = setup_cfg(dataset_config_file(source), row.config or None, opts, freeze=False, override_files=override_configs)
     cfg.OUTPUT_DIR = str(row_dir(output, cfg, row).root)
     cfg.freeze()
     return cfg
 
 
 def select_by_sweep(row: Row, seed: int, data: str, output: Path, opts: Sequence[str],
-                    override_configs: Sequence[str | Path], source: str, sweep_json: Optional[Path] = None):
+                    override_configs: Sequence[str | Path], source: str, sweep_json: Optional[Path] = None,
+                    shots: int = 16):
     """The values a row's sweep chooses on the validation shots: read from `sweep_json` if given, else
-    from <output>/sweeps/<row>/, running the sweep there first if it has not finished."""
+    from <output>/sweeps/[<dataset>_<shots>shots/]<row>/ (Table 2's 16-shot ImageNet keeps the short path),
+    running the sweep there first if it has not finished."""
+    from .compose import dataset_config_file
     from .sweep import parse_grid, run_sweep
     from .utils import read_json
 
     if sweep_json is None:
-        sweep_json = output / "sweeps" / (row.tag or row.name.replace(" ", "_")) / "sweep.json"
+        where = output / "sweeps"
+        if (source, shots) != (TABLE2_SOURCE, 16):
+            where = where / f"{source}_{shots}shots"  # a choice is made per training set and shot count
+        sweep_json = where / (row.tag or row.name.replace(" ", "_")) / "sweep.json"
         done = sweep_json.is_file() and "best" in read_json(sweep_json)
         if not done:
             print(f"[grid] {row.name}: choosing {', '.join(e.split('=')[0] for e in row.sweep)} on the validation "
                   f"shots (sweep in {sweep_json.parent})")
-            run_sweep(parse_grid(row.sweep), sweep_json.parent, None, row.config or None,
-                      ["DATASET.NAME", source, "DATASET.ROOT", data, "SEED", str(seed), "TRAINER.NAME", row.trainer,
-                       *row.opts, *opts], override_files=override_configs)
+            run_sweep(parse_grid(row.sweep), sweep_json.parent, str(dataset_config_file(source)), row.config or None,
+                      ["DATASET.ROOT", data, "SEED", str(seed), "TRAINER.NAME", row.trainer, *row.opts, *opts],
+                      override_files=override_configs)
     summary = read_json(sweep_json)
     if "best" not in summary:
         raise ConfigError(f"{sweep_json} holds no finished sweep (no 'best' entry); finish it or remove it")
@@ -101,8 +107,9 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
         annotations = {}
         if sweeps and row.sweep:
             if row.name not in selections:
+                shots = build_cell_cfg(row, seed, data, output, opts, override_configs, source).DATASET.NUM_SHOTS
                 selections[row.name] = select_by_sweep(row, seeds[0], data, output, opts, override_configs, source,
-                                                       (sweep_files or {}).get(row.name))
+                                                       (sweep_files or {}).get(row.name), shots)
             chosen, sweep_json = selections[row.name]
             opts = [*opts, *[x for kv in chosen.items() for x in kv]]
             annotations = {"selected": chosen, "selected_by": str(sweep_json)}
@@ -125,6 +132,19 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
     return done_dirs
 
 
+def run_fewshot_grid(rows: Sequence[Row], datasets: Sequence[str], shots: Sequence[int], seeds: Sequence[int],
+                     data: str, output: str | Path, extra_opts: Sequence[str] = (), **kwargs) -> List[Path]:
+    """Few-shot curves: every (dataset, shots, row, seed) cell, trained and tested on the dataset itself
+    (per-shot epochs come from each row's config)."""
+    dirs: List[Path] = []
+    for dataset in datasets:
+        for k in shots:
+            print(f"[few-shot] {dataset}, {k} shot{'s' if k > 1 else ''}")
+            dirs += run_grid(rows, seeds, data, output, [*extra_opts, "DATASET.NUM_SHOTS", str(k)],
+                             domains=[dataset], source=dataset, **kwargs)
+    return dirs
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="", help="DATASET.ROOT")
@@ -143,6 +163,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="run rows with their config values instead of choosing them on the validation shots")
     p.add_argument("--sweep-json", action="append", default=[], metavar="ROW=PATH",
                    help="use this finished sweep.json for a row instead of running its sweep (repeatable)")
+    p.add_argument("--fewshot", nargs="*", default=None, metavar="DATASET",
+                   help="few-shot curves instead of Table 2: train and test on these datasets (registry names; "
+                        "none given: every dataset with a training split) at each of --shots")
+    p.add_argument("--shots", nargs="*", type=int, default=[1, 2, 4, 8, 16], help="shot counts for --fewshot")
     p.add_argument("opts", nargs="*", help="KEY VALUE overrides for every cell")
     args = p.parse_intermixed_args(argv)
     if not args.list and not (args.data and args.output):
@@ -163,10 +187,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not sep or name not in {r.name for r in every} or not Path(path).is_file():
             p.error(f"--sweep-json takes ROW=PATH with a registered row and an existing file, got {entry!r}")
         sweep_files[name] = Path(path)
-    run_grid(rows, args.seeds, args.data, args.output, args.opts, force=args.force,
-             override_configs=args.override_config, feature_cache=not args.no_feature_cache,
-             sweeps=not args.no_sweep, sweep_files=sweep_files)
+    common = dict(force=args.force, override_configs=args.override_config, feature_cache=not args.no_feature_cache,
+                  sweeps=not args.no_sweep, sweep_files=sweep_files)
     from .report import aggregate, build_table, collect, render
+
+    if args.fewshot is not None:
+        from .fewshot_report import fewshot_curves, render_curves
+        from .registry import DATASET_REGISTRY
+
+        datasets = args.fewshot or [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]
+        for name in datasets:
+            DATASET_REGISTRY.get(name)  # unknown names fail before any work
+        if args.methods is None:
+            rows = table_rows("fewshot")
+        run_fewshot_grid(rows, datasets, args.shots, args.seeds, args.data, args.output, args.opts, **common)
+        notes = []
+        print(render_curves(fewshot_curves(collect([args.output]), notes=notes), notes=notes))
+        return 0
+    run_grid(rows, args.seeds, args.data, args.output, args.opts, **common)
 
     notes: List[str] = []
     print(render(build_table(aggregate(collect([args.output]), notes=notes), paper=True), paper=True, notes=notes))

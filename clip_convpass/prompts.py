@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from open_clip import zero_shot_metadata
 
+from .config import ConfigError
 from .text_encoder import TextEncoder
 
 
@@ -22,6 +23,23 @@ TEMPLATE_SETS: Dict[str, List[str]] = {
     "ensemble7": _as_format_strings(zero_shot_metadata.SIMPLE_IMAGENET_TEMPLATES),
     "ensemble80": _as_format_strings(zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES),
 }
+
+
+# The training dataset's own templates (DatasetBase.TEMPLATES: CoOp's; TIP_TEMPLATES: Tip-Adapter's).
+DATASET_TEMPLATES = ("dataset", "dataset_tip")
+TEMPLATE_CHOICES = tuple(sorted(TEMPLATE_SETS)) + DATASET_TEMPLATES
+
+
+def check_templates(spec: str, key: str) -> None:
+    if spec not in TEMPLATE_CHOICES:
+        raise ConfigError(f"{key} must be one of {list(TEMPLATE_CHOICES)}, got {spec!r}")
+
+
+def resolve_templates(spec: str, dataset_cls) -> List[str]:
+    """A TEMPLATES value as format strings; "dataset"/"dataset_tip" read the dataset's declaration."""
+    if spec in DATASET_TEMPLATES:
+        return get_templates(dataset_cls.template_spec(spec))
+    return get_templates(spec)
 
 
 def get_templates(spec: Union[str, Sequence[str]]) -> List[str]:
@@ -42,11 +60,12 @@ def prompt_classname(name: str) -> str:
     return name.replace("_", " ").strip()
 
 
-def template_info(templates) -> dict:
-    """What results.json records of a template set: its name and a hash of its text."""
-    text = "\n".join(get_templates(templates))
+def template_info(templates, resolved: Sequence[str] | None = None) -> dict:
+    """What results.json records of a template set: its name (e.g. "dataset"), its text and a hash of it."""
+    text_list = list(resolved) if resolved is not None else get_templates(templates)
     return {"templates": templates if isinstance(templates, str) else "custom",
-            "templates_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+            "template_text": text_list[0] if len(text_list) == 1 else f"{len(text_list)} templates",
+            "templates_sha256": hashlib.sha256("\n".join(text_list).encode()).hexdigest()[:16]}
 
 
 def read_classnames_file(path: Union[str, Path]) -> Dict[str, str]:

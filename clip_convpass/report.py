@@ -16,7 +16,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
-from .evaluation import METRICS
+from .evaluation import METRIC_LABELS, METRICS
 from .registry import DATASET_REGISTRY, evaluation_domains, method_rows, rows_by_name, table_names
 
 TABLE2_SOURCE = "ImageNet"
@@ -230,7 +230,7 @@ def render(table: List[dict], fmt: str = "terminal", paper: bool = False, notes:
     return text + "".join(f"\n\nNote: {n}" if i == 0 else f"\nNote: {n}" for i, n in enumerate(notes))
 
 
-def plot(table: List[dict], path: str | Path, title: str = "Top-1 accuracy per domain") -> None:
+def plot(table: List[dict], path: str | Path, metric: str = "top1", title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,8 +246,8 @@ def plot(table: List[dict], path: str | Path, title: str = "Top-1 accuracy per d
         ax.bar(xs, ys, width, yerr=es, label=row_label(r["method"]), capsize=2)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(domains))])
     ax.set_xticklabels([domain_label(d) for d in domains])
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title(title)
+    ax.set_ylabel(f"{METRIC_LABELS[metric]} (%)")
+    ax.set_title(title or f"{METRIC_LABELS[metric]} per domain")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -264,7 +264,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--methods", nargs="*", default=None, help="only these row names")
     p.add_argument("--table", choices=["all", *table_names()], default="all",
                    help="only the rows of this table; petl adds the trainable-parameter column")
-    p.add_argument("--plot", default="", help="write a PNG bar chart here")
+    p.add_argument("--plot", default="", help="write a PNG bar chart (curves with --fewshot) here")
+    p.add_argument("--fewshot", action="store_true",
+                   help="accuracy vs shots per training dataset and their average (table + curves)")
     p.add_argument("--output", default="", help="write the table here instead of stdout")
     args = p.parse_args(argv)
     records = collect(args.roots)
@@ -272,6 +274,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"No results.json under {args.roots}", file=sys.stderr)
         return 1
     notes: List[str] = []
+    if args.fewshot:
+        return fewshot_main(records, args, notes)
     params: Dict[str, int] = {}
     rows = aggregate(records, args.metric, notes=notes, params=params)
     if args.methods:
@@ -286,7 +290,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         print(text)
     if args.plot:
-        plot(table, args.plot)
+        plot(table, args.plot, args.metric)
+    return 0
+
+
+def fewshot_main(records: List[dict], args, notes: List[str]) -> int:
+    from .fewshot_report import fewshot_curves, plot_curves, render_curves
+
+    curves = fewshot_curves(records, args.metric, notes)
+    if args.methods:
+        curves = {k: v for k, v in curves.items() if base_name(k) in args.methods or k in args.methods}
+    if not curves:
+        print("No training-dataset test results with a shot count to draw curves from", file=sys.stderr)
+        return 1
+    text = render_curves(curves, args.format, args.metric, notes)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    else:
+        print(text)
+    if args.plot:
+        plot_curves(curves, args.plot, args.metric)
     return 0
 
 

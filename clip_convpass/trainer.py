@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ from .data.base import stable_int
 from .data.images import log_new_skipped
 from .errors import UserError
 from .optim import build_lr_scheduler, build_optimizer
+from .prompts import resolve_templates
 from .registry import Row
 from .rundir import RunDir
 from .utils import Progress, format_seconds, resolve_device, set_random_seed
@@ -70,6 +71,10 @@ class TrainerBase:
             self.ddp = distributed.wrap_trainable(self.model, self.device)
         self.prec, self.scaler = precision.setup(cfg.PREC, self.device)
         self.checkpoints = CheckpointManager(self)
+
+    def templates(self, spec: str) -> List[str]:
+        """A method's TEMPLATES value as format strings (\"dataset\": the training dataset's own)."""
+        return resolve_templates(spec, type(self.dataset))
 
     # ---- the method's own configuration (classmethods: read before any trainer exists) --------
     @classmethod

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Evaluate a run trained by scripts/train.sh on target datasets (--eval-only --model-dir).
-#   DATA=/path/to/data OUTPUT=output scripts/eval.sh TRAINER CONFIG [SHOTS] [SEED] [--force] [--targets "imagenet_v2 ..."] [KEY VALUE ...]
+#   DATA=/path/to/data OUTPUT=output scripts/eval.sh TRAINER CONFIG [SHOTS] [SEED] [--force] [--source imagenet] [--targets "imagenet_v2 ..."] [KEY VALUE ...]
 # Results: <run dir>/eval/<dataset name>/results.json; existing ones are skipped unless --force.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
@@ -9,7 +9,7 @@ PY="${PYTHON:-$HERE/.venv/bin/python}"; [ -x "$PY" ] || PY=python3
 OUTPUT="${OUTPUT:-output}"
 TRAINER="${1:?trainer name}"; CONFIG="${2:?config name}"; SHOTS="${3:-16}"; SEED="${4:-1}"
 shift $(( $# < 4 ? $# : 4 ))
-FORCE=0; TARGETS="imagenet_v2 imagenet_sketch imagenet_a imagenet_r"; SOURCE="imagenet"
+FORCE=0; TARGETS=""; SOURCE="imagenet"
 while [ $# -gt 0 ]; do
   case "$1" in
     --force) FORCE=1; shift ;;
@@ -18,6 +18,8 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
+# default targets: every dataset that declares it evaluates SOURCE's models (the registry's list)
+[ -n "$TARGETS" ] || TARGETS="$("$PY" -m clip_convpass.rundir datasets --source "$SOURCE")"
 CFG="$HERE/configs/trainers/$TRAINER/$CONFIG.yaml"
 DIR="$("$PY" -m clip_convpass.rundir cell --output "$OUTPUT" --config "$CFG" \
   --dataset-config "$HERE/configs/datasets/$SOURCE.yaml" --shots "$SHOTS" --seed "$SEED")"

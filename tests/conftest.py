@@ -10,13 +10,6 @@ from clip_convpass.data.synthetic import build_synthetic_tree
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = REPO / "configs" / "tiny.yaml"
-DATASET_CFG = {
-    "ImageNet": "imagenet",
-    "ImageNetV2": "imagenet_v2",
-    "ImageNetSketch": "imagenet_sketch",
-    "ImageNetA": "imagenet_a",
-    "ImageNetR": "imagenet_r",
-}
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +20,11 @@ def synth(tmp_path_factory):
 
 def make_cfg(synth, output_dir, dataset="ImageNet", config_file=None, opts=(), freeze=True):
     """A config for the tiny model on the synthetic tree."""
-    from clip_convpass.compose import get_cfg_default, validate_cfg
+    from clip_convpass.compose import dataset_config_file, get_cfg_default, validate_cfg
     from clip_convpass.config import merge_config_file, merge_opts
 
     cfg = get_cfg_default()
-    merge_config_file(cfg, REPO / "configs" / "datasets" / f"{DATASET_CFG[dataset]}.yaml")
+    merge_config_file(cfg, dataset_config_file(dataset))
     if config_file:
         merge_config_file(cfg, REPO / config_file)
     merge_config_file(cfg, TINY)

@@ -152,7 +152,8 @@ def test_results_record_experiment_seed_shots_and_provenance(cfg_factory, tmp_pa
     # the precision used is recorded beside the one asked for (auto: bf16 on CPUs that have it, else fp32)
     assert rec["prec"] == precision.resolve("auto", torch.device("cpu")) and rec["prec_config"] == "auto"
     assert rec["class_names"]["source"].endswith("classnames.txt") and len(rec["class_names"]["sha256"]) == 16
-    assert rec["prompts"]["templates"] == "single" and rec["prompts"]["templates_sha256"]
+    assert rec["prompts"]["templates"] == "dataset" and rec["prompts"]["template_text"] == "a photo of a {}."
+    assert rec["prompts"]["templates_sha256"]
     # evaluating the seed-1 model with --seed 2 still reports the model's seed and experiment
     ev = cfg_factory("ImageNetA", config_file=CONVPASS, output_dir=out,
                      opts=["OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "8", "SEED", "2", "PREC", "auto"])

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import UserError
 from ..utils import atomic_write_json, read_json
@@ -89,6 +89,7 @@ class SyntheticFiles:
     name: str  # file-name format with {j}
     gray: bool = False
     is_test: bool = False
+    start: int = 0  # files are numbered start, start + 1, ... (unique names in folders shared by classes)
 
 
 class DatasetBase:
@@ -109,7 +110,18 @@ class DatasetBase:
     LAYOUT_HELP = ""
     EXPECTED_CLASSES: Optional[int] = None
     EXPECTED_TEST_IMAGES: Optional[int] = None
+    # The published split sizes the data check compares against ({"train": n, "val": n, "test": n}).
+    EXPECTED_SPLITS: Optional[Dict[str, int]] = None
     HAS_TRAIN = False
+    USES_CLASS_LIST = False  # DATASET.CLASS_LIST restricts this dataset's class universe
+    # True: validation shots come from the dataset's own val split (CoOp's datasets); False: from training
+    # images held out of the shots (ImageNet, which has no val split).
+    VAL_SPLIT = False
+    # Prompt templates: CoOp's zero-shot template(s) for this dataset, and Tip-Adapter's where they differ
+    # (a template-set name such as "ensemble7", or format strings). Methods select them with TEMPLATES
+    # "dataset" / "dataset_tip".
+    TEMPLATES: Union[str, Tuple[str, ...]] = ("a photo of a {}.",)
+    TIP_TEMPLATES: Union[str, Tuple[str, ...], None] = None
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -118,8 +130,8 @@ class DatasetBase:
         self.root = Path(cfg.DATASET.ROOT).expanduser().resolve()
         if not self.root.is_dir():
             raise DatasetLayoutError(f"DATASET.ROOT={self.root} does not exist")
-        self.universe = self.class_universe().subsample(cfg.DATASET.SUBSAMPLE)
         self.dataset_dir = self._find_layout()
+        self.universe = self.class_universe().subsample(cfg.DATASET.SUBSAMPLE)
         self.class_ids = self._class_ids()
         self.classnames = [self.universe.classnames[self.universe.index[w]] for w in self.class_ids]
         # column of the model's (universe) logits for each of this dataset's labels
@@ -143,13 +155,20 @@ class DatasetBase:
         raise NotImplementedError(f"{cls.NAME} has no synthetic generator")
 
     @classmethod
-    def synthetic_files(cls, class_id: str, sizes: Dict[str, int]) -> List[SyntheticFiles]:
-        """The folders of images to generate for one class, in this dataset's real layout."""
+    def synthetic_files(cls, class_id: str, sizes: Dict[str, int], index: int) -> List[SyntheticFiles]:
+        """The folders of images to generate for one class (`index` in the tree), in this dataset's real layout."""
         raise NotImplementedError(f"{cls.NAME} has no synthetic generator")
 
     @classmethod
-    def synthetic_finish(cls, root: Path, class_ids: Sequence[str]) -> None:
-        """Files beside the images (class-name lists, READMEs), once the images exist."""
+    def synthetic_finish(cls, root: Path, class_ids: Sequence[str], sizes: Dict[str, int]) -> None:
+        """Files beside the images (split files, class-name lists, READMEs), once the images exist."""
+
+    @classmethod
+    def template_spec(cls, kind: str = "dataset"):
+        """This dataset's templates: "dataset" = CoOp's zero-shot ones, "dataset_tip" = Tip-Adapter's."""
+        if kind == "dataset_tip" and cls.TIP_TEMPLATES is not None:
+            return cls.TIP_TEMPLATES
+        return cls.TEMPLATES
 
     # -- layout -------------------------------------------------------------------------------
     def _find_layout(self) -> Path:
@@ -208,6 +227,9 @@ class DatasetBase:
     def _read_train_per_class(self) -> Dict[int, List[str]]:
         raise NotImplementedError(f"{self.NAME} has no training split")
 
+    def _read_val_per_class(self) -> Dict[int, List[str]]:
+        raise NotImplementedError(f"{self.NAME} has no val split")
+
     @cached_property
     def _fewshot(self) -> Tuple[List[Datum], List[Datum]]:
         if not self.HAS_TRAIN:
@@ -261,25 +283,33 @@ class DatasetBase:
         return to_datums(data["train"]), to_datums(data["val"])
 
     def sample_fewshot(self) -> dict:
-        """Per class: sorted files, RNG seeded by (seed, class id), K train shots + a disjoint set of val shots."""
+        """Per class: sorted files, RNG seeded by (seed, class id); K train shots, and val shots either from
+        the dataset's val split (VAL_SPLIT, CoOp's datasets) or disjoint from the shots (ImageNet)."""
         k, v, seed = self.cfg.DATASET.NUM_SHOTS, self.val_shots, self.cfg.SEED
         per_class = self._read_train_per_class()
+        val_per_class = self._read_val_per_class() if self.VAL_SPLIT else None
         train, val = [], []
         for label, cid in enumerate(self.class_ids):
-            files = sorted(per_class[label])
-            need = k + v
-            if len(files) < need:
-                msg = (f"{self.NAME}: class {cid} ({self.classnames[label]}) has {len(files)} training images, "
-                       f"fewer than NUM_SHOTS + VAL_SHOTS = {k} + {v}")
-                if not self.cfg.DATASET.ALLOW_FEWER_SHOTS:
-                    raise DatasetLayoutError(msg + " (set DATASET.ALLOW_FEWER_SHOTS True to use what there is)")
-                logger.warning(msg + "; using all of them (train shots first, val gets the rest)")
-            rng = random.Random(stable_int(seed, cid))
-            chosen = rng.sample(files, min(need, len(files)))
-            k_c = min(k, len(chosen))
-            for f in chosen[:k_c]:
-                train.append([os.path.relpath(f, self.root), label])
-            for f in chosen[k_c:]:
-                val.append([os.path.relpath(f, self.root), label])
+            if val_per_class is None:
+                chosen = self._draw(per_class[label], k + v, (seed, cid), label, "training", f"NUM_SHOTS + VAL_SHOTS = {k} + {v}")
+                k_c = min(k, len(chosen))
+                picked_train, picked_val = chosen[:k_c], chosen[k_c:]
+            else:
+                picked_train = self._draw(per_class[label], k, (seed, cid), label, "training", f"NUM_SHOTS = {k}")
+                picked_val = self._draw(val_per_class.get(label, []), v, (seed, cid, "val"), label, "val",
+                                        f"VAL_SHOTS = {v}")
+            train += [[os.path.relpath(f, self.root), label] for f in picked_train]
+            val += [[os.path.relpath(f, self.root), label] for f in picked_val]
         return {"dataset": self.NAME, "seed": seed, "num_shots": k, "val_shots": v,
                 "class_ids": self.class_ids, "train": train, "val": val}
+
+    def _draw(self, files: List[str], need: int, seed_parts: tuple, label: int, split: str, what: str) -> List[str]:
+        """`need` files of one class, drawn by an RNG seeded by `seed_parts` from the sorted list."""
+        files = sorted(files)
+        if len(files) < need:
+            cid = self.class_ids[label]
+            msg = f"{self.NAME}: class {cid} ({self.classnames[label]}) has {len(files)} {split} images, fewer than {what}"
+            if not self.cfg.DATASET.ALLOW_FEWER_SHOTS:
+                raise DatasetLayoutError(msg + " (set DATASET.ALLOW_FEWER_SHOTS True to use what there is)")
+            logger.warning(msg + "; using all of them")
+        return random.Random(stable_int(*seed_parts)).sample(files, min(need, len(files)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 from tabulate import tabulate
@@ -18,10 +19,16 @@ from ..utils import Progress, setup_logger
 from .base import DatasetLayoutError
 from .images import ImageLoadError, load_rgb
 
+SYNTHETIC_CLASS_LIST = "synthetic_classes.txt"  # written by data/synthetic.py at a synthetic tree's root
+
 
 def check_dataset(name: str, root: str, class_list: str = "", verify_images: bool = False) -> dict:
-    cfg = setup_cfg(None, None, ["DATASET.ROOT", root, "DATASET.NAME", name, "DATASET.CLASS_LIST", class_list])
     cls = DATASET_REGISTRY.get(name)
+    if not cls.USES_CLASS_LIST:
+        class_list = ""  # datasets with split files take their classes from them
+    elif not class_list and (Path(root) / SYNTHETIC_CLASS_LIST).is_file():
+        class_list = str(Path(root) / SYNTHETIC_CLASS_LIST)
+    cfg = setup_cfg(None, None, ["DATASET.ROOT", root, "DATASET.NAME", name, "DATASET.CLASS_LIST", class_list])
     row = {"dataset": name, "status": "ok", "classes": None, "expected_classes": None, "images": None,
            "expected_images": None, "unreadable": [], "problem": ""}
     try:
@@ -36,9 +43,19 @@ def check_dataset(name: str, root: str, class_list: str = "", verify_images: boo
         row["status"] = "missing" if isinstance(e, DatasetLayoutError) and "none of the expected" in str(e) else "error"
         row["problem"] = str(e)
         return row
+    problems = []
     if row["expected_images"] is not None and row["images"] != row["expected_images"]:
+        problems.append(f"{row['images']} test images, expected {row['expected_images']}")
+    if row["expected_classes"] is not None and row["classes"] != row["expected_classes"]:
+        problems.append(f"{row['classes']} classes, expected {row['expected_classes']}")
+    if cls.EXPECTED_SPLITS and hasattr(ds, "split_sizes"):  # CoOp's published train/val/test sizes
+        row["splits"] = ds.split_sizes()
+        row["expected_splits"] = dict(cls.EXPECTED_SPLITS)
+        problems += [f"{split} {row['splits'][split]}, expected {n}" for split, n in cls.EXPECTED_SPLITS.items()
+                     if row["splits"][split] != n]
+    if problems:
         row["status"] = "incomplete"
-        row["problem"] = f"{row['images']} images, expected {row['expected_images']}"
+        row["problem"] = "; ".join(problems)
     if verify_images:
         paths = [d.impath for d in items]
         if cls.HAS_TRAIN:  # the training split too: few-shot sampling may pick any of its files
@@ -59,10 +76,15 @@ def check_dataset(name: str, root: str, class_list: str = "", verify_images: boo
     return row
 
 
+def _short(text: str, width: int = 80) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="DATASET.ROOT")
-    p.add_argument("--class-list", default="", help="DATASET.CLASS_LIST (default: the 1000 ImageNet classes)")
+    p.add_argument("--class-list", default="", help="DATASET.CLASS_LIST for ImageNet's universe (default: the 1000 "
+                                                    "classes; a synthetic tree's synthetic_classes.txt is found by itself)")
     p.add_argument("--datasets", nargs="*", default=None, help="registry names (default: all)")
     p.add_argument("--verify-images", action="store_true", help="decode every test image")
     p.add_argument("--json", default="", help="also write the report here")
@@ -71,8 +93,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = [check_dataset(n, args.root, args.class_list, args.verify_images) for n in (args.datasets or DATASET_REGISTRY.names())]
     table = [[r["dataset"], r["status"], f"{r['classes']}/{r['expected_classes']}" if r["classes"] is not None else "-",
               f"{r['images']}/{r['expected_images'] or '?'}" if r["images"] is not None else "-",
-              len(r["unreadable"]), r["problem"][:100]] for r in rows]
+              len(r["unreadable"]), _short(r["problem"])] for r in rows]
     print(tabulate(table, headers=["dataset", "status", "classes", "test images", "unreadable", "problem"]))
+    for r in rows:  # the whole text of every problem the table had to shorten
+        if r["problem"] != _short(r["problem"]) and r["status"] != "missing":
+            print(f"  {r['dataset']}: {r['problem']}")
     for r in rows:
         for msg in r["unreadable"]:
             print(f"  {r['dataset']}: {msg}")

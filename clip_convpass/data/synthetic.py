@@ -34,31 +34,36 @@ def make_image(class_idx: int, num_classes: int, rng: np.random.Generator, size=
 
 
 def build_synthetic_tree(root: str | Path, num_classes: int = 6, train_per_class: int = 24, val_per_class: int = 6,
-                         shift_per_class: int = 4, seed: int = 0, source: str = "ImageNet") -> dict:
-    """Write `source` and its evaluation datasets under root. Returns the root, the class-list file,
-    the class ids, image counts per folder kind and test-image counts per dataset."""
+                         shift_per_class: int = 4, seed: int = 0, source: str = "ImageNet",
+                         split_val_per_class: int = 6) -> dict:
+    """Write `source` and its evaluation datasets under root (several sources may share one root).
+    `val_per_class` is the test images per class; `split_val_per_class` the images per class of a val split
+    (CoOp's datasets). Returns the root, the class-list file, the class ids, image counts per folder kind
+    and test-image counts per dataset."""
     root = Path(root)
     domains = [DATASET_REGISTRY.get(n) for n in evaluation_domains(source)]
     class_ids = domains[0].synthetic_classes(num_classes)
-    sizes = {"train": train_per_class, "test": val_per_class, "shift": shift_per_class}
+    sizes = {"train": train_per_class, "test": val_per_class, "shift": shift_per_class, "val": split_val_per_class}
     rng = np.random.default_rng(seed)
     counts: Dict[str, int] = {}
     test_counts = {d.NAME: 0 for d in domains}
     for ci, cid in enumerate(class_ids):
         for ds in domains:
-            for spec in ds.synthetic_files(cid, sizes):
+            for spec in ds.synthetic_files(cid, sizes, ci):
                 folder = root / spec.folder
                 folder.mkdir(parents=True, exist_ok=True)
                 for j in range(spec.count):
                     img = make_image(ci, num_classes, rng, gray=spec.gray)
-                    img.save(folder / f"{spec.name.format(j=j)}.{spec.ext}", format="JPEG", quality=90)
+                    img.save(folder / f"{spec.name.format(j=spec.start + j)}.{spec.ext}", format="JPEG", quality=90)
                 counts[spec.label] = counts.get(spec.label, 0) + spec.count
                 if spec.is_test:
                     test_counts[ds.NAME] += spec.count
     for ds in domains:
-        ds.synthetic_finish(root, class_ids)
-    class_list = root / "synthetic_classes.txt"  # DATASET.CLASS_LIST: the universe is these classes
-    class_list.write_text("\n".join(class_ids) + "\n")
+        ds.synthetic_finish(root, class_ids, sizes)
+    class_list = ""  # DATASET.CLASS_LIST: only ImageNet's universe needs one (split files name their classes)
+    if domains[0].USES_CLASS_LIST:
+        class_list = str(root / "synthetic_classes.txt")
+        Path(class_list).write_text("\n".join(class_ids) + "\n")
     return {"root": str(root), "class_list": str(class_list), "class_ids": class_ids, "counts": counts,
             "test_counts": test_counts}
 
@@ -70,7 +75,8 @@ def main(argv=None) -> None:
     p.add_argument("--source", default="ImageNet", help="training dataset (its evaluation sets are written too)")
     args = p.parse_args(argv)
     info = build_synthetic_tree(args.root, args.num_classes, source=args.source)
-    print(f"Synthetic tree at {info['root']}; set DATASET.CLASS_LIST {info['class_list']}; images: {info['counts']}")
+    hint = f"; set DATASET.CLASS_LIST {info['class_list']}" if info["class_list"] else ""
+    print(f"Synthetic tree at {info['root']}{hint}; images: {info['counts']}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,10 @@ def imagenet_universe(cfg) -> ClassUniverse:
 class ImageNetFamily(DatasetBase):
     """ImageNet and the test sets scored in its class universe."""
 
+    TEMPLATES = ("a photo of a {}.",)  # CoOp's zero-shot template
+    TIP_TEMPLATES = "ensemble7"  # Tip-Adapter's 7 ImageNet templates
+    USES_CLASS_LIST = True
+
     def class_universe(self) -> ClassUniverse:
         return imagenet_universe(self.cfg)
 
@@ -104,13 +108,13 @@ class ImageNet(ImageNetFamily):
         return sorted(chosen)
 
     @classmethod
-    def synthetic_files(cls, class_id, sizes):
+    def synthetic_files(cls, class_id, sizes, index):
         return [SyntheticFiles("train", f"imagenet/images/train/{class_id}", sizes["train"], "JPEG", class_id + "_{j}"),
                 SyntheticFiles("val", f"imagenet/images/val/{class_id}", sizes["test"], "JPEG", class_id + "_{j}",
                                is_test=True)]
 
     @classmethod
-    def synthetic_finish(cls, root: Path, class_ids: Sequence[str]) -> None:
+    def synthetic_finish(cls, root: Path, class_ids: Sequence[str], sizes) -> None:
         names = read_classnames_file(RESOURCES / "imagenet_classnames.txt")
         (root / "imagenet" / "classnames.txt").write_text("".join(f"{w} {names[w]}\n" for w in imagenet_wnids()))
 
@@ -139,7 +143,7 @@ class WnidSubsetTestSet(ImageNetFamily):
         return self._datums_from_class_folders(folders)
 
     @classmethod
-    def synthetic_files(cls, class_id, sizes):
+    def synthetic_files(cls, class_id, sizes, index):
         if class_id not in set(cls.own_wnids()):
             return []
         label = cls.SYNTHETIC_LABEL

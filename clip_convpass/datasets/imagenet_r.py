@@ -16,5 +16,5 @@ class ImageNetR(WnidSubsetTestSet):
     EXPECTED_TEST_IMAGES = 30000
 
     @classmethod
-    def synthetic_finish(cls, root, class_ids):
+    def synthetic_finish(cls, root, class_ids, sizes):
         (root / cls.LAYOUTS[0] / "README.txt").write_text("ImageNet-R (synthetic stand-in)\n")

@@ -20,6 +20,6 @@ class ImageNetSketch(ImageNetFamily):
         return self._datums_from_class_folders(self.wnid_folders(self.dataset_dir))
 
     @classmethod
-    def synthetic_files(cls, class_id, sizes):
+    def synthetic_files(cls, class_id, sizes, index):
         return [SyntheticFiles("sketch", f"imagenet-sketch/images/{class_id}", sizes["shift"], "JPEG", "sketch_{j:03d}",
                                gray=True, is_test=True)]

@@ -50,6 +50,6 @@ class ImageNetV2(ImageNetFamily):
         return items
 
     @classmethod
-    def synthetic_files(cls, class_id, sizes):
+    def synthetic_files(cls, class_id, sizes, index):
         folder = f"{cls.LAYOUTS[0]}/{imagenet_wnids().index(class_id)}"
         return [SyntheticFiles("v2", folder, sizes["shift"], "jpeg", "v2_{j:03d}", is_test=True)]

@@ -11,7 +11,7 @@ from clip_convpass.adapters.base import inject
 from clip_convpass.clip_loader import load_clip_from_cfg
 from clip_convpass.config import check
 from clip_convpass.heads import HEAD_INITS, CLIPClassifier, build_head
-from clip_convpass.prompts import TEMPLATE_SETS, template_info
+from clip_convpass.prompts import check_templates, template_info
 from clip_convpass.trainer import TrainerBase
 
 
@@ -19,15 +19,14 @@ def add_head_keys(c) -> None:
     """The head and attention keys every adapter trainer's node has."""
     # Same attention math on contiguous batch-first tensors (faster training; False = open_clip's MHA call).
     c.FAST_ATTENTION = True
-    c.TEMPLATES = "single"  # head init text: single | ensemble7 | ensemble80
+    c.TEMPLATES = "dataset"  # head init text: dataset (CoOp's for the dataset) | single | ensemble7 | ensemble80
     c.HEAD_INIT = "text"  # text | random | zero
     c.HEAD_TRAINABLE = True
 
 
 def check_head_keys(c, node: str) -> None:
     check(c.HEAD_INIT in HEAD_INITS, f"TRAINER.{node}.HEAD_INIT must be one of {HEAD_INITS}, got {c.HEAD_INIT!r}")
-    check(c.TEMPLATES in TEMPLATE_SETS,
-          f"TRAINER.{node}.TEMPLATES must be one of {sorted(TEMPLATE_SETS)}, got {c.TEMPLATES!r}")
+    check_templates(c.TEMPLATES, f"TRAINER.{node}.TEMPLATES")
 
 
 class AdapterCLIPTrainer(TrainerBase):
@@ -38,10 +37,11 @@ class AdapterCLIPTrainer(TrainerBase):
     def build_model(self):
         c = self.cfg.TRAINER[self.CONFIG_NODE]
         bundle = load_clip_from_cfg(self.cfg, self.device)
-        head = build_head(bundle, self.classnames, c.TEMPLATES, c.HEAD_INIT, self.device, seed=self.cfg.SEED,
+        templates = self.templates(c.TEMPLATES)
+        head = build_head(bundle, self.classnames, templates, c.HEAD_INIT, self.device, seed=self.cfg.SEED,
                           truncate=self.cfg.MODEL.TEXT_TRUNCATE)
         visual = bundle.model.visual
-        self.prompt_info = template_info(c.TEMPLATES) if c.HEAD_INIT == "text" else {"head_init": c.HEAD_INIT}
+        self.prompt_info = template_info(c.TEMPLATES, templates) if c.HEAD_INIT == "text" else {"head_init": c.HEAD_INIT}
         del bundle  # the text tower is released once the head exists
         preset, overrides = self.adapter()
         self.injection = inject(visual, preset, overrides, c.FAST_ATTENTION)

@@ -18,7 +18,7 @@ class ConvpassCLIP(AdapterCLIPTrainer):
                 demo_opts=("OPTIM.LR", "3e-3", "OPTIM.MAX_EPOCH", "10", "DATALOADER.TRAIN_X.BATCH_SIZE", "16"),
                 # the paper searches s on validation data; the authors tune the conv init per task
                 sweep=("TRAINER.CONVPASS.SCALE=0.01,0.1,1,10,100", "TRAINER.CONVPASS.CONV_INIT=identity,xavier"),
-                tables=("table2", "petl")),)
+                tables=("table2", "petl", "fewshot")),)
 
     @classmethod
     def config_node(cls):

@@ -43,7 +43,11 @@ class CoOp(TrainerBase):
                 paper={"ImageNet": 71.51, "ImageNetV2": 64.2, "ImageNetSketch": 47.99, "ImageNetA": 49.71, "ImageNetR": 75.21},
                 demo_opts=("OPTIM.MAX_EPOCH", "10", "OPTIM.LR", "0.02", "DATALOADER.TRAIN_X.BATCH_SIZE", "16")),
             Row("CoOp (M=16)", "trainers/CoOp/vit_b16_ep50.yaml", order=31,
-                demo_opts=("OPTIM.MAX_EPOCH", "10", "OPTIM.LR", "0.02", "DATALOADER.TRAIN_X.BATCH_SIZE", "16")))
+                demo_opts=("OPTIM.MAX_EPOCH", "10", "OPTIM.LR", "0.02", "DATALOADER.TRAIN_X.BATCH_SIZE", "16")),
+            # CoOp's few-shot curves: per-shot epochs (its YAML sets NAME, so script runs carry this name too)
+            Row("CoOp-fewshot", "trainers/CoOp/vit_b16_fewshot.yaml", "CoOp (few-shot schedule)", order=32,
+                tables=("fewshot",), demo_opts=("OPTIM.MAX_EPOCH_BY_SHOTS", "1:4,4:8", "OPTIM.LR", "0.02",
+                                                "DATALOADER.TRAIN_X.BATCH_SIZE", "16")))
 
     @classmethod
     def config_node(cls):

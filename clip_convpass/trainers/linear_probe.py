@@ -114,7 +114,8 @@ class LinearProbeCLIP(TrainerBase):
     FROZEN_IMAGE_ENCODER = True
     CONFIG_NODE = "LINEAR_PROBE"
     ROWS = (Row("LinearProbeCLIP", "trainers/LinearProbeCLIP/vit_b16.yaml", "LP CLIP", order=20,
-                paper={"ImageNet": 65.85, "ImageNetV2": 56.26, "ImageNetSketch": 34.77, "ImageNetA": 35.68, "ImageNetR": 58.43}),
+                paper={"ImageNet": 65.85, "ImageNetV2": 56.26, "ImageNetSketch": 34.77, "ImageNetA": 35.68, "ImageNetR": 58.43},
+                tables=("table2", "fewshot")),
             Row("LinearProbeCLIP-normalized", "trainers/LinearProbeCLIP/vit_b16_normalized.yaml",
                 "LP CLIP (L2-normalised)", order=21, tables=()))
 

@@ -17,7 +17,7 @@ from clip_convpass.clip_loader import load_clip_from_cfg
 from clip_convpass.config import check, check_crop_scale
 from clip_convpass.data import build_transform
 from clip_convpass.heads import zero_shot_weights
-from clip_convpass.prompts import TEMPLATE_SETS, template_info
+from clip_convpass.prompts import check_templates, template_info
 from clip_convpass.registry import TRAINER_REGISTRY, Row
 from clip_convpass.trainer import TrainerBase
 
@@ -82,13 +82,13 @@ class TipAdapter(TrainerBase):
     TRAIN_KEYS = False
     FROZEN_IMAGE_ENCODER = True
     CONFIG_NODE = "TIP"  # shared with Tip-Adapter-F
-    ROWS = (Row("TipAdapter", "trainers/TipAdapter/vit_b16.yaml", "Tip-Adapter", order=50, tables=(),
+    ROWS = (Row("TipAdapter", "trainers/TipAdapter/vit_b16.yaml", "Tip-Adapter", order=50, tables=("fewshot",),
                 demo_opts=("TRAINER.TIP.AUGMENT_EPOCH", "2")),)
 
     @classmethod
     def config_node(cls):
         c = CN()
-        c.TEMPLATES = "ensemble7"
+        c.TEMPLATES = "dataset_tip"  # Tip-Adapter's templates for the dataset (ImageNet: its 7)
         c.AUGMENT_EPOCH = 10
         c.CROP_SCALE = (0.5, 1.0)
         c.INIT_ALPHA = 1.17  # the reference's ImageNet config
@@ -106,7 +106,7 @@ class TipAdapter(TrainerBase):
     def check_config(cls, cfg):
         c = cfg.TRAINER.TIP
         check(c.AUGMENT_EPOCH >= 1, "TRAINER.TIP.AUGMENT_EPOCH must be >= 1")
-        check(c.TEMPLATES in TEMPLATE_SETS, f"TRAINER.TIP.TEMPLATES must be one of {sorted(TEMPLATE_SETS)}, got {c.TEMPLATES!r}")
+        check_templates(c.TEMPLATES, "TRAINER.TIP.TEMPLATES")
         check(c.ALPHA_STEPS >= 1 and c.BETA_STEPS >= 1, "TRAINER.TIP.ALPHA_STEPS and BETA_STEPS must be >= 1")
         check(c.INIT_ALPHA >= 0 and c.INIT_BETA >= 0, "TRAINER.TIP.INIT_ALPHA and INIT_BETA must be >= 0")
         check_crop_scale(c.CROP_SCALE, "TRAINER.TIP.CROP_SCALE")
@@ -117,8 +117,9 @@ class TipAdapter(TrainerBase):
     def build_model(self):
         c = self.cfg.TRAINER.TIP
         bundle = load_clip_from_cfg(self.cfg, self.device)
-        text_weights = zero_shot_weights(bundle, self.classnames, c.TEMPLATES, self.device, self.cfg.MODEL.TEXT_TRUNCATE)
-        self.prompt_info = template_info(c.TEMPLATES)
+        templates = self.templates(c.TEMPLATES)
+        text_weights = zero_shot_weights(bundle, self.classnames, templates, self.device, self.cfg.MODEL.TEXT_TRUNCATE)
+        self.prompt_info = template_info(c.TEMPLATES, templates)
         n_keys = self.cfg.DATASET.NUM_SHOTS * len(self.classnames)
         self.model = TipAdapterModel(bundle.model.visual, text_weights, n_keys, self.TRAIN_KEYS)
         del bundle
@@ -197,6 +198,7 @@ class TipAdapterF(TipAdapter):
     TRAIN_KEYS = True
     ROWS = (Row("TipAdapterF", "trainers/TipAdapterF/vit_b16.yaml", "Tip-Adapter-F", order=60,
                 paper={"ImageNet": 73.41, "ImageNetV2": 65.39, "ImageNetSketch": 48.58, "ImageNetA": 49.23, "ImageNetR": 77.54},
+                tables=("table2", "fewshot"),
                 demo_opts=("OPTIM.MAX_EPOCH", "10", "DATALOADER.TRAIN_X.BATCH_SIZE", "16",
                            "TRAINER.TIP.AUGMENT_EPOCH", "2")),)
 

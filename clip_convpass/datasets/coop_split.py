@@ -1,0 +1,177 @@
+"""CoOp's few-shot datasets: fixed train/val/test splits in a JSON file beside the images.
+
+CoOp's DATASETS.md layout: ``<DATA>/<dataset dir>/<split file>`` holding
+``{"train" | "val" | "test": [[path relative to the image folder, label, class name], ...]}``. Class names
+and their order are what CoOp's readers produce from it (Dassl's ``get_lab2cname`` over the training
+items: label order). A dataset file declares its folder, split file, image folder, templates, the
+published split sizes and a few real class names for synthetic trees.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from functools import cached_property
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+from clip_convpass.data.base import ClassUniverse, DatasetBase, DatasetLayoutError, Datum, SyntheticFiles
+from clip_convpass.utils import atomic_write_json, read_json
+
+SPLITS = ("train", "val", "test")
+# Synthetic file numbers: class index * 1000 + split offset, unique in folders that several classes share.
+SPLIT_OFFSET = {"train": 0, "val": 400, "test": 700}
+
+Entry = Tuple[str, int, str]  # (path relative to the image folder, label, class name)
+
+
+class SplitFileDataset(DatasetBase):
+    HAS_TRAIN = True
+    VAL_SPLIT = True
+    SPLIT_FILE = ""  # in the dataset folder
+    IMAGE_DIR = ""  # image folder, relative to the dataset folder ("" = the dataset folder itself)
+    # (folder, class name) pairs of real classes, in CoOp's label order: synthetic trees use the first N.
+    SYNTHETIC_CLASSES: Tuple[Tuple[str, str], ...] = ()
+    # Synthetic file path relative to the image folder; {folder} = the class's folder, {j} = file number.
+    SYNTHETIC_PATTERN = "{folder}/{folder}_{{j:04d}}"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.dataset_dir / self.IMAGE_DIR
+
+    def _required_file(self, name: str) -> Path:
+        path = self.dataset_dir / name
+        if not path.is_file():
+            raise DatasetLayoutError(f"{self.NAME}: missing {path}. Expected layout: {self.LAYOUT_HELP}")
+        return path
+
+    def read_splits(self) -> Dict[str, List[Entry]]:
+        path = self._required_file(self.SPLIT_FILE)
+        try:
+            data = read_json(path)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DatasetLayoutError(f"{self.NAME}: {path} is not valid JSON ({e})") from e
+        if not isinstance(data, dict) or any(not isinstance(data.get(s), list) for s in SPLITS):
+            raise DatasetLayoutError(f"{self.NAME}: {path} must map 'train', 'val' and 'test' to lists of "
+                                     f"[path, label, class name]")
+        out = {}
+        for split in SPLITS:
+            rows = []
+            for i, row in enumerate(data[split]):
+                if not (isinstance(row, list) and len(row) == 3 and isinstance(row[0], str)
+                        and isinstance(row[1], int) and not isinstance(row[1], bool) and isinstance(row[2], str)):
+                    raise DatasetLayoutError(f"{self.NAME}: {path} {split}[{i}] is {row!r}, expected "
+                                             f"[relative path, integer label, class name]")
+                rows.append((row[0], row[1], row[2]))
+            out[split] = rows
+        return out
+
+    @cached_property
+    def splits(self) -> Dict[str, List[Entry]]:
+        return self.read_splits()
+
+    def class_universe(self) -> ClassUniverse:
+        if self.cfg.DATASET.CLASS_LIST:
+            raise DatasetLayoutError(f"{self.NAME}: DATASET.CLASS_LIST applies to ImageNet's class universe only; "
+                                     f"{self.NAME}'s classes come from {self.SPLIT_FILE}")
+        label_to_name: Dict[int, str] = {}
+        for split in SPLITS:
+            for _rel, label, name in self.splits[split]:
+                if label_to_name.setdefault(label, name) != name:
+                    raise DatasetLayoutError(f"{self.NAME}: label {label} is called both {label_to_name[label]!r} "
+                                             f"and {name!r} in {self.SPLIT_FILE}")
+        labels = sorted(label_to_name)
+        if labels != list(range(len(labels))):
+            raise DatasetLayoutError(f"{self.NAME}: labels in {self.SPLIT_FILE} must be 0..C-1 without gaps, "
+                                     f"got {labels[:5]}...{labels[-3:]}")
+        names = [label_to_name[lab] for lab in labels]
+        if len(set(names)) != len(names):
+            raise DatasetLayoutError(f"{self.NAME}: {self.SPLIT_FILE} gives several labels the same class name")
+        # the class name is the class id: split files and results name classes by it
+        return ClassUniverse(names, {n: n for n in names}, str(self.dataset_dir / self.SPLIT_FILE))
+
+    def _split_items(self, split: str) -> Dict[int, List[str]]:
+        """Absolute image paths per label of this dataset (classes outside SUBSAMPLE dropped), all checked."""
+        keep = {cid: lab for lab, cid in enumerate(self.class_ids)}
+        original = {lab: self.universe.names[name] for _, lab, name in self.splits[split]}  # label -> id
+        per_class: Dict[int, List[str]] = defaultdict(list)
+        for rel, label, _ in self.splits[split]:
+            cid = original[label]
+            if cid in keep:
+                per_class[keep[cid]].append(str(self.image_dir / rel))
+        self._check_files([p for paths in per_class.values() for p in paths], split)
+        return per_class
+
+    def _check_files(self, paths: Sequence[str], split: str) -> None:
+        """Every listed image exists (one directory listing per folder, not one stat per file)."""
+        listing: Dict[str, set] = {}
+        missing = []
+        for p in paths:
+            folder, name = os.path.split(p)
+            if folder not in listing:
+                listing[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+            if name not in listing[folder]:
+                missing.append(p)
+        if missing:
+            raise DatasetLayoutError(f"{self.NAME}: {len(missing)} of the {len(paths)} {split} images listed in "
+                                     f"{self.SPLIT_FILE} are missing, e.g. {missing[0]}. Expected layout: "
+                                     f"{self.LAYOUT_HELP}")
+
+    def _read_test(self) -> List[Datum]:
+        per_class = self._split_items("test")
+        return [Datum(p, lab, self.classnames[lab]) for lab in sorted(per_class) for p in per_class[lab]]
+
+    def _read_train_per_class(self) -> Dict[int, List[str]]:
+        return self._split_items("train")
+
+    def _read_val_per_class(self) -> Dict[int, List[str]]:
+        return self._split_items("val")
+
+    def split_sizes(self) -> Dict[str, int]:
+        return {s: len(self.splits[s]) for s in SPLITS}
+
+    # -- synthetic trees in this exact layout ------------------------------------------------------
+    @classmethod
+    def synthetic_class(cls, index: int) -> Tuple[str, str]:
+        if index < len(cls.SYNTHETIC_CLASSES):
+            return cls.SYNTHETIC_CLASSES[index]
+        return f"extra_class_{index}", f"extra_class_{index}"
+
+    @classmethod
+    def synthetic_classes(cls, num_classes: int) -> List[str]:
+        return [cls.synthetic_class(i)[1] for i in range(num_classes)]
+
+    @classmethod
+    def synthetic_relpath(cls, folder: str, split: str) -> str:
+        """File-name format (with {j}) relative to the image folder."""
+        return cls.SYNTHETIC_PATTERN.format(folder=folder)
+
+    @classmethod
+    def synthetic_files(cls, class_id, sizes, index):
+        folder = cls.synthetic_class(index)[0]
+        specs = []
+        for split in SPLITS:
+            rel = cls.synthetic_relpath(folder, split)
+            sub, name = os.path.split(rel)
+            where = "/".join(p for p in (cls.LAYOUTS[0], cls.IMAGE_DIR, sub) if p)
+            specs.append(SyntheticFiles(f"{cls.NAME}/{split}", where, sizes[split], "jpg", name,
+                                        is_test=split == "test", start=index * 1000 + SPLIT_OFFSET[split]))
+        return specs
+
+    @classmethod
+    def synthetic_entries(cls, class_ids: Sequence[str], sizes) -> Dict[str, List[Entry]]:
+        """The split entries of a synthetic tree (the files `synthetic_files` wrote)."""
+        out: Dict[str, List[Entry]] = {s: [] for s in SPLITS}
+        for index, cid in enumerate(class_ids):
+            for spec in cls.synthetic_files(cid, sizes, index):
+                split = spec.label.split("/")[-1]
+                prefix = "/".join(p for p in (cls.LAYOUTS[0], cls.IMAGE_DIR) if p)
+                sub = spec.folder[len(prefix):].strip("/")
+                for j in range(spec.count):
+                    rel = "/".join(p for p in (sub, f"{spec.name.format(j=spec.start + j)}.{spec.ext}") if p)
+                    out[split].append((rel, index, cid))
+        return out
+
+    @classmethod
+    def synthetic_finish(cls, root, class_ids, sizes):
+        entries = cls.synthetic_entries(class_ids, sizes)
+        atomic_write_json(Path(root) / cls.LAYOUTS[0] / cls.SPLIT_FILE, {s: [list(e) for e in entries[s]] for s in SPLITS})

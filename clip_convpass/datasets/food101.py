@@ -1,0 +1,20 @@
+from clip_convpass.registry import DATASET_REGISTRY
+
+from .coop_split import SplitFileDataset
+
+
+@DATASET_REGISTRY.register
+class Food101(SplitFileDataset):
+    NAME = "Food101"
+    ORDER = 24
+    LAYOUTS = ("food-101",)
+    SPLIT_FILE = "split_zhou_Food101.json"
+    IMAGE_DIR = "images"
+    LAYOUT_HELP = "food-101/images/<dish>/<id>.jpg, food-101/split_zhou_Food101.json (meta/ unused)"
+    TEMPLATES = ("a photo of {}, a type of food.",)
+    EXPECTED_CLASSES = 101
+    EXPECTED_SPLITS = {"train": 50500, "val": 20200, "test": 30300}
+    EXPECTED_TEST_IMAGES = 30300
+    SYNTHETIC_CLASSES = tuple((c, c) for c in ("apple_pie", "baby_back_ribs", "baklava", "beef_carpaccio",
+                                               "beef_tartare", "beet_salad", "beignets", "bibimbap"))
+    SYNTHETIC_PATTERN = "{folder}/{{j}}"
