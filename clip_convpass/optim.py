@@ -9,8 +9,14 @@ from typing import Callable, Iterable
 import torch
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], optim_cfg) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
+def build_optimizer(params: Iterable, optim_cfg) -> torch.optim.Optimizer:
+    """params: parameters, or groups {"params": [...], "lr_mult": m} whose learning rate is OPTIM.LR x m
+    (the schedule scales every group alike)."""
+    params = list(params)
+    groups = params if params and isinstance(params[0], dict) else [{"params": params, "lr_mult": 1.0}]
+    groups = [{"params": [p for p in g["params"] if p.requires_grad], "lr": optim_cfg.LR * g.get("lr_mult", 1.0)}
+              for g in groups]
+    params = [g for g in groups if g["params"]]
     if not params:
         raise ValueError("No trainable parameters to optimise")
     name = optim_cfg.NAME.lower()

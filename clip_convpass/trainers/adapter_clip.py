@@ -5,14 +5,21 @@ bias zero); the text tower is released once the head exists; only the adapter an
 Not registered itself: ConvpassCLIP (TRAINER.CONVPASS) and PETLCLIP (TRAINER.PETL, adapter chosen by
 name) are the two ways to configure it.
 """
-from typing import Dict, Tuple
+import logging
+import math
+from typing import Dict, List, Tuple
+
+import torch
 
 from clip_convpass.adapters.base import inject
 from clip_convpass.clip_loader import load_clip_from_cfg
 from clip_convpass.config import check
-from clip_convpass.heads import HEAD_INITS, CLIPClassifier, build_head
+from clip_convpass.data import build_transform
+from clip_convpass.heads import HEAD_INITS, HEAD_PARAMS, HEAD_TEMPERATURES, CLIPClassifier, build_head
 from clip_convpass.prompts import check_templates, template_info
 from clip_convpass.trainer import TrainerBase
+
+logger = logging.getLogger("clip_convpass")
 
 
 def add_head_keys(c) -> None:
@@ -20,13 +27,32 @@ def add_head_keys(c) -> None:
     # Same attention math on contiguous batch-first tensors (faster training; False = open_clip's MHA call).
     c.FAST_ATTENTION = True
     c.TEMPLATES = "dataset"  # head init text: dataset (CoOp's for the dataset) | single | ensemble7 | ensemble80
-    c.HEAD_INIT = "text"  # text | random | zero
+    c.HEAD_INIT = "text"  # text | random | zero | lp (LP-FT: a linear probe on the shots, then fine-tuning)
     c.HEAD_TRAINABLE = True
+    # folded (logit_scale in the weights: rows of norm 100) | scaled (unit rows x temperature) | cosine
+    # (normalised rows x temperature); all give zero-shot CLIP's logits at init (README "Head parameterisations")
+    c.HEAD_PARAM = "folded"
+    c.HEAD_TEMPERATURE = "fixed"  # fixed (CLIP's logit_scale) | learnable (scaled / cosine only)
+    c.HEAD_LR_MULT = 1.0  # the head's learning rate is OPTIM.LR x this
 
 
 def check_head_keys(c, node: str) -> None:
-    check(c.HEAD_INIT in HEAD_INITS, f"TRAINER.{node}.HEAD_INIT must be one of {HEAD_INITS}, got {c.HEAD_INIT!r}")
-    check_templates(c.TEMPLATES, f"TRAINER.{node}.TEMPLATES")
+    key = f"TRAINER.{node}"
+    check(c.HEAD_INIT in HEAD_INITS, f"{key}.HEAD_INIT must be one of {HEAD_INITS}, got {c.HEAD_INIT!r}")
+    check_templates(c.TEMPLATES, f"{key}.TEMPLATES")
+    check(c.HEAD_PARAM in HEAD_PARAMS, f"{key}.HEAD_PARAM must be one of {HEAD_PARAMS}, got {c.HEAD_PARAM!r}")
+    check(c.HEAD_TEMPERATURE in HEAD_TEMPERATURES,
+          f"{key}.HEAD_TEMPERATURE must be one of {HEAD_TEMPERATURES}, got {c.HEAD_TEMPERATURE!r}")
+    check(not (c.HEAD_PARAM == "folded" and c.HEAD_TEMPERATURE == "learnable"),
+          f"{key}.HEAD_TEMPERATURE learnable needs HEAD_PARAM scaled or cosine (folded keeps it in the weights)")
+    check(math.isfinite(c.HEAD_LR_MULT) and c.HEAD_LR_MULT > 0, f"{key}.HEAD_LR_MULT must be > 0, got {c.HEAD_LR_MULT}")
+    # degenerate cells: refused before any work
+    check(not (c.HEAD_INIT == "zero" and not c.HEAD_TRAINABLE),
+          f"{key}: a frozen zero head gives zero logits and zero gradients to everything before it: nothing "
+          f"would train (make the head trainable or use another HEAD_INIT)")
+    check(not (c.HEAD_INIT in ("zero", "lp") and c.HEAD_PARAM == "cosine"),
+          f"{key}.HEAD_PARAM cosine cannot hold a {c.HEAD_INIT} head (zero rows have no direction; a probe's "
+          f"row norms would be lost); use folded or scaled")
 
 
 class AdapterCLIPTrainer(TrainerBase):
@@ -39,9 +65,12 @@ class AdapterCLIPTrainer(TrainerBase):
         bundle = load_clip_from_cfg(self.cfg, self.device)
         templates = self.templates(c.TEMPLATES)
         head = build_head(bundle, self.classnames, templates, c.HEAD_INIT, self.device, seed=self.cfg.SEED,
-                          truncate=self.cfg.MODEL.TEXT_TRUNCATE)
+                          truncate=self.cfg.MODEL.TEXT_TRUNCATE, param=c.HEAD_PARAM,
+                          learnable_temperature=c.HEAD_TEMPERATURE == "learnable")
         visual = bundle.model.visual
-        self.prompt_info = template_info(c.TEMPLATES, templates) if c.HEAD_INIT == "text" else {"head_init": c.HEAD_INIT}
+        self.prompt_info = {"head_init": c.HEAD_INIT, "head_param": c.HEAD_PARAM}
+        if c.HEAD_INIT in ("text", "lp"):
+            self.prompt_info.update(template_info(c.TEMPLATES, templates))
         del bundle  # the text tower is released once the head exists
         preset, overrides = self.adapter()
         self.injection = inject(visual, preset, overrides, c.FAST_ATTENTION)
@@ -50,6 +79,36 @@ class AdapterCLIPTrainer(TrainerBase):
         for p in self.injection.parameters:  # what trains is the adapter's structure, not a name pattern
             p.requires_grad_(True)
         self.model.head.requires_grad_(c.HEAD_TRAINABLE)
+
+    def optimizer_param_groups(self) -> List[dict]:
+        c = self.cfg.TRAINER[self.CONFIG_NODE]
+        head = {id(p) for p in self.model.head.parameters()}
+        params = [p for _, p in self.trainable_named_parameters()]
+        groups = [{"params": [p for p in params if id(p) not in head], "lr_mult": 1.0},
+                  {"params": [p for p in params if id(p) in head], "lr_mult": c.HEAD_LR_MULT}]
+        return [g for g in groups if g["params"]]
+
+    def init_from_data(self) -> None:
+        """LP-FT (Kumar et al.): the head starts from a linear probe fitted on the training shots' features
+        (the adapters are the identity at init, so these are CLIP's), C chosen on the validation shots with
+        TRAINER.LINEAR_PROBE's search."""
+        if self.cfg.TRAINER[self.CONFIG_NODE].HEAD_INIT != "lp":
+            return
+        from clip_convpass.trainers.linear_probe import fit_probe
+
+        transform = build_transform(self.cfg, False)
+        self.set_model_mode(False)
+        train = self.extract_features(self.model.encode, self.dataset.train_x, transform, "LP-FT train features")
+        val = self.extract_features(self.model.encode, self.dataset.val, transform, "LP-FT val features") \
+            if self.dataset.val else None
+        weight, bias, chosen_c = fit_probe(train, val, len(self.classnames), self.cfg.TRAINER.LINEAR_PROBE)
+        head = self.model.head
+        with torch.no_grad():
+            scale = head.log_scale.exp() if hasattr(head, "log_scale") else 1.0
+            head.weight.copy_(weight / scale)
+            head.bias.copy_(bias)
+        self.annotations["lp_c"] = chosen_c
+        logger.info(f"LP-FT: head initialised from a linear probe (C={chosen_c:.3g})")
 
     def set_model_mode(self, train: bool):
         # The frozen backbone stays in eval mode; only the adapter modules switch (dropout, LoRA merging).

@@ -44,6 +44,9 @@ class ConvpassCLIP(AdapterCLIPTrainer):
         except ValueError as e:
             raise ConfigError(f"TRAINER.CONVPASS.{e}") from e
         check_head_keys(c, "CONVPASS")
+        check(c.POSITIONS != "none" or c.HEAD_TRAINABLE,
+              "TRAINER.CONVPASS: POSITIONS none (no bypasses) with a frozen head: nothing would train; that is "
+              "zero-shot CLIP (ZeroShotCLIP), or make the head trainable")
         check(0 <= c.DROPOUT < 1, f"TRAINER.CONVPASS.DROPOUT must be in [0, 1), got {c.DROPOUT}")
 
     def adapter(self):

@@ -57,6 +57,31 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float, max
     return w.detach().float(), b.detach().float()
 
 
+def fit_probe(train, val, n_cls: int, lp) -> tuple:
+    """(weight, bias, C): logistic regression on (features, labels) with C chosen on `val` by lp.SEARCH."""
+    x, y = train
+    if val is not None:
+        xv, yv = val
+        scores = {}
+
+        def score(c):
+            if c not in scores:
+                w, b = fit_logreg(x, y, n_cls, c, lp.MAX_ITER)
+                scores[c] = ((xv @ w.t() + b).argmax(1) == yv).float().mean().item()
+                logger.info(f"linear probe C={c:.3g}: val accuracy {100 * scores[c]:.2f}")
+            return scores[c]
+
+        search = lpclip_search if lp.SEARCH == "lpclip" else refine_search
+        chosen_c = search(score, lp)
+    else:
+        chosen_c = 1.0
+        logger.warning("No VAL_SHOTS split: linear probe uses C=1.0 without selection")
+    w, b = fit_logreg(x, y, n_cls, chosen_c, lp.MAX_ITER)
+    train_acc = ((x @ w.t() + b).argmax(1) == y).float().mean().item()
+    logger.info(f"linear probe: C={chosen_c:.3g}, train accuracy {100 * train_acc:.2f}")
+    return w, b, chosen_c
+
+
 def lpclip_search(score, lp) -> float:
     """CoOp's lpclip/linear_probe.py: grid (first best in list order), then log-bisection steps."""
     grid = list(lp.C_GRID)
@@ -164,26 +189,8 @@ class LinearProbeCLIP(TrainerBase):
     def fit(self) -> bool:
         lp = self.cfg.TRAINER.LINEAR_PROBE
         test_tf = build_transform(self.cfg, False)
-        x, y = self.extract_features(self.model.encode, self.dataset.train_x, test_tf, "train features")
-        n_cls = len(self.classnames)
-        if self.dataset.val:
-            xv, yv = self.extract_features(self.model.encode, self.dataset.val, test_tf, "val features")
-            scores = {}
-
-            def score(c):
-                if c not in scores:
-                    w, b = fit_logreg(x, y, n_cls, c, lp.MAX_ITER)
-                    scores[c] = ((xv @ w.t() + b).argmax(1) == yv).float().mean().item()
-                    logger.info(f"linear probe C={c:.3g}: val accuracy {100 * scores[c]:.2f}")
-                return scores[c]
-
-            search = lpclip_search if lp.SEARCH == "lpclip" else refine_search
-            self.chosen_c = search(score, lp)
-        else:
-            self.chosen_c = 1.0
-            logger.warning("No VAL_SHOTS split: linear probe uses C=1.0 without selection")
-        w, b = fit_logreg(x, y, n_cls, self.chosen_c, lp.MAX_ITER)
+        train = self.extract_features(self.model.encode, self.dataset.train_x, test_tf, "train features")
+        val = self.extract_features(self.model.encode, self.dataset.val, test_tf, "val features") if self.dataset.val else None
+        w, b, self.chosen_c = fit_probe(train, val, len(self.classnames), lp)
         self.load_extra_state({"weight": w, "bias": b})
-        train_acc = ((x @ w.t() + b).argmax(1) == y).float().mean().item()
-        logger.info(f"linear probe: C={self.chosen_c:.3g}, train accuracy {100 * train_acc:.2f}")
         return True
