@@ -12,7 +12,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="", help="dataset root (DATASET.ROOT)")
     p.add_argument("--output-dir", default="", help="output directory (OUTPUT_DIR)")
     p.add_argument("--seed", type=int, default=None, help="random seed (SEED); 0 is a valid seed")
-    p.add_argument("--config-file", default="", help="method config YAML")
+    p.add_argument("--config-file", action="append", default=[],
+                   help="method config YAML; repeat the flag to merge more files after it, in order (overrides such "
+                        "as demo.yaml: tiny model + synthetic-data settings)")
+    p.add_argument("--override-config", action="append", default=[],
+                   help="YAML merged after the config files (repeatable); the scripts pass $OVERRIDES here")
     p.add_argument("--dataset-config-file", default="", help="dataset config YAML")
     p.add_argument("--trainer", default="", help="trainer name (TRAINER.NAME)")
     p.add_argument("--backbone", default="", help="open_clip model name (MODEL.BACKBONE)")
@@ -41,7 +45,9 @@ def cfg_from_args(args):
         opts += ["TRAINER.NAME", args.trainer]
     if args.backbone:
         opts += ["MODEL.BACKBONE", args.backbone]
-    return setup_cfg(args.dataset_config_file or None, args.config_file or None, opts + list(args.opts))
+    files = list(args.config_file)
+    return setup_cfg(args.dataset_config_file or None, files[0] if files else None, opts + list(args.opts),
+                     override_files=files[1:] + list(args.override_config))
 
 
 def eval_dataset_names(values: List[str]) -> List[str]:

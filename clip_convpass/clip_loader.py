@@ -21,6 +21,45 @@ MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 RANDOM_INIT = ("", "none", "random")
+HF_HUB_PREFIX = "hf-hub:"
+HUB_WEIGHTS = ("hub", "openai")  # MODEL.PRETRAINED values that mean "the hf-hub repo's own weights"
+
+
+def hub_offline() -> str:
+    """Why the Hugging Face Hub / download servers cannot be reached, or "" (checked in ~3 s at most,
+    instead of huggingface_hub's retries)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError as e:
+        return f"no network connection to huggingface.co ({type(e).__name__})"
+    return ""
+
+
+def cached_weights(backbone: str, tag: str, cache_dir: str = "") -> Path | None:
+    """The local copy of an open_clip pretrained tag's weights, if a previous download left one."""
+    from open_clip import pretrained as oc
+
+    pcfg = open_clip.get_pretrained_cfg(backbone, tag)
+    hub = pcfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        # open_clip's form: "org/repo/filename", or "org/repo/" for its default file names
+        model_id, filename = (hub[:-1], "") if hub.endswith("/") else os.path.split(hub)
+        for name in ([filename] if filename else [oc.HF_SAFE_WEIGHTS_NAME, oc.HF_WEIGHTS_NAME]):
+            found = try_to_load_from_cache(model_id, name, cache_dir=cache_dir or None)
+            if isinstance(found, str) and os.path.isfile(found):
+                return Path(found)
+    url = pcfg.get("url", "")
+    if url:
+        local = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        if local.is_file():
+            return local
+    return None
 
 
 class MissingWeightsError(UserError, FileNotFoundError):
@@ -96,6 +135,8 @@ def load_clip(backbone: str, pretrained: str = "openai", cache_dir: str = "", de
     `pretrained` is an open_clip tag (e.g. "openai"), a local checkpoint file (open_clip state dict,
     safetensors, or OpenAI's TorchScript .pt), or "none" for random weights (tests, demos).
     """
+    if backbone.startswith(HF_HUB_PREFIX):
+        return _load_hf_hub(backbone, str(pretrained), cache_dir, device)
     if backbone not in open_clip.list_models():
         raise ConfigError(
             f"Unknown MODEL.BACKBONE {backbone!r}. Use an open_clip model name (open_clip.list_models()), "
@@ -104,6 +145,19 @@ def load_clip(backbone: str, pretrained: str = "openai", cache_dir: str = "", de
     tokenizer = open_clip.get_tokenizer(backbone)
     tag = str(pretrained)
     looks_like_path = os.sep in tag or tag.endswith((".pt", ".pth", ".bin", ".safetensors"))
+    if not looks_like_path and tag.lower() not in RANDOM_INIT and open_clip.is_pretrained_cfg(backbone, tag):
+        cached = cached_weights(backbone, tag, cache_dir)
+        if cached is not None:  # load the downloaded file directly: no Hub round trip (works offline)
+            logger.info(f"{backbone}/{tag}: using the downloaded weights {cached}")
+            tag, looks_like_path = str(cached), True
+        else:
+            offline = hub_offline()
+            if offline:
+                raise MissingWeightsError(
+                    f"Pretrained weights {backbone!r}/{tag!r} are not downloaded and cannot be ({offline}). "
+                    f"Download them from {_download_hint(backbone, tag)} on a machine with internet access and set "
+                    f"MODEL.PRETRAINED=/path/to/that/file, or place the download in MODEL.CACHE_DIR="
+                    f"{cache_dir or '<open_clip default cache>'}")
     if tag.lower() in RANDOM_INIT:
         model = open_clip.create_model(backbone, pretrained=None)
         logger.info(f"Built {backbone} with RANDOM weights (MODEL.PRETRAINED={tag!r}).")
@@ -150,9 +204,53 @@ def load_clip(backbone: str, pretrained: str = "openai", cache_dir: str = "", de
     return ClipBundle(model=model, tokenizer=tokenizer)
 
 
+def _load_hf_hub(backbone: str, pretrained: str, cache_dir: str, device) -> ClipBundle:
+    """open_clip's `hf-hub:ORG/REPO` models: architecture and weights from the Hub repo."""
+    if pretrained.lower() not in (*HUB_WEIGHTS, *RANDOM_INIT):
+        raise ConfigError(f"MODEL.BACKBONE {backbone}: the weights come from the Hub repo; set MODEL.PRETRAINED hub "
+                          f"(or none for random weights), got {pretrained!r}")
+    offline = hub_offline()
+    if offline:
+        repo = backbone[len(HF_HUB_PREFIX):]
+        raise MissingWeightsError(
+            f"MODEL.BACKBONE {backbone} needs the Hugging Face Hub, which cannot be reached ({offline}). Download "
+            f"https://huggingface.co/{repo} (open_clip_config.json and the weights) on another machine, then set "
+            f"MODEL.BACKBONE to a name of your choice, MODEL.CONFIG_FILE /path/open_clip_config.json and "
+            f"MODEL.PRETRAINED /path/to/the/weights")
+    kwargs = {"cache_dir": cache_dir or None}
+    if pretrained.lower() in RANDOM_INIT:
+        model = open_clip.create_model(backbone, pretrained=None, load_weights=False, **kwargs)
+    else:
+        model = open_clip.create_model(backbone, weights_only=True, **kwargs)
+    logger.info(f"Loaded {backbone} from the Hugging Face Hub")
+    return ClipBundle(model=model.float().to(device).eval(), tokenizer=open_clip.get_tokenizer(backbone))
+
+
+def register_model_config(path: str, backbone: str) -> None:
+    """MODEL.CONFIG_FILE: an open_clip model-config JSON ({"embed_dim", "vision_cfg", "text_cfg"}, or a Hub
+    repo's open_clip_config.json) registered under MODEL.BACKBONE."""
+    import json
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"MODEL.CONFIG_FILE={file} does not exist (an open_clip model-config JSON)")
+    try:
+        data = json.loads(file.read_text())
+    except ValueError as e:
+        raise ConfigError(f"MODEL.CONFIG_FILE={file} is not valid JSON ({e})") from e
+    model_cfg = data.get("model_cfg", data)  # a Hub repo's open_clip_config.json nests it
+    if not all(k in model_cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
+        raise ConfigError(f"MODEL.CONFIG_FILE={file} needs embed_dim, vision_cfg and text_cfg (open_clip's format)")
+    from open_clip import factory
+
+    factory._MODEL_CONFIGS[backbone] = model_cfg  # open_clip keeps its model configs in this table
+
+
 def load_clip_from_cfg(cfg, device: str | torch.device = "cpu") -> ClipBundle:
     """The configured model; with MODEL.FUSED_ATTENTION both towers compute attention on contiguous
     batch-first tensors (adapters.base.AdaptedBlock), the same path with and without gradients or autocast."""
+    if cfg.MODEL.CONFIG_FILE:
+        register_model_config(cfg.MODEL.CONFIG_FILE, cfg.MODEL.BACKBONE)
     bundle = load_clip(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED, cfg.MODEL.CACHE_DIR, device)
     if cfg.MODEL.FUSED_ATTENTION:
         from .adapters.base import fuse_attention

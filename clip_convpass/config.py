@@ -103,6 +103,9 @@ _C.TRAIN.PRINT_FREQ = 10
 _C.TRAIN.CHECKPOINT_FREQ = 1
 # How many epoch checkpoints to keep on disk (oldest are removed after a newer one is safely written).
 _C.TRAIN.KEEP_CHECKPOINTS = 1
+# Also write each epoch's scalars for TensorBoard (<run>/tensorboard/; needs `pip install tensorboard`).
+# train_history.json and train_history.csv are always written.
+_C.TRAIN.TENSORBOARD = False
 
 _C.TEST = CN()
 _C.TEST.PER_CLASS_RESULT = False
@@ -119,6 +122,8 @@ _C.MODEL = CN()
 _C.MODEL.BACKBONE = "ViT-B-16-quickgelu"
 # An open_clip pretrained tag (e.g. "openai"), a path to a local checkpoint file, or "none" (random init).
 _C.MODEL.PRETRAINED = "openai"
+# An open_clip model-config JSON registered under MODEL.BACKBONE (a custom architecture; "" = none).
+_C.MODEL.CONFIG_FILE = ""
 # Where open_clip looks for / caches downloaded weights ("" = open_clip's default).
 _C.MODEL.CACHE_DIR = ""
 # Run the text encoder only up to the longest prompt's EOT (exact; False = always 77 positions).
@@ -258,6 +263,12 @@ def validate_engine_cfg(cfg: CN) -> None:
     check(cfg.DATALOADER.NUM_WORKERS >= -1, "DATALOADER.NUM_WORKERS must be >= 0 (or -1: one per core, at most 8)")
     check(cfg.TRAIN.CHECKPOINT_FREQ >= 1, "TRAIN.CHECKPOINT_FREQ must be >= 1")
     check(cfg.TRAIN.KEEP_CHECKPOINTS >= 1, "TRAIN.KEEP_CHECKPOINTS must be >= 1")
+    if cfg.TRAIN.TENSORBOARD:
+        import importlib.util
+
+        check(importlib.util.find_spec("tensorboard") is not None,
+              "TRAIN.TENSORBOARD True needs the tensorboard package (pip install tensorboard); "
+              "train_history.csv holds the same scalars without it")
     check(cfg.TEST.SPLIT in ("test", "val"), f"TEST.SPLIT must be test|val, got {cfg.TEST.SPLIT!r}")
     check(cfg.TEST.FEATURE_CACHE_DTYPE in ("native", "fp16"),
            f"TEST.FEATURE_CACHE_DTYPE must be native|fp16, got {cfg.TEST.FEATURE_CACHE_DTYPE!r}")
@@ -305,9 +316,9 @@ def check_crop_scale(scale, key: str) -> None:
 # Where things are read or written: never part of what an experiment is.
 LOCATION_KEYS = ("OUTPUT_DIR", "DATASET.ROOT", "DATASET.SPLIT_DIR", "TEST.FEATURE_CACHE_DIR", "MODEL.CACHE_DIR")
 # Settings that change neither the numbers nor what they mean (logging, data-loading parallelism).
-NEUTRAL_KEYS = ("DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ")
+NEUTRAL_KEYS = ("DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ", "TRAIN.TENSORBOARD")
 # Path-valued keys: "~" is expanded in each.
-PATH_KEYS = LOCATION_KEYS + ("DATASET.CLASS_LIST", "MODEL.PRETRAINED")
+PATH_KEYS = LOCATION_KEYS + ("DATASET.CLASS_LIST", "MODEL.PRETRAINED", "MODEL.CONFIG_FILE")
 
 
 def flat_items(cfg) -> dict:

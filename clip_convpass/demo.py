@@ -3,9 +3,10 @@
     python -m clip_convpass.demo [--output demo_output] [--seeds 1 2]
     python -m clip_convpass.demo --fewshot [--output demo_output_fewshot]   (few-shot curves, see fewshot_demo)
 
-Writes the synthetic data, runs every registered row (the Table 2 grid and the other baselines: train
-on synthetic "ImageNet", evaluate on all five synthetic test sets) and the head-init grid, and prints
-the tables. The numbers are SYNTHETIC: they
+Writes the synthetic data, runs every registered row (the Table 2 grid, the PETL rows and the other
+baselines: train on synthetic "ImageNet", evaluate on all five synthetic test sets), a few cells of the
+head-init study (one seed), WiSE-FT of Convpass_CLIP and CoOp at alpha 0, 0.5, 1, and prints the tables
+(Table 2, PETL, head init, effective robustness). The numbers are SYNTHETIC: they
 show that the pipeline works end to end, not how the methods compare on real data.
 """
 from __future__ import annotations
@@ -17,11 +18,14 @@ from typing import List, Optional
 
 from .config import CONFIG_DIR
 from .data.synthetic import build_synthetic_tree
-from .grid import run_grid
+from .grid import build_cell_cfg, run_grid
 from .headinit import CONVPASS_ROW, head_init_rows, head_init_table
 from .registry import find_row, method_rows
 from .report import aggregate, base_name, build_table, collect, plot, render
-from .utils import format_seconds, setup_logger
+from .robustness import plot_points, render_points, robustness_points
+from .rundir import RunDir
+from .utils import format_seconds, set_console_level, setup_logger
+from .wiseft import stage_name, wise_ft
 
 BANNER = "#" * 100
 DEMO_CONFIG = CONFIG_DIR / "demo.yaml"  # tiny model, 8 shots; each row adds its own demo_opts
@@ -39,6 +43,10 @@ def make_tiny_checkpoint(path: Path, seed: int = 0) -> None:
     atomic_torch_save(path, load_clip("tiny-ViT-Q", "none").model.state_dict())
 
 
+DEMO_HEAD_INITS = ("text-1", "random", "lp")
+DEMO_HEAD_SWEEPS = {"trainable": ("TRAINER.CONVPASS.HEAD_LR_MULT=1,100",)}
+DEMO_WISE_ROWS = ("ConvpassCLIP", "CoOp")
+DEMO_ALPHAS = (0.0, 0.5, 1.0)
 FEWSHOT_DEMO_DATASETS = ("OxfordPets", "EuroSAT")
 FEWSHOT_DEMO_SHOTS = (1, 2, 4)
 
@@ -79,10 +87,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--output", default="")
     p.add_argument("--seeds", nargs="*", type=int, default=None, help="default: 1 2 (few-shot demo: 1)")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="print every run's log (default: one line per run; "
+                                                           "each run's log.txt holds the full log)")
     p.add_argument("--fewshot", action="store_true",
                    help=f"few-shot curves on synthetic {' and '.join(FEWSHOT_DEMO_DATASETS)} instead of Table 2")
     args = p.parse_args(argv)
     t0 = time.time()
+    if not args.verbose:
+        import logging
+
+        set_console_level(logging.WARNING)
     if args.fewshot:
         setup_logger(None)
         fewshot_demo(Path(args.output or "demo_output_fewshot").resolve(), args.seeds or [1], args.force)
@@ -110,8 +124,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_grid(petl_only, args.seeds, str(data), runs, common, force=args.force, override_configs=[DEMO_CONFIG],
              demo_opts=True, sweeps=False)
     headinit = out / "headinit"
-    run_grid(head_init_rows(find_row(CONVPASS_ROW).demo_opts), args.seeds, str(data), headinit, common,
-             force=args.force, override_configs=[DEMO_CONFIG], eval_step0=True)
+    # a few cells of the head-init study, one seed, each trainable head's multiplier chosen from two values
+    head_rows = head_init_rows(find_row(CONVPASS_ROW).demo_opts, inits=DEMO_HEAD_INITS, sweeps=DEMO_HEAD_SWEEPS)
+    run_grid(head_rows, args.seeds[:1], str(data), headinit, common, force=args.force,
+             override_configs=[DEMO_CONFIG], eval_step0=True)
+    # WiSE-FT of the fine-tuned rows' first-seed runs, then the effective-robustness view
+    for name in DEMO_WISE_ROWS:
+        row = find_row(name)
+        cfg = build_cell_cfg(row, args.seeds[0], str(data), runs, [*common, *row.demo_opts], [DEMO_CONFIG])
+        if args.force or not RunDir(cfg.OUTPUT_DIR).has_results(["ImageNet"], [stage_name(a) for a in DEMO_ALPHAS]):
+            wise_ft(cfg.OUTPUT_DIR, DEMO_ALPHAS)
     notes: List[str] = []
     params: dict = {}
     records = collect([runs])
@@ -129,6 +151,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(render(petl))
     print("\nHead initialisation (top-1; 'ImageNet step 0' = before training):")
     print(head_init_table([headinit]))
+    robust_notes: List[str] = []
+    points = robustness_points(collect([runs]), notes=robust_notes)
+    print("\n" + render_points(points, notes=robust_notes))
+    (out / "robustness.md").write_text(render_points(points, "markdown", notes=robust_notes) + "\n")
+    plot_points(points, out / "robustness.png")
     (out / "headinit.md").write_text(head_init_table([headinit], "markdown") + "\n")
     (out / "table2.md").write_text(render(table, "markdown", notes=notes) + "\n")
     (out / "table2.csv").write_text(render(table, "csv"))
@@ -137,8 +164,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     (out / "petl.json").write_text(render(petl, "json") + "\n")
     plot(petl, out / "petl.png", title="PETL on CLIP: top-1 per domain (SYNTHETIC demo)")
     plot(table, out / "table2.png", title="Top-1 per domain (SYNTHETIC demo)")
-    print(f"Tables: {out}/table2.{{md,csv,json}}, {out}/petl.{{md,json}}, {out}/headinit.md, plots: "
-          f"{out}/table2.png, {out}/petl.png; results: {runs}")
+    print(f"Tables: {out}/table2.{{md,csv,json}}, {out}/petl.{{md,json}}, {out}/headinit.md, {out}/robustness.md, "
+          f"plots: {out}/table2.png, {out}/petl.png, {out}/robustness.png; results: {runs}")
     print(f"Demo finished in {format_seconds(time.time() - t0)}")
     return 0
 

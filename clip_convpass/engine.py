@@ -63,6 +63,7 @@ def _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step
     trainer.annotations.update(annotations or {})
     results = []
     if eval_step0 and not eval_only and latest_checkpoint(cfg.OUTPUT_DIR) is None:
+        trainer.initialize()  # step 0 is the model training starts from (LP-FT: the probed head)
         results.append(trainer.test(stage="step0"))
         for name in eval_datasets:
             results.append(trainer.test(build_dataset(cfg, name), stage="step0"))

@@ -6,14 +6,10 @@ PNG with one line per method.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
-
-from tabulate import tabulate
 
 from .evaluation import METRIC_LABELS
 from .registry import dataset_order
@@ -83,7 +79,7 @@ def curve_rows(curves: Curves) -> Tuple[List[str], List[int], List[Tuple[str, st
 
 
 def render_curves(curves: Curves, fmt: str = "terminal", metric: str = "top1", notes: Sequence[str] = ()) -> str:
-    from .report import domain_label, fmt_cell, row_label
+    from .report import domain_label, fmt_cell, render_rows, row_label
 
     datasets, shots, rows = curve_rows(curves)
     if fmt == "json":
@@ -94,13 +90,8 @@ def render_curves(curves: Curves, fmt: str = "terminal", metric: str = "top1", n
     headers = ["Dataset", "Method"] + [f"{k} shot{'s' if k > 1 else ''}" for k in shots]
     body = [[d if d == AVERAGE else domain_label(d), row_label(m)] + [fmt_cell(c.get(k)) for k in shots]
             for m, d, c in rows]
-    if fmt == "csv":
-        buf = io.StringIO()
-        csv.writer(buf).writerows([headers] + body)
-        return buf.getvalue() + "".join(f"# {n}\n" for n in notes)
-    text = tabulate(body, headers=headers, tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True)
     title = f"Few-shot {METRIC_LABELS[metric]} (%) on each dataset's test split, mean ± std over seeds"
-    return title + "\n\n" + text + "".join(f"\n\nNote: {n}" if i == 0 else f"\nNote: {n}" for i, n in enumerate(notes))
+    return render_rows(headers, body, fmt, notes, title)
 
 
 def plot_curves(curves: Curves, path: str | Path, metric: str = "top1") -> None:

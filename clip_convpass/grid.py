@@ -56,16 +56,14 @@ def select_by_sweep(row: Row, seed: int, data: str, output: Path, opts: Sequence
                     override_configs: Sequence[str | Path], source: str, sweep_json: Optional[Path] = None,
                     shots: int = 16):
     """The values a row's sweep chooses on the validation shots: read from `sweep_json` if given, else
-    from <output>/sweeps/[<dataset>_<shots>shots/]<row>/ (Table 2's 16-shot ImageNet keeps the short path),
+    from <output>/sweeps/<dataset>_<shots>shots/<row>/ (a choice is made per training set and shot count),
     running the sweep there first if it has not finished."""
     from .compose import dataset_config_file
     from .sweep import parse_grid, run_sweep
     from .utils import read_json
 
     if sweep_json is None:
-        where = output / "sweeps"
-        if (source, shots) != (TABLE2_SOURCE, 16):
-            where = where / f"{source}_{shots}shots"  # a choice is made per training set and shot count
+        where = output / "sweeps" / f"{source}_{shots}shots"
         sweep_json = where / (row.tag or row.name.replace(" ", "_")) / "sweep.json"
         done = sweep_json.is_file() and "best" in read_json(sweep_json)
         if not done:
@@ -98,13 +96,23 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
     domains = list(domains or evaluation_domains(source))
     stages = ("final", "step0") if eval_step0 else ("final",)
     cells = [(r, s) for r in rows for s in seeds]
+
+    def cell_opts(row: Row) -> List[str]:
+        opts = [*extra_opts, *(row.demo_opts if demo_opts else ())]
+        return ["TEST.FEATURE_CACHE_DIR", str(output / "feature_cache"), *opts] if feature_cache else opts
+
+    # which cells still have to run (a cell's directory does not depend on values a sweep chooses)
+    pending = [force or not RunDir(build_cell_cfg(r, s, data, output, cell_opts(r), override_configs, source)
+                                   .OUTPUT_DIR).has_results(domains, stages) for r, s in cells]
+    print(f"[grid] {len(cells)} cells ({len(rows)} rows x {len(seeds)} seeds), {sum(pending)} to run, "
+          f"{len(cells) - sum(pending)} done before")
     done_dirs = []
+    durations: List[float] = []  # of cells that ran: the ETA comes from measured cells only
     t0 = time.time()
     for i, (row, seed) in enumerate(cells, 1):
-        opts = [*extra_opts, *(row.demo_opts if demo_opts else ())]
-        if feature_cache:
-            opts = ["TEST.FEATURE_CACHE_DIR", str(output / "feature_cache"), *opts]
+        opts = cell_opts(row)
         annotations = {}
+        t_cell = time.time()
         if sweeps and row.sweep:
             if row.name not in selections:
                 shots = build_cell_cfg(row, seed, data, output, opts, override_configs, source).DATASET.NUM_SHOTS
@@ -117,6 +125,7 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
         run_dir = RunDir(cfg.OUTPUT_DIR)
         prefix = f"[grid {i}/{len(cells)}] {row.name} seed {seed}"
         if run_dir.has_results(domains, stages) and not force:
+            check_cell_config(run_dir, cfg)
             print(f"{prefix}: results exist in {run_dir.root}, skipping (use --force to rerun)")
         else:
             if force and run_dir.root.exists():
@@ -125,11 +134,27 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
             run(cfg, eval_datasets=[d for d in domains if d != cfg.DATASET.NAME], eval_step0=eval_step0,
                 annotations=annotations)
             gc.collect()
+            durations.append(time.time() - t_cell)
+            left = sum(pending[i:])
+            eta = format_seconds(sum(durations) / len(durations) * left) if left else "0:00:00"
+            print(f"{prefix}: done in {format_seconds(durations[-1])}; grid elapsed "
+                  f"{format_seconds(time.time() - t0)}, eta {eta} ({left} cells left to run)")
         done_dirs.append(run_dir.root)
-        elapsed = time.time() - t0
-        print(f"{prefix}: done; grid elapsed {format_seconds(elapsed)}, "
-              f"eta {format_seconds(elapsed / i * (len(cells) - i))}")
     return done_dirs
+
+
+def check_cell_config(run_dir: RunDir, cfg) -> None:
+    """A cell counts as done only for the configuration that made it: refuse stored results of another."""
+    from .checkpoint import config_differences
+
+    if not run_dir.config.is_file():
+        return
+    diffs = config_differences(run_dir.config.read_text(), cfg)
+    if diffs:
+        shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diffs[:5])
+        more = f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else ""
+        raise ConfigError(f"{run_dir.root} holds results of another configuration ({shown}{more}); rerun the grid "
+                          f"with --force to replace them, or use another --output")
 
 
 def run_fewshot_grid(rows: Sequence[Row], datasets: Sequence[str], shots: Sequence[int], seeds: Sequence[int],

@@ -220,39 +220,81 @@ def render(table: List[dict], fmt: str = "terminal", paper: bool = False, notes:
     if fmt == "json":
         return json.dumps({"rows": table, "notes": list(notes)} if notes else table, indent=2)
     headers, body = to_grid(table, paper)
+    return render_rows(headers, body, fmt, notes)
+
+
+def render_rows(headers: Sequence[str], body: List[List[str]], fmt: str, notes: Sequence[str] = (),
+                title: str = "") -> str:
+    """A table of strings as CSV (notes as comment lines) or text (terminal / markdown; notes as footnotes)."""
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(headers)
-        w.writerows(body)
+        csv.writer(buf).writerows([list(headers)] + body)
         return buf.getvalue() + "".join(f"# {n}\n" for n in notes)
     text = tabulate(body, headers=headers, tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True)
+    text = (f"{title}\n\n" if title else "") + text
     return text + "".join(f"\n\nNote: {n}" if i == 0 else f"\nNote: {n}" for i, n in enumerate(notes))
 
 
-def plot(table: List[dict], path: str | Path, metric: str = "top1", title: str = "") -> None:
+def plot(table: List[dict], path: str | Path, metric: str = "top1", title: str = "", paper: bool = False) -> None:
+    """Grouped bars per domain (and the target average), error bars = std over seeds clipped at 0, the seed
+    count in each label; zero-height bars keep an outline; with `paper` the paper's numbers are black ticks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     domains = list(table[0]["cells"]) if table else table2_domains()
-    fig, ax = plt.subplots(figsize=(1.8 * len(domains) + 2, 4))
+    groups = domains + (["Target avg"] if any("target_avg" in r for r in table) else [])
+    fig, ax = plt.subplots(figsize=(1.8 * len(groups) + 2, 4))
     width = 0.8 / max(1, len(table))
     for i, r in enumerate(table):
-        xs = [j + i * width for j, d in enumerate(domains) if r["cells"][d]]
-        ys = [r["cells"][d][0] for d in domains if r["cells"][d]]
-        es = [r["cells"][d][1] for d in domains if r["cells"][d]]
-        ax.bar(xs, ys, width, yerr=es, label=row_label(r["method"]), capsize=2)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(domains))])
-    ax.set_xticklabels([domain_label(d) for d in domains])
+        cells = [r["cells"].get(d) if d != "Target avg" else r.get("target_avg") for d in groups]
+        xs = [j + i * width for j, c in enumerate(cells) if c]
+        ys = [c[0] for c in cells if c]
+        es = [c[1] for c in cells if c]
+        seeds = sorted({c[2] for c in cells if c})
+        label = f"{row_label(r['method'])} (n={'/'.join(map(str, seeds))})" if seeds else row_label(r["method"])
+        bars = ax.bar(xs, ys, width, yerr=[[min(e, y) for e, y in zip(es, ys)], es], label=label, capsize=2,
+                      linewidth=0.8)
+        for bar in bars:  # a 0 % bar is a result, not a missing one: keep it visible
+            bar.set_edgecolor(bar.get_facecolor())
+            if bar.get_height() == 0:
+                ax.plot([bar.get_x(), bar.get_x() + bar.get_width()], [0, 0], color=bar.get_facecolor(), lw=3)
+        if paper and r.get("paper"):
+            ref = dict(r["paper"])
+            targets = [ref.get(d) for d in table2_domains()[1:]]
+            if "Target avg" in groups and None not in targets:
+                ref["Target avg"] = sum(targets) / len(targets)
+            px = [j + i * width for j, d in enumerate(groups) if ref.get(d) is not None]
+            py = [ref[d] for d in groups if ref.get(d) is not None]
+            ax.scatter(px, py, marker="_", s=200, color="black", zorder=5,
+                       label="paper" if i == next(k for k, t in enumerate(table) if t.get("paper")) else None)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))])
+    ax.set_xticklabels([domain_label(d) if d != "Target avg" else d for d in groups])
     ax.set_ylabel(f"{METRIC_LABELS[metric]} (%)")
+    ax.set_ylim(bottom=0)
     ax.set_title(title or f"{METRIC_LABELS[metric]} per domain")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# The setting the paper's Table 2 numbers come from: --paper warns when results were made otherwise.
+PAPER_SETTING = {"train_dataset": "ImageNet", "shots": 16, "backbone": ("ViT-B-16", "ViT-B-16-quickgelu"),
+                 "pretrained": ("openai",)}
+
+
+def paper_setting_warnings(records: List[dict]) -> List[str]:
+    out = []
+    for field, expected in PAPER_SETTING.items():
+        allowed = expected if isinstance(expected, tuple) else (expected,)
+        seen = sorted({str(r.get(field)) for r in records if r.get(field) not in allowed})
+        if seen:
+            out.append(f"the paper's numbers are for {field}={' or '.join(map(str, allowed))}; these results have "
+                       f"{field}={', '.join(seen)}: the comparison is not like for like")
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -267,6 +309,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--plot", default="", help="write a PNG bar chart (curves with --fewshot) here")
     p.add_argument("--fewshot", action="store_true",
                    help="accuracy vs shots per training dataset and their average (table + curves)")
+    p.add_argument("--robustness", action="store_true",
+                   help="ImageNet vs shifted-average accuracy per method and WiSE-FT alpha (table + plot)")
     p.add_argument("--output", default="", help="write the table here instead of stdout")
     args = p.parse_args(argv)
     records = collect(args.roots)
@@ -276,6 +320,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     notes: List[str] = []
     if args.fewshot:
         return fewshot_main(records, args, notes)
+    if args.robustness:
+        return robustness_main(records, args, notes)
     params: Dict[str, int] = {}
     rows = aggregate(records, args.metric, notes=notes, params=params)
     if args.methods:
@@ -284,14 +330,30 @@ def main(argv: Optional[List[str]] = None) -> int:
         members = {r.name for r in method_rows(lambda r: args.table in r.tables)}
         rows = {k: v for k, v in rows.items() if base_name(k) in members}
     table = build_table(rows, paper=args.paper, params=params if args.table == "petl" else None)
+    if args.paper:
+        for warning in paper_setting_warnings(records):
+            print(f"warning: {warning}", file=sys.stderr)
+            notes.append(warning)
     text = render(table, args.format, args.paper, notes)
     if args.output:
         Path(args.output).write_text(text + "\n")
     else:
         print(text)
     if args.plot:
-        plot(table, args.plot, args.metric)
+        plot(table, args.plot, args.metric, paper=args.paper)
     return 0
+
+
+def robustness_main(records: List[dict], args, notes: List[str]) -> int:
+    from .robustness import has_zero_shot, plot_points, render_points, robustness_points
+
+    points = robustness_points(records, args.metric, notes)
+    if args.methods:
+        points = [p for p in points if base_name(p["method"]) in args.methods]
+    if points and not has_zero_shot(points)[0]:
+        notes.append(has_zero_shot(points)[1])
+    return emit_view(points, "No method has results on ImageNet and all its shifted test sets under these roots",
+                     render_points, plot_points, args, notes)
 
 
 def fewshot_main(records: List[dict], args, notes: List[str]) -> int:
@@ -300,16 +362,22 @@ def fewshot_main(records: List[dict], args, notes: List[str]) -> int:
     curves = fewshot_curves(records, args.metric, notes)
     if args.methods:
         curves = {k: v for k, v in curves.items() if base_name(k) in args.methods or k in args.methods}
-    if not curves:
-        print("No training-dataset test results with a shot count to draw curves from", file=sys.stderr)
+    return emit_view(curves, "No training-dataset test results with a shot count to draw curves from",
+                     render_curves, plot_curves, args, notes)
+
+
+def emit_view(data, empty_message: str, render_fn, plot_fn, args, notes: List[str]) -> int:
+    """Print (or write) a report view and its plot; 1 with a message when there is nothing to show."""
+    if not data:
+        print(empty_message, file=sys.stderr)
         return 1
-    text = render_curves(curves, args.format, args.metric, notes)
+    text = render_fn(data, args.format, args.metric, notes)
     if args.output:
         Path(args.output).write_text(text + "\n")
     else:
         print(text)
     if args.plot:
-        plot_curves(curves, args.plot, args.metric)
+        plot_fn(data, args.plot, args.metric)
     return 0
 
 

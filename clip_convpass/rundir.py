@@ -1,7 +1,7 @@
 """Every path of a run directory, and where grids, sweeps and scripts put runs: one module.
 
     OUTPUT/<train dataset>/<trainer>/<config>_<shots>shots/seed<S>/   (grid cells and scripts/train.sh)
-      config.yaml  config_eval_<dataset>.yaml  log.txt  train_history.json  .lock
+      config.yaml  config_eval_<dataset>.yaml  log.txt  train_history.{json,csv}  .lock
       checkpoints/model-epoch<N>.pt
       eval/<dataset>[_<split>]/results.json  (.lock)     eval_step0/...: before training
 
@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .utils import atomic_write_json
+from .utils import atomic_write_json, atomic_write_text
 
 CHECKPOINT_PREFIX = "model-epoch"
 
@@ -77,6 +77,23 @@ class RunDir:
         history = [h for h in history if h["epoch"] < epoch]
         history.append({"epoch": epoch, **stats})
         atomic_write_json(self.history, history)
+        self._write_history_csv(history)
+
+    @property
+    def history_csv(self) -> Path:
+        return self.root / "train_history.csv"
+
+    def _write_history_csv(self, history: List[dict]) -> None:
+        """The same scalars as train_history.json, one row per epoch (spreadsheets, pandas, plotting tools)."""
+        import csv
+        import io
+
+        columns = list(dict.fromkeys(k for h in history for k in h))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_text(self.history_csv, buf.getvalue())
 
 
 def cell_dir(output: str | Path, train_dataset: str, trainer: str, config_stem: str, shots: int, seed: int) -> RunDir:

@@ -23,7 +23,7 @@ from .optim import build_lr_scheduler, build_optimizer
 from .prompts import resolve_templates
 from .registry import Row
 from .rundir import RunDir
-from .utils import Progress, format_seconds, resolve_device, set_random_seed
+from .utils import Progress, RunClock, format_seconds, resolve_device, set_random_seed
 
 logger = logging.getLogger("clip_convpass")
 
@@ -56,6 +56,7 @@ class TrainerBase:
         self.skipped_train_images: set = set()
         self.prompt_info: dict = {}  # the text a method's classifier starts from (recorded in results.json)
         self.annotations: dict = {}  # further facts for results.json (e.g. values chosen by a sweep)
+        self._initialized = False  # init_from_data has run (or the weights came from a checkpoint)
         self.build_model()
         if self.model is None:
             raise RuntimeError(f"{type(self).__name__}.build_model() must set self.model")
@@ -66,7 +67,7 @@ class TrainerBase:
         self.optim = self.sched = None
         self.ddp: Optional[nn.Module] = None
         if self.is_trainable:
-            self.optim = build_optimizer([p for _, p in self.trainable_named_parameters()], cfg.OPTIM)
+            self.optim = build_optimizer(self.optimizer_param_groups(), cfg.OPTIM)
             self.sched = build_lr_scheduler(self.optim, cfg.OPTIM, lambda: self.steps_per_epoch)
             self.ddp = distributed.wrap_trainable(self.model, self.device)
         self.prec, self.scaler = precision.setup(cfg.PREC, self.device)
@@ -132,6 +133,19 @@ class TrainerBase:
     def set_model_mode(self, train: bool) -> None:
         # nothing in a frozen-encoder method's model behaves differently in training
         self.model.train(train and not self.FROZEN_IMAGE_ENCODER)
+
+    def optimizer_param_groups(self) -> List[dict]:
+        """Groups {"params", "lr_mult"} for the optimizer (e.g. a head learning-rate multiplier)."""
+        return [{"params": [p for _, p in self.trainable_named_parameters()], "lr_mult": 1.0}]
+
+    def init_from_data(self) -> None:
+        """State a method derives from the training data before its first step (LP-FT's probed head);
+        called once on a fresh run, before the step-0 evaluation and training."""
+
+    def initialize(self) -> None:
+        if not self._initialized:
+            self._initialized = True
+            self.init_from_data()
 
     def fit(self) -> bool:
         """Training-free methods compute their state from the training data here (cache, probe).
@@ -200,8 +214,11 @@ class TrainerBase:
             self.after_train()
             return
         self.start_epoch = self.checkpoints.resume()
+        if self.start_epoch == 0:
+            self.initialize()
         self.before_train()
         t0 = time.time()
+        self.run_clock = None  # made once the loader's length is known (first epoch of this process)
         for self.epoch in range(self.start_epoch, self.cfg.OPTIM.MAX_EPOCH):
             self.before_epoch()
             lr = self.optim.param_groups[0]["lr"]
@@ -209,14 +226,26 @@ class TrainerBase:
             if self.cfg.OPTIM.SCHEDULER_UNIT == "epoch":
                 self.sched.step()
             if distributed.is_main():
-                self.run_dir.append_history(self.epoch + 1, {"lr": lr, **stats,
-                                                             "skipped_images": len(self.skipped_train_images)})
+                scalars = {"lr": lr, **stats, "skipped_images": len(self.skipped_train_images)}
+                self.run_dir.append_history(self.epoch + 1, scalars)
+                self.log_scalars(self.epoch + 1, scalars)
             self.after_epoch()
             done = self.epochs_done = self.epoch + 1
             if done % self.cfg.TRAIN.CHECKPOINT_FREQ == 0 or done == self.cfg.OPTIM.MAX_EPOCH:
                 self.save(done)
         logger.info(f"Training took {format_seconds(time.time() - t0)}")
         self.after_train()
+
+    def log_scalars(self, epoch: int, scalars: Dict[str, float]) -> None:
+        if not self.cfg.TRAIN.TENSORBOARD:
+            return
+        if getattr(self, "_tb", None) is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
+        for key, value in scalars.items():
+            self._tb.add_scalar(f"train/{key}", value, epoch)
+        self._tb.flush()
 
     def epoch_seed(self) -> int:
         # Each epoch's randomness depends only on (seed, epoch): a resumed run repeats it exactly.
@@ -231,7 +260,10 @@ class TrainerBase:
         self.steps_per_epoch = len(loader)
         per_iteration = cfg.OPTIM.SCHEDULER_UNIT == "iteration"
         self.set_model_mode(True)
-        progress = Progress(len(loader), f"epoch [{self.epoch + 1}/{cfg.OPTIM.MAX_EPOCH}]", cfg.TRAIN.PRINT_FREQ)
+        if getattr(self, "run_clock", None) is None:
+            self.run_clock = RunClock(len(loader) * (cfg.OPTIM.MAX_EPOCH - self.epoch))
+        progress = Progress(len(loader), f"epoch [{self.epoch + 1}/{cfg.OPTIM.MAX_EPOCH}]", cfg.TRAIN.PRINT_FREQ,
+                            run=self.run_clock)
         totals: Dict[str, float] = {}
         n = 0
         for batch in loader:

@@ -75,6 +75,10 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     _atomic_write(Path(path), lambda f: f.write(json.dumps(obj, indent=2, sort_keys=False) + "\n"), "w")
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    _atomic_write(Path(path), lambda f: f.write(text), "w")
+
+
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     _atomic_write(Path(path), lambda f: torch.save(obj, f), "wb")
 
@@ -84,9 +88,21 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+_console_level = logging.INFO
+
+
+def set_console_level(level: int) -> None:
+    """How much reaches stdout (e.g. WARNING for the demo); run directories' log.txt files keep everything."""
+    global _console_level
+    _console_level = level
+    for h in logger.handlers:
+        if not isinstance(h, logging.FileHandler):
+            h.setLevel(level)
+
+
 def setup_logger(output_dir: Optional[str | os.PathLike], log_name: str = "log.txt",
                  level: int = logging.INFO) -> logging.Logger:
-    """Log to stdout and append to <output_dir>/<log_name>."""
+    """Log to stdout (at the console level) and append to <output_dir>/<log_name>."""
     logger.setLevel(level)
     logger.propagate = False
     for h in list(logger.handlers):
@@ -95,6 +111,8 @@ def setup_logger(output_dir: Optional[str | os.PathLike], log_name: str = "log.t
     fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
     sh = logging.StreamHandler(sys.stdout)
     sh.setFormatter(fmt)
+    sh.setLevel(_console_level)
+    sh.addFilter(_NoProgressLinesOnBars())
     logger.addHandler(sh)
     if output_dir:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
@@ -126,22 +144,59 @@ def format_seconds(sec: float) -> str:
     return str(datetime.timedelta(seconds=int(max(sec, 0))))
 
 
-class Progress:
-    """Logs 'desc [i/n] ... eta' every `every` steps and at the end; no terminal tricks, so logs stay clean."""
+def _console_shows_bars() -> bool:
+    """A tqdm bar replaces the progress lines on the console when stdout is a terminal showing INFO."""
+    return sys.stdout.isatty() and _console_level <= logging.INFO
 
-    def __init__(self, total: int, desc: str, every: int = 10, log: logging.Logger = logger):
-        self.total, self.desc, self.every, self.log = total, desc, max(1, every), log
+
+class _NoProgressLinesOnBars(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (getattr(record, "progress", False) and _console_shows_bars())
+
+
+class RunClock:
+    """Run-level ETA over all remaining steps of a run (not only the current epoch)."""
+
+    def __init__(self, total_steps: int):
+        self.total, self.done, self.start = max(1, total_steps), 0, time.time()
+
+    def step(self) -> str:
+        self.done += 1
+        elapsed = time.time() - self.start
+        return f"run eta {format_seconds(elapsed / self.done * (self.total - self.done))}"
+
+
+class Progress:
+    """Logs 'desc [i/n] elapsed ... eta ...' every `every` steps and at the end (log files, pipes); on a
+    terminal a tqdm bar shows the same instead of the lines. `run` adds the run-level ETA."""
+
+    def __init__(self, total: int, desc: str, every: int = 10, log: logging.Logger = logger,
+                 run: Optional[RunClock] = None):
+        self.total, self.desc, self.every, self.log, self.run = total, desc, max(1, every), log, run
         self.start = time.time()
         self.count = 0
+        self.bar = None
+        if _console_shows_bars():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
     def step(self, extra: str = "") -> None:
         self.count += 1
+        run_eta = self.run.step() if self.run is not None else ""
+        if self.bar is not None:
+            self.bar.update(1)
+            if run_eta:
+                self.bar.set_postfix_str(run_eta, refresh=False)
+            if self.count == self.total:
+                self.bar.close()
         if self.count % self.every and self.count != self.total:
             return
         elapsed = time.time() - self.start
         eta = elapsed / self.count * (self.total - self.count)
         msg = f"{self.desc} [{self.count}/{self.total}] elapsed {format_seconds(elapsed)} eta {format_seconds(eta)}"
-        self.log.info(msg + (f" {extra}" if extra else ""))
+        msg += "".join(f" {x}" for x in (run_eta, extra) if x)
+        self.log.info(msg, extra={"progress": True})
 
 
 class LockedError(UserError, RuntimeError):

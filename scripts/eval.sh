@@ -5,6 +5,8 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-$HERE/.venv/bin/python}"; [ -x "$PY" ] || PY=python3
+# OVERRIDES="configs/demo.yaml my.yaml": YAMLs merged after the method config, in order (e.g. the demo's tiny model)
+OVERRIDE_ARGS=(); for f in ${OVERRIDES:-}; do OVERRIDE_ARGS+=(--override-config "$f"); done
 : "${DATA:?set DATA to the dataset root}"
 OUTPUT="${OUTPUT:-output}"
 TRAINER="${1:?trainer name}"; CONFIG="${2:?config name}"; SHOTS="${3:-16}"; SEED="${4:-1}"
@@ -31,5 +33,6 @@ for T in $TARGETS; do
     echo "Results exist: $RESULTS, skipping"; continue
   fi
   "$PY" "$HERE/train.py" --root "$DATA" --seed "$SEED" --trainer "$TRAINER" --dataset-config-file "$DCFG" \
-    --config-file "$CFG" --output-dir "$DIR" --eval-only --model-dir "$DIR" DATASET.NUM_SHOTS "$SHOTS" "$@"
+    --config-file "$CFG" ${OVERRIDE_ARGS[@]+"${OVERRIDE_ARGS[@]}"} --output-dir "$DIR" --eval-only --model-dir "$DIR" \
+    DATASET.NUM_SHOTS "$SHOTS" "$@"
 done

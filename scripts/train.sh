@@ -6,6 +6,8 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-$HERE/.venv/bin/python}"; [ -x "$PY" ] || PY=python3
+# OVERRIDES="configs/demo.yaml my.yaml": YAMLs merged after the method config, in order (e.g. the demo's tiny model)
+OVERRIDE_ARGS=(); for f in ${OVERRIDES:-}; do OVERRIDE_ARGS+=(--override-config "$f"); done
 : "${DATA:?set DATA to the dataset root}"
 OUTPUT="${OUTPUT:-output}"
 TRAINER="${1:?trainer name, e.g. ConvpassCLIP}"; CONFIG="${2:?config name under configs/trainers/$1/}"
@@ -22,4 +24,4 @@ if [ -f "$RESULTS" ] && [ "$FORCE" = 0 ]; then
 fi
 if [ "$FORCE" = 1 ]; then rm -rf "$DIR"; fi
 exec "$PY" "$HERE/train.py" --root "$DATA" --seed "$SEED" --trainer "$TRAINER" \
-  --dataset-config-file "$DCFG" --config-file "$CFG" --output-dir "$DIR" DATASET.NUM_SHOTS "$SHOTS" "$@"
+  --dataset-config-file "$DCFG" --config-file "$CFG" ${OVERRIDE_ARGS[@]+"${OVERRIDE_ARGS[@]}"} --output-dir "$DIR" DATASET.NUM_SHOTS "$SHOTS" "$@"

@@ -51,9 +51,15 @@ def test_200_class_sets_map_into_the_universe(cfg_factory, synth, name, subset):
 
 def test_200_class_columns_on_the_full_universe(synth, tmp_path):
     # Without a CLASS_LIST the universe is the 1000 ImageNet classes; A's columns are its wnids' indices.
+    # (The synthetic tree's own synthetic_classes.txt would restrict it: link its folders without that file.)
     from clip_convpass.compose import setup_cfg
 
-    cfg = setup_cfg(None, None, ["DATASET.ROOT", synth["root"], "DATASET.NAME", "ImageNetA"])
+    root = tmp_path / "root"
+    root.mkdir()
+    for entry in Path(synth["root"]).iterdir():
+        if entry.name != "synthetic_classes.txt":
+            (root / entry.name).symlink_to(entry)
+    cfg = setup_cfg(None, None, ["DATASET.ROOT", str(root), "DATASET.NAME", "ImageNetA"])
     ds = build_dataset(cfg)
     full = imagenet_wnids()
     assert len(ds.universe) == 1000

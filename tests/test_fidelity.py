@@ -199,6 +199,10 @@ BAD_VALUES = {
     "TRAINER.PETL.ADAPTER": "prefix_tuning", "TRAINER.PETL.HIDDEN": "-1", "TRAINER.PETL.DROPOUT": "1.5",
     "TRAINER.PETL.LORA_RANK": "-1", "TRAINER.PETL.VPT_LENGTH": "-2", "TRAINER.PETL.TEMPLATES": "ensemble9",
     "TRAINER.PETL.HEAD_INIT": "ones",
+    "TRAINER.CONVPASS.HEAD_PARAM": "spherical", "TRAINER.CONVPASS.HEAD_TEMPERATURE": "annealed",
+    "TRAINER.CONVPASS.HEAD_LR_MULT": "0.0", "TRAINER.PETL.HEAD_PARAM": "spherical",
+    "TRAINER.PETL.HEAD_TEMPERATURE": "annealed", "TRAINER.PETL.HEAD_LR_MULT": "-1.0",
+    "OPTIM.MAX_EPOCH_BY_SHOTS": "'1=50'",
 }
 # Keys whose pairs are checked together (a bad value needs its partner changed too).
 BAD_PAIRS = {("TRAINER.COOP.N_CTX", "TRAINER.COOP.CTX_INIT"): ("0", "''"),
@@ -351,7 +355,8 @@ def test_grid_runs_the_rows_sweep_first_and_records_the_choice(synth, tiny_weigh
             "DATASET.VAL_SHOTS", "2", "DATASET.SPLIT_DIR", str(tmp_path / "splits"), "OPTIM.MAX_EPOCH", "1",
             "OPTIM.LR", "0.01", "DEVICE", "cpu"]
     (cell,) = run_grid([row], [1], synth["root"], tmp_path / "grid", opts, domains=["ImageNet", "ImageNetA"])
-    sweep = json.loads((tmp_path / "grid" / "sweeps" / "ConvpassCLIP" / "sweep.json").read_text())
+    (sweep_file,) = (tmp_path / "grid" / "sweeps").glob("ImageNet_*shots/ConvpassCLIP/sweep.json")
+    sweep = json.loads(sweep_file.read_text())
     assert len(sweep["points"]) == 4 and sweep["best"]["val_top1"] == max(p["val_top1"] for p in sweep["points"])
     rec = json.loads((cell / "eval" / "ImageNetA" / "results.json").read_text())
     assert rec["selected"] == sweep["best"]["point"]

@@ -21,7 +21,7 @@ def row_cfg(row, synth, tiny_weights, out, extra=()):
             "DATASET.CLASS_LIST", synth["class_list"], "MODEL.PRETRAINED", tiny_weights, "OUTPUT_DIR", str(out),
             "DATASET.SPLIT_DIR", str(out.parent / "splits"), "DEVICE", "cpu", "DATASET.NUM_SHOTS", "2",
             "DATASET.VAL_SHOTS", "2", "OPTIM.MAX_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
-            "TRAINER.TIP.AUGMENT_EPOCH", "1", *extra]
+            "TRAINER.TIP.AUGMENT_EPOCH", "1", "OPTIM.MAX_EPOCH_BY_SHOTS", "", *extra]
     return setup_cfg("datasets/imagenet.yaml", row.config or None, opts, override_files=[TINY])
 
 

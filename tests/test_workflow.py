@@ -103,8 +103,9 @@ def test_demo_end_to_end(tmp_path, capsys, toy_method):
     out = capsys.readouterr().out
     assert "SYNTHETIC" in out and "Head initialisation" in out
     table = json.loads((tmp_path / "demo" / "table2.json").read_text())
-    # every registered row but the PETL-only ones (their own table), Tip-Adapter and the toy included
-    assert [r["method"] for r in table] == [r.name for r in method_rows() if r.tables != ("petl",)]
+    # every registered row but the PETL-only and few-shot-only ones (their own tables; the few-shot demo runs
+    # those), Tip-Adapter and the toy included
+    assert [r["method"] for r in table] == [r.name for r in method_rows() if r.tables not in (("petl",), ("fewshot",))]
     petl = json.loads((tmp_path / "demo" / "petl.json").read_text())
     assert [r["method"] for r in petl] == [r.name for r in method_rows(lambda r: "petl" in r.tables)]
     assert all(r["params"] is not None for r in petl) and "PETL on CLIP" in out
@@ -113,4 +114,6 @@ def test_demo_end_to_end(tmp_path, capsys, toy_method):
         for d in table2_domains():
             assert row["cells"][d] is not None and row["cells"][d][2] == 2, (row["method"], d)
     assert "missing" not in (tmp_path / "demo" / "headinit.md").read_text()
+    # WiSE-FT of Convpass_CLIP starts at zero-shot CLIP: the robustness table's alpha-0 row equals ZS CLIP's
+    assert "Effective robustness" in out and (tmp_path / "demo" / "robustness.png").stat().st_size > 1000
     assert (tmp_path / "demo" / "table2.png").stat().st_size > 1000

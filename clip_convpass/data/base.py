@@ -53,7 +53,7 @@ def stable_int(*parts) -> int:
 class ClassUniverse:
     """The classes a model is built over, in class-index order: ids (e.g. wnids) and their names."""
 
-    def __init__(self, ids: Sequence[str], id_to_name: Dict[str, str], source: str = ""):
+    def __init__(self, ids: Sequence[str], id_to_name: Dict[str, str], source: str = "", subset: bool = False):
         missing = [w for w in ids if w not in id_to_name]
         if missing:
             raise ValueError(f"No class name for class ids {missing[:5]}{'...' if len(missing) > 5 else ''}")
@@ -62,6 +62,7 @@ class ClassUniverse:
         self.classnames = [id_to_name[w] for w in self.ids]
         self.index = {w: i for i, w in enumerate(self.ids)}
         self.source = source  # where the names came from (recorded in every results.json)
+        self.subset = subset  # restricted to a class list: published counts do not apply
 
     @property
     def names_hash(self) -> str:
@@ -75,7 +76,7 @@ class ClassUniverse:
         if mode == "all":
             return self
         half = (len(self.ids) + 1) // 2
-        return ClassUniverse(self.ids[:half] if mode == "base" else self.ids[half:], self.names, self.source)
+        return ClassUniverse(self.ids[:half] if mode == "base" else self.ids[half:], self.names, self.source, True)
 
 
 @dataclass(frozen=True)

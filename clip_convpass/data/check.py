@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import List, Optional
 
 from tabulate import tabulate
@@ -19,25 +18,22 @@ from ..utils import Progress, setup_logger
 from .base import DatasetLayoutError
 from .images import ImageLoadError, load_rgb
 
-SYNTHETIC_CLASS_LIST = "synthetic_classes.txt"  # written by data/synthetic.py at a synthetic tree's root
-
 
 def check_dataset(name: str, root: str, class_list: str = "", verify_images: bool = False) -> dict:
     cls = DATASET_REGISTRY.get(name)
     if not cls.USES_CLASS_LIST:
         class_list = ""  # datasets with split files take their classes from them
-    elif not class_list and (Path(root) / SYNTHETIC_CLASS_LIST).is_file():
-        class_list = str(Path(root) / SYNTHETIC_CLASS_LIST)
     cfg = setup_cfg(None, None, ["DATASET.ROOT", root, "DATASET.NAME", name, "DATASET.CLASS_LIST", class_list])
     row = {"dataset": name, "status": "ok", "classes": None, "expected_classes": None, "images": None,
            "expected_images": None, "unreadable": [], "problem": ""}
     try:
         ds = cls(cfg)
         row["classes"] = ds.num_classes
-        row["expected_classes"] = cls.EXPECTED_CLASSES if not class_list else ds.num_classes
+        subset = ds.universe.subset  # a class list (or a synthetic tree's) restricts the universe
+        row["expected_classes"] = cls.EXPECTED_CLASSES if not subset else ds.num_classes
         items = ds.test
         row["images"] = len(items)
-        row["expected_images"] = cls.EXPECTED_TEST_IMAGES if not class_list else None
+        row["expected_images"] = cls.EXPECTED_TEST_IMAGES if not subset else None
         row["path"] = str(ds.dataset_dir)
     except UserError as e:
         row["status"] = "missing" if isinstance(e, DatasetLayoutError) and "none of the expected" in str(e) else "error"

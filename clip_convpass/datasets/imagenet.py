@@ -28,10 +28,25 @@ def imagenet_wnids() -> List[str]:
     return read_id_list(RESOURCES / "imagenet_wnids.txt")
 
 
+SYNTHETIC_CLASS_LIST = "synthetic_classes.txt"  # at the root of a tree written by data/synthetic.py
+
+
+def class_list_path(cfg) -> str:
+    """DATASET.CLASS_LIST, or a synthetic tree's own class list (so any command runs on the demo's data)."""
+    if cfg.DATASET.CLASS_LIST:
+        return cfg.DATASET.CLASS_LIST
+    synthetic = Path(cfg.DATASET.ROOT).expanduser() / SYNTHETIC_CLASS_LIST
+    if synthetic.is_file():
+        logger.info(f"Synthetic data tree: class universe from {synthetic}")
+        return str(synthetic)
+    return ""
+
+
 def imagenet_universe(cfg) -> ClassUniverse:
     full = imagenet_wnids()
-    if cfg.DATASET.CLASS_LIST:
-        path = Path(cfg.DATASET.CLASS_LIST)
+    class_list = class_list_path(cfg)
+    if class_list:
+        path = Path(class_list)
         if not path.is_file():
             raise DatasetLayoutError(f"DATASET.CLASS_LIST={path} does not exist (a text file with one wnid per line)")
         wnids = read_id_list(path)
@@ -46,7 +61,7 @@ def imagenet_universe(cfg) -> ClassUniverse:
     names_file = Path(cfg.DATASET.ROOT) / "imagenet" / "classnames.txt"
     if not names_file.is_file():
         names_file = RESOURCES / "imagenet_classnames.txt"  # CLIP's names
-    universe = ClassUniverse(wnids, read_classnames_file(names_file), str(names_file))
+    universe = ClassUniverse(wnids, read_classnames_file(names_file), str(names_file), subset=bool(class_list))
     logger.info(f"ImageNet class names from {names_file} (sha256 {universe.names_hash}, {len(wnids)} classes)")
     return universe
 
