@@ -83,7 +83,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--root", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--dataset-config-file", default="")
-    p.add_argument("--config-file", default="")
+    p.add_argument("--config-file", action="append", default=[],
+                   help="method YAML; repeat to merge more files after it, in order (e.g. demo.yaml)")
+    p.add_argument("--override-config", action="append", default=[], help="YAML merged after the config files")
     p.add_argument("--grid", nargs="*", default=[], help="KEY=v1,v2,... (several give their product)")
     p.add_argument("--preset", choices=sorted(presets()), default=None, help="the sweep a registered row declares")
     p.add_argument("--metric", default="top1", choices=list(METRICS))
@@ -93,8 +95,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not entries:
         p.error("give --grid KEY=v1,v2,... or --preset")
     setup_logger(None)
-    run_sweep(parse_grid(entries), args.output, args.dataset_config_file or None, args.config_file or None,
-              ["DATASET.ROOT", args.root, *args.opts], args.metric)
+    files = list(args.config_file)
+    run_sweep(parse_grid(entries), args.output, args.dataset_config_file or None, files[0] if files else None,
+              ["DATASET.ROOT", args.root, *args.opts], args.metric,
+              override_files=files[1:] + list(args.override_config))
     return 0
 
 

@@ -190,3 +190,17 @@ def test_paper_comparison_warns_when_the_setting_differs(tmp_path, capsys):
     assert main([str(tmp_path), "--paper"]) == 0
     captured = capsys.readouterr()
     assert "shots=8" in captured.err and "not like for like" in captured.out
+
+
+def test_sweep_takes_several_config_files(synth, tmp_path):
+    from clip_convpass.sweep import main
+
+    code = main(["--root", synth["root"], "--output", str(tmp_path / "sweep"), "--dataset-config-file",
+                 "datasets/imagenet.yaml", "--config-file", "trainers/ConvpassCLIP/vit_b16.yaml", "--config-file",
+                 "demo.yaml", "--grid=TRAINER.CONVPASS.SCALE=1,10", "MODEL.PRETRAINED", "none",
+                 "OPTIM.MAX_EPOCH", "1", "DATASET.SPLIT_DIR", str(tmp_path / "splits")])
+    assert code == 0
+    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert len(summary["points"]) == 2 and "best" in summary
+    configs = list((tmp_path / "sweep").rglob("config.yaml"))
+    assert len(configs) == 2 and all("tiny-ViT-Q" in c.read_text() for c in configs)  # demo.yaml merged last
