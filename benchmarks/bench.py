@@ -352,6 +352,40 @@ def bench_tip(repeats: int, n_classes: int = 100, shots: int = 16, dim: int = 51
     return out
 
 
+def bench_split_read(n_classes: int = 101, per_class: int = 1000) -> dict:
+    """CoOp split-file dataset at Food-101's size (101 classes x 1000 images): reading the split and checking
+    every listed file, with one directory listing per folder (ours) vs one stat per file."""
+    import tempfile
+
+    from clip_convpass.compose import setup_cfg
+    from clip_convpass.registry import DATASET_REGISTRY
+
+    with tempfile.TemporaryDirectory() as tmp:
+        images = Path(tmp) / "food-101" / "images"
+        split = {"train": [], "val": [], "test": []}
+        for c in range(n_classes):
+            folder = images / f"dish_{c:03d}"
+            folder.mkdir(parents=True)
+            for j in range(per_class):
+                (folder / f"{j}.jpg").touch()
+                part = "train" if j < 500 else "val" if j < 700 else "test"
+                split[part].append([f"dish_{c:03d}/{j}.jpg", c, f"dish_{c:03d}"])
+        (Path(tmp) / "food-101" / "split_zhou_Food101.json").write_text(json.dumps(split))
+        cfg = setup_cfg("datasets/food101.yaml", None, ["DATASET.ROOT", tmp])
+        cls = DATASET_REGISTRY.get("Food101")
+
+        def ours():
+            return len(cls(cfg).test)
+
+        def per_file_stat():
+            ds = cls(cfg)
+            return sum(os.path.isfile(ds.image_dir / rel) for rel, _, _ in ds.splits["test"])
+
+        t_ours, t_stat = timed(ours), timed(per_file_stat)
+    return {"classes": n_classes, "test_images": len(split["test"]), "listing_s": t_ours, "per_file_stat_s": t_stat,
+            "speedup": t_stat / t_ours}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--classes", type=int, default=100, help="classes for the training-step section")
@@ -359,7 +393,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--text-chunk", type=int, default=100)
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=["steps", "text", "grid", "convpass", "tip", "adapters", "frozen"])
+                   choices=["steps", "text", "grid", "convpass", "tip", "adapters", "frozen", "splits"])
     p.add_argument("--output", default="")
     p.add_argument("--single", default="", help=argparse.SUPPRESS)
     p.add_argument("--prec", default="fp32", help=argparse.SUPPRESS)
@@ -379,6 +413,11 @@ def main(argv=None) -> int:
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
                           "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
               "date": datetime.datetime.now().isoformat(timespec="seconds"), "settings": vars(args)}
+    if "splits" not in args.skip:
+        print("Split-file dataset at Food-101's size: read + check every test file:", flush=True)
+        result["split_read"] = r = bench_split_read()
+        print(f"  {r['test_images']} test images: {r['listing_s']:.2f} s with one listing per folder (whole dataset "
+              f"construction included) vs {r['per_file_stat_s']:.2f} s with one stat per file", flush=True)
     if "convpass" not in args.skip:
         print("Convpass_CLIP step vs frozen forward (ViT-B/16, 224px):", flush=True)
         result["convpass_ratio"] = r = bench_convpass_ratio(args.batch, args.repeats)

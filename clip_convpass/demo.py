@@ -34,13 +34,21 @@ DEMO_CONFIG = CONFIG_DIR / "demo.yaml"  # tiny model, 8 shots; each row adds its
 def make_tiny_checkpoint(path: Path, seed: int = 0) -> None:
     """A fixed random tiny CLIP saved as a local checkpoint: every method and seed starts from the same
     "pretrained" weights, as with real CLIP, and the local-file loading path is exercised."""
+    import logging
+
     import torch
 
     from .clip_loader import load_clip
     from .utils import atomic_torch_save
 
     torch.manual_seed(seed)
-    atomic_torch_save(path, load_clip("tiny-ViT-Q", "none").model.state_dict())
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # open_clip warns that random weights are random: they are meant to be
+    try:
+        atomic_torch_save(path, load_clip("tiny-ViT-Q", "none").model.state_dict())
+    finally:
+        root.setLevel(level)
 
 
 DEMO_HEAD_INITS = ("text-1", "random", "lp")

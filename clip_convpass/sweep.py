@@ -64,7 +64,7 @@ def run_sweep(grid: Dict[str, List[str]], output: str | Path, dataset_config: Op
             print(f"[sweep {i}/{len(points)}] {point}: done before, reusing {result_file}")
             rec = read_json(result_file)
         else:
-            print(f"[sweep {i}/{len(points)}] {point}: training in {run_dir}")
+            print(f"[sweep {i}/{len(points)}] {point}: training in {run_dir.root}")
             rec = run(cfg)[0]
         rows.append({"point": point, "val_" + metric: rec["metrics"][metric], "val_metrics": rec["metrics"],
                      "run_dir": str(run_dir.root)})

@@ -66,6 +66,7 @@ def test_head_lr_multiplier_scales_the_heads_learning_rate_through_the_schedule(
     for epoch in range(3):
         expected = lr_at_epoch(epoch, t.cfg.OPTIM)
         assert adapters["lr"] == pytest.approx(expected) and head["lr"] == pytest.approx(100 * expected)
+        t.optim.step()  # (no gradients: nothing moves) keeps the scheduler-after-optimizer order
         t.sched.step()
     # a head-only probe (no bypasses) has the head group alone
     probe = convpass(cfg_factory, tiny_weights, ["TRAINER.CONVPASS.POSITIONS", "none",
