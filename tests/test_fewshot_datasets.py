@@ -271,3 +271,30 @@ def test_fewshot_scripts_run_resume_and_report(fs_tree, tmp_path, tiny_weights):
     again = subprocess.run(["bash", str(REPO / "scripts" / "fewshot.sh"), "CoOp", "vit_b16_fewshot", "eurosat", "1",
                             *tiny], env=env, check=True, capture_output=True, text=True)
     assert again.stdout.count("Results exist") == 2  # finished runs are skipped
+
+
+def test_tip_adapter_searches_the_val_shots_or_the_whole_val_split(fs_tree, tiny_weights, tmp_path):
+    """The reference's main.py searches alpha/beta on the whole val split of CoOp's datasets (val_full); our
+    default stays within the few-shot protocol's min(K, 4) val shots per class."""
+    from clip_convpass.trainers import tip_adapter
+
+    root, _ = fs_tree
+    seen = {}
+    real = tip_adapter.TipAdapter.extract_features
+
+    def spy(self, encode, items, transform=None, desc="features", stream=None):
+        seen[desc] = len(items)
+        return real(self, encode, items, transform, desc, stream)
+
+    for split in ("val_shots", "val_full"):
+        cfg = setup_cfg(dataset_config_file("EuroSAT"), "trainers/TipAdapter/vit_b16.yaml",
+                        ["DATASET.ROOT", str(root), "MODEL.PRETRAINED", tiny_weights, "DATASET.NUM_SHOTS", "1",
+                         "OUTPUT_DIR", str(tmp_path / split), "DATASET.SPLIT_DIR", str(tmp_path / "splits"),
+                         "TRAINER.TIP.AUGMENT_EPOCH", "1", "TRAINER.TIP.SEARCH_SPLIT", split], override_files=[TINY])
+        trainer = TRAINER_REGISTRY.get("TipAdapter")(cfg)
+        trainer.extract_features = spy.__get__(trainer)
+        trainer.fit()
+    assert seen["val_shots features"] == N_CLASSES * 1  # min(1, 4) per class
+    assert seen["val_full features"] == N_CLASSES * 3  # every val image
+    with pytest.raises(DatasetLayoutError, match="no val split"):
+        DATASET_REGISTRY.get("ImageNet")(ds_cfg("ImageNet", root, tmp_path)).val_split_full

@@ -247,6 +247,15 @@ class DatasetBase:
         return self._fewshot[1]
 
     @property
+    def val_split_full(self) -> List[Datum]:
+        """Every image of the dataset's own val split (CoOp's datasets), not only the few-shot val shots."""
+        if not self.VAL_SPLIT:
+            raise DatasetLayoutError(f"{self.NAME} has no val split (its validation shots are held-out training "
+                                     f"images); use the val shots")
+        per_class = self._read_val_per_class()
+        return [Datum(p, lab, self.classnames[lab]) for lab in sorted(per_class) for p in sorted(per_class[lab])]
+
+    @property
     def val_shots(self) -> int:
         v = self.cfg.DATASET.VAL_SHOTS
         return min(self.cfg.DATASET.NUM_SHOTS, 4) if v < 0 else v

@@ -96,6 +96,10 @@ class TipAdapter(TrainerBase):
         # alpha, beta are searched on the VAL_SHOTS split (never on test data) over the reference's grid
         # low + i * (high - low) / steps, i = 0..steps-1.
         c.SEARCH = True
+        # val_shots: the few-shot validation shots (min(K, 4) per class on CoOp's datasets; default: a K-shot
+        # method sees no more labels than the protocol gives); val_full: the dataset's whole val split, as the
+        # reference's main.py does on CoOp's datasets (ImageNet has none: the reference searches its test set).
+        c.SEARCH_SPLIT = "val_shots"
         c.ALPHA_RANGE = (0.1, 3.0)
         c.BETA_RANGE = (0.1, 7.0)
         c.ALPHA_STEPS = 20
@@ -110,6 +114,8 @@ class TipAdapter(TrainerBase):
         check(c.ALPHA_STEPS >= 1 and c.BETA_STEPS >= 1, "TRAINER.TIP.ALPHA_STEPS and BETA_STEPS must be >= 1")
         check(c.INIT_ALPHA >= 0 and c.INIT_BETA >= 0, "TRAINER.TIP.INIT_ALPHA and INIT_BETA must be >= 0")
         check_crop_scale(c.CROP_SCALE, "TRAINER.TIP.CROP_SCALE")
+        check(c.SEARCH_SPLIT in ("val_shots", "val_full"),
+              f"TRAINER.TIP.SEARCH_SPLIT must be val_shots|val_full, got {c.SEARCH_SPLIT!r}")
         for key in ("ALPHA_RANGE", "BETA_RANGE"):
             lo, hi = c[key]
             check(0 <= lo < hi, f"TRAINER.TIP.{key} must be (low, high) with 0 <= low < high, got {c[key]}")
@@ -173,10 +179,11 @@ class TipAdapter(TrainerBase):
         c = self.cfg.TRAINER.TIP
         if not c.SEARCH:
             return
-        if not self.dataset.val:
+        items = self.dataset.val_split_full if c.SEARCH_SPLIT == "val_full" else self.dataset.val
+        if not items:
             raise ValueError("Tip-Adapter searches alpha/beta on the VAL_SHOTS split; set DATASET.VAL_SHOTS > 0 "
                              "or TRAINER.TIP.SEARCH False")
-        feats, labels = self.extract_features(self.model.encode, self.dataset.val, desc="val features")
+        feats, labels = self.extract_features(self.model.encode, items, desc=f"{c.SEARCH_SPLIT} features")
         m = self.model
         acc, alpha, beta = search_alpha_beta_grid(
             feats @ m.text_weights.t(), feats @ m.keys.t(), m.key_labels, labels,
