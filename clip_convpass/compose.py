@@ -8,6 +8,7 @@ decides which validators exist.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Dict, Iterable, Sequence
@@ -92,6 +93,11 @@ def setup_cfg(
 def dataset_config_files() -> Dict[str, Path]:
     """{dataset registry name: its packaged YAML} read from configs/datasets/ (files starting with "_" are
     shared bases). The YAMLs are the one place that pairs a config name with a dataset."""
+    return dict(_dataset_config_files())
+
+
+@functools.lru_cache(maxsize=1)
+def _dataset_config_files() -> Dict[str, Path]:  # the packaged YAMLs do not change while a process runs
     out: Dict[str, Path] = {}
     for path in sorted((CONFIG_DIR / "datasets").glob("*.yaml")):
         if path.name.startswith("_"):
