@@ -157,7 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(render(table, notes=notes))
     print("\nPETL on CLIP (top-1; trainable parameters in the image encoder, head excluded):")
     print(render(petl))
-    print("\nHead initialisation (top-1; 'ImageNet step 0' = before training):")
+    print("\nHead initialisation (top-1; 'step 0' = before training, then after training):")
     print(head_init_table([headinit]))
     robust_notes: List[str] = []
     points = robustness_points(collect([runs]), notes=robust_notes)
