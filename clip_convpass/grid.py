@@ -101,9 +101,10 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
         opts = [*extra_opts, *(row.demo_opts if demo_opts else ())]
         return ["TEST.FEATURE_CACHE_DIR", str(output / "feature_cache"), *opts] if feature_cache else opts
 
-    # which cells still have to run (a cell's directory does not depend on values a sweep chooses)
-    pending = [force or not RunDir(build_cell_cfg(r, s, data, output, cell_opts(r), override_configs, source)
-                                   .OUTPUT_DIR).has_results(domains, stages) for r, s in cells]
+    # each cell's config before a sweep's choice; its directory does not depend on that choice, so these
+    # tell which cells still have to run
+    base_cfgs = [build_cell_cfg(r, s, data, output, cell_opts(r), override_configs, source) for r, s in cells]
+    pending = [force or not RunDir(c.OUTPUT_DIR).has_results(domains, stages) for c in base_cfgs]
     print(f"[grid] {len(cells)} cells ({len(rows)} rows x {len(seeds)} seeds), {sum(pending)} to run, "
           f"{len(cells) - sum(pending)} done before")
     done_dirs = []
@@ -113,15 +114,15 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
         opts = cell_opts(row)
         annotations = {}
         t_cell = time.time()
+        cfg = base_cfgs[i - 1]
         if sweeps and row.sweep:
             if row.name not in selections:
-                shots = build_cell_cfg(row, seed, data, output, opts, override_configs, source).DATASET.NUM_SHOTS
                 selections[row.name] = select_by_sweep(row, seeds[0], data, output, opts, override_configs, source,
-                                                       (sweep_files or {}).get(row.name), shots)
+                                                       (sweep_files or {}).get(row.name), cfg.DATASET.NUM_SHOTS)
             chosen, sweep_json = selections[row.name]
             opts = [*opts, *[x for kv in chosen.items() for x in kv]]
             annotations = {"selected": chosen, "selected_by": str(sweep_json)}
-        cfg = build_cell_cfg(row, seed, data, output, opts, override_configs, source)
+            cfg = build_cell_cfg(row, seed, data, output, opts, override_configs, source)
         run_dir = RunDir(cfg.OUTPUT_DIR)
         prefix = f"[grid {i}/{len(cells)}] {row.name} seed {seed}"
         if run_dir.has_results(domains, stages) and not force:

@@ -52,12 +52,17 @@ class CLIPClassifier(nn.Module):
         return self.head(self.encode(images))
 
 
+def text_classifier(bundle: ClipBundle, classnames: Sequence[str], templates: Union[str, Sequence[str]],
+                    device: Union[str, torch.device] = "cpu", truncate: bool = True) -> torch.Tensor:
+    """Unit-norm text classifier rows, [C, D] (the templates' normalised mean per class)."""
+    text = TextEncoder(bundle.model, truncate).to(device)
+    return build_text_classifier(text, bundle.tokenizer, classnames, templates, device)
+
+
 def zero_shot_weights(bundle: ClipBundle, classnames: Sequence[str], templates: Union[str, Sequence[str]],
                       device: Union[str, torch.device] = "cpu", truncate: bool = True) -> torch.Tensor:
     """logit_scale.exp() * normalised text classifier, [C, D]."""
-    text = TextEncoder(bundle.model, truncate).to(device)
-    weights = build_text_classifier(text, bundle.tokenizer, classnames, templates, device)
-    return bundle.model.logit_scale.exp().item() * weights
+    return bundle.model.logit_scale.exp().item() * text_classifier(bundle, classnames, templates, device, truncate)
 
 
 def build_head(bundle: ClipBundle, classnames: Sequence[str], templates, init: str = "text",
@@ -77,8 +82,7 @@ def build_head(bundle: ClipBundle, classnames: Sequence[str], templates, init: s
     scale = bundle.model.logit_scale.exp().item()
     dim = bundle.model.visual.output_dim
     if init in ("text", "lp"):
-        text = TextEncoder(bundle.model, truncate).to(device)
-        unit = build_text_classifier(text, bundle.tokenizer, classnames, templates, device).cpu()
+        unit = text_classifier(bundle, classnames, templates, device, truncate).cpu()
     elif init == "random":
         g = torch.Generator().manual_seed(seed)
         unit = F.normalize(torch.randn(len(classnames), dim, generator=g), dim=-1)

@@ -334,11 +334,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for warning in paper_setting_warnings(records):
             print(f"warning: {warning}", file=sys.stderr)
             notes.append(warning)
-    text = render(table, args.format, args.paper, notes)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-    else:
-        print(text)
+    write_or_print(render(table, args.format, args.paper, notes), args.output)
     if args.plot:
         plot(table, args.plot, args.metric, paper=args.paper)
     return 0
@@ -371,14 +367,17 @@ def emit_view(data, empty_message: str, render_fn, plot_fn, args, notes: List[st
     if not data:
         print(empty_message, file=sys.stderr)
         return 1
-    text = render_fn(data, args.format, args.metric, notes)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-    else:
-        print(text)
+    write_or_print(render_fn(data, args.format, args.metric, notes), args.output)
     if args.plot:
         plot_fn(data, args.plot, args.metric)
     return 0
+
+
+def write_or_print(text: str, output: str) -> None:
+    if output:
+        Path(output).write_text(text + "\n")
+    else:
+        print(text)
 
 
 if __name__ == "__main__":

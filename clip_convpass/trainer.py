@@ -57,6 +57,8 @@ class TrainerBase:
         self.prompt_info: dict = {}  # the text a method's classifier starts from (recorded in results.json)
         self.annotations: dict = {}  # further facts for results.json (e.g. values chosen by a sweep)
         self._initialized = False  # init_from_data has run (or the weights came from a checkpoint)
+        self.run_clock: Optional[RunClock] = None  # run-level ETA, made once the loader's length is known
+        self._tb = None  # TensorBoard writer, made at the first epoch with TRAIN.TENSORBOARD
         self.build_model()
         if self.model is None:
             raise RuntimeError(f"{type(self).__name__}.build_model() must set self.model")
@@ -218,7 +220,6 @@ class TrainerBase:
             self.initialize()
         self.before_train()
         t0 = time.time()
-        self.run_clock = None  # made once the loader's length is known (first epoch of this process)
         for self.epoch in range(self.start_epoch, self.cfg.OPTIM.MAX_EPOCH):
             self.before_epoch()
             lr = self.optim.param_groups[0]["lr"]
@@ -239,7 +240,7 @@ class TrainerBase:
     def log_scalars(self, epoch: int, scalars: Dict[str, float]) -> None:
         if not self.cfg.TRAIN.TENSORBOARD:
             return
-        if getattr(self, "_tb", None) is None:
+        if self._tb is None:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
@@ -260,7 +261,7 @@ class TrainerBase:
         self.steps_per_epoch = len(loader)
         per_iteration = cfg.OPTIM.SCHEDULER_UNIT == "iteration"
         self.set_model_mode(True)
-        if getattr(self, "run_clock", None) is None:
+        if self.run_clock is None:
             self.run_clock = RunClock(len(loader) * (cfg.OPTIM.MAX_EPOCH - self.epoch))
         progress = Progress(len(loader), f"epoch [{self.epoch + 1}/{cfg.OPTIM.MAX_EPOCH}]", cfg.TRAIN.PRINT_FREQ,
                             run=self.run_clock)

@@ -21,7 +21,6 @@ Tip-Adapter) are refused. Results go to <run>/eval_wise<alpha>/<dataset>/results
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -62,12 +61,21 @@ def load_run(run_dir: str | Path, data: str = "", opts: Sequence[str] = ()):
 
 def wise_ft(run_dir: str | Path, alphas: Sequence[float] = DEFAULT_ALPHAS, datasets: Sequence[str] = (),
             data: str = "", opts: Sequence[str] = ()) -> List[dict]:
-    from .data import build_dataset
+    check_alphas(alphas)
+    cfg, trainer = load_run(run_dir, data, opts)
+    return _wise_ft(cfg, trainer, run_dir, alphas, datasets)
 
+
+def check_alphas(alphas: Sequence[float]) -> None:
     bad = [a for a in alphas if not 0 <= a <= 1]
     if bad:
         raise UserError(f"WiSE-FT alphas must be in [0, 1], got {bad}")
-    cfg, trainer = load_run(run_dir, data, opts)
+
+
+def _wise_ft(cfg, trainer, run_dir: str | Path, alphas: Sequence[float], datasets: Sequence[str]) -> List[dict]:
+    """WiSE-FT with the run's trainer already built (holding theta_0)."""
+    from .data import build_dataset
+
     if not trainer.trainable_named_parameters():
         raise UserError(f"{trainer.NAME} has no gradient-trained weights to interpolate (WiSE-FT is defined for "
                         f"fine-tuned models; {run_dir} holds a training-free or zero-shot method)")
@@ -82,9 +90,6 @@ def wise_ft(run_dir: str | Path, alphas: Sequence[float] = DEFAULT_ALPHAS, datas
         trainer.annotations["wise_alpha"] = alpha
         for ds in built.values():
             records.append(trainer.test(ds, stage=stage_name(alpha)))
-    interpolate_(trainer, theta0, theta1, 1.0)
-    del trainer
-    gc.collect()
     return records
 
 
@@ -98,20 +103,19 @@ def wise_ft_all(root: str | Path, alphas: Sequence[float], datasets: Sequence[st
                 opts: Sequence[str] = ()) -> List[Path]:
     """WiSE-FT of every fine-tuned run under `root`; runs whose alphas are all evaluated are skipped,
     training-free methods are listed and left out."""
+    check_alphas(alphas)
     done = []
     for run in trained_runs(root):
         cfg, trainer = load_run(run, data, opts)
-        trainable = bool(trainer.trainable_named_parameters())
         targets = list(datasets) or evaluation_domains(cfg.DATASET.NAME)
-        del trainer
-        if not trainable:
+        if not trainer.trainable_named_parameters():
             print(f"[wiseft] {run}: {cfg.TRAINER.NAME} has no trained weights, left out")
             continue
         if RunDir(run).has_results(targets, [stage_name(a) for a in alphas]):
             print(f"[wiseft] {run}: every alpha evaluated before, skipping")
         else:
             print(f"[wiseft] {run}: alphas {', '.join(f'{a:g}' for a in alphas)}")
-            wise_ft(run, alphas, targets, data, opts)
+            _wise_ft(cfg, trainer, run, alphas, targets)  # the trainer just built holds theta_0
         done.append(run)
     return done
 

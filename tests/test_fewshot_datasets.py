@@ -298,3 +298,26 @@ def test_tip_adapter_searches_the_val_shots_or_the_whole_val_split(fs_tree, tiny
     assert seen["val_full features"] == N_CLASSES * 3  # every val image
     with pytest.raises(DatasetLayoutError, match="no val split"):
         DATASET_REGISTRY.get("ImageNet")(ds_cfg("ImageNet", root, tmp_path)).val_split_full
+
+
+@pytest.mark.slow
+def test_few_shot_runs_on_a_split_file_dataset_are_the_same_with_dataloader_workers(fs_tree, tiny_weights, tmp_path):
+    """Augmented training and evaluation on Oxford-Pets with 2 workers equal the run with none, bit for bit."""
+    import torch
+
+    root, _ = fs_tree
+    results, heads = {}, {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"w{workers}"
+        cfg = setup_cfg(dataset_config_file("OxfordPets"), "trainers/ConvpassCLIP/vit_b16.yaml",
+                        ["DATASET.ROOT", str(root), "MODEL.PRETRAINED", tiny_weights, "DATASET.NUM_SHOTS", "4",
+                         "OUTPUT_DIR", str(out), "DATASET.SPLIT_DIR", str(tmp_path / "splits"), "OPTIM.MAX_EPOCH", "2",
+                         "OPTIM.LR", "0.01", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATALOADER.NUM_WORKERS", workers],
+                        override_files=[TINY])
+        results[workers] = run(cfg)[-1]["metrics"]
+        trainer = TRAINER_REGISTRY.get("ConvpassCLIP")(cfg)
+        trainer.load_from_model_dir(out)
+        heads[workers] = trainer.model.head.weight.detach().clone()
+    assert results["0"] == results["2"]
+    assert torch.equal(heads["0"], heads["2"])
+    assert not torch.equal(heads["0"], TRAINER_REGISTRY.get("ConvpassCLIP")(cfg).model.head.weight)  # it trained
