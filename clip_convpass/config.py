@@ -51,6 +51,10 @@ _C.DATASET.SPLIT_DIR = ""
 _C.DATASET.SKIP_BAD_IMAGES = False
 # If a class has fewer images than NUM_SHOTS + VAL_SHOTS: error (False) or use what there is, warned (True).
 _C.DATASET.ALLOW_FEWER_SHOTS = False
+# per_class: each class's shots drawn by an RNG seeded by (SEED, class) (independent of file order and of the
+# other classes); coop: CoOp/Dassl's draw (random.seed(SEED), then random.sample per label in split-file order,
+# train then val), which gives CoOp's exact shots on its split-file datasets.
+_C.DATASET.FEWSHOT_SAMPLER = "per_class"
 
 _C.DATALOADER = CN()
 # -1: as many as the machine gives this process (cores, at most 8); results never depend on it.
@@ -256,6 +260,8 @@ def validate_engine_cfg(cfg: CN) -> None:
     check(cfg.OPTIM.WARMUP_EPOCH >= 0, "OPTIM.WARMUP_EPOCH must be >= 0")
     check(cfg.DATASET.NUM_SHOTS >= 1, f"DATASET.NUM_SHOTS must be >= 1 (shots per class), got {cfg.DATASET.NUM_SHOTS}")
     check(cfg.DATASET.VAL_SHOTS >= -1, f"DATASET.VAL_SHOTS must be >= 0 (or -1: min(NUM_SHOTS, 4)), got {cfg.DATASET.VAL_SHOTS}")
+    check(cfg.DATASET.FEWSHOT_SAMPLER in ("per_class", "coop"),
+          f"DATASET.FEWSHOT_SAMPLER must be per_class|coop, got {cfg.DATASET.FEWSHOT_SAMPLER!r}")
     check(cfg.DATASET.SUBSAMPLE in ("all", "base", "new"),
            f"DATASET.SUBSAMPLE must be all|base|new, got {cfg.DATASET.SUBSAMPLE!r}")
     check(cfg.DATALOADER.TRAIN_X.BATCH_SIZE > 0, "DATALOADER.TRAIN_X.BATCH_SIZE must be > 0")

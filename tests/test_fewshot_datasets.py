@@ -321,3 +321,39 @@ def test_few_shot_runs_on_a_split_file_dataset_are_the_same_with_dataloader_work
     assert results["0"] == results["2"]
     assert torch.equal(heads["0"], heads["2"])
     assert not torch.equal(heads["0"], TRAINER_REGISTRY.get("ConvpassCLIP")(cfg).model.head.weight)  # it trained
+
+
+def dassl_fewshot(split_file, seed, k):
+    """A literal transcription of CoOp's path: set_random_seed, then Dassl's generate_fewshot_dataset on train
+    and on val (min(k, 4)), items as (impath, label)."""
+    import random
+    from collections import defaultdict
+
+    data = json.loads(split_file.read_text())
+    random.seed(seed)
+    out = []
+    for split, shots in (("train", k), ("val", min(k, 4))):
+        tracker = defaultdict(list)
+        for item in data[split]:
+            tracker[item[1]].append(item)
+        dataset = []
+        for _label, items in tracker.items():
+            dataset.extend(random.sample(items, shots) if len(items) >= shots else items)
+        out.append([(rel, label) for rel, label, _ in dataset])
+    return out
+
+
+@pytest.mark.parametrize("seed,k", [(1, 2), (3, 4)])
+def test_coop_sampler_draws_coops_exact_shots(seed, k, fs_tree, tmp_path):
+    root, _ = fs_tree
+    cls = DATASET_REGISTRY.get("DescribableTextures")
+    ds = cls(ds_cfg("DescribableTextures", root, tmp_path, ["DATASET.NUM_SHOTS", str(k), "SEED", str(seed),
+                                                            "DATASET.FEWSHOT_SAMPLER", "coop"]))
+    train, val = dassl_fewshot(root / "dtd" / cls.SPLIT_FILE, seed, k)
+    assert [(os.path.relpath(d.impath, ds.image_dir), d.label) for d in ds.train_x] == train
+    assert [(os.path.relpath(d.impath, ds.image_dir), d.label) for d in ds.val] == val
+    assert ds.split_file().name.endswith("-coop.json")  # never mixed up with the per-class cache
+    other = cls(ds_cfg("DescribableTextures", root, tmp_path, ["DATASET.NUM_SHOTS", str(k), "SEED", str(seed)]))
+    assert [d.impath for d in other.train_x] != [d.impath for d in ds.train_x]  # the default differs
+    with pytest.raises(DatasetLayoutError, match="split-file datasets only"):
+        DATASET_REGISTRY.get("ImageNet")(ds_cfg("ImageNet", root, tmp_path, ["DATASET.FEWSHOT_SAMPLER", "coop"])).train_x

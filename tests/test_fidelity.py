@@ -203,6 +203,7 @@ BAD_VALUES = {
     "TRAINER.CONVPASS.HEAD_LR_MULT": "0.0", "TRAINER.PETL.HEAD_PARAM": "spherical",
     "TRAINER.PETL.HEAD_TEMPERATURE": "annealed", "TRAINER.PETL.HEAD_LR_MULT": "-1.0",
     "OPTIM.MAX_EPOCH_BY_SHOTS": "'1=50'", "TRAINER.TIP.SEARCH_SPLIT": "test",
+    "DATASET.FEWSHOT_SAMPLER": "random",
 }
 # Keys whose pairs are checked together (a bad value needs its partner changed too).
 BAD_PAIRS = {("TRAINER.COOP.N_CTX", "TRAINER.COOP.CTX_INIT"): ("0", "''"),

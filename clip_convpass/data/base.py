@@ -264,7 +264,8 @@ class DatasetBase:
         d = Path(self.cfg.DATASET.SPLIT_DIR) if self.cfg.DATASET.SPLIT_DIR else self.dataset_dir / "split_fewshot"
         c = self.cfg.DATASET
         universe_tag = hashlib.sha256(",".join(self.class_ids).encode()).hexdigest()[:8]
-        return d / f"shot_{c.NUM_SHOTS}-val_{self.val_shots}-seed_{self.cfg.SEED}-classes_{universe_tag}.json"
+        sampler = "" if c.FEWSHOT_SAMPLER == "per_class" else f"-{c.FEWSHOT_SAMPLER}"
+        return d / f"shot_{c.NUM_SHOTS}-val_{self.val_shots}-seed_{self.cfg.SEED}-classes_{universe_tag}{sampler}.json"
 
     def _load_or_sample_fewshot(self) -> Tuple[List[Datum], List[Datum]]:
         path = self.split_file()
@@ -293,6 +294,12 @@ class DatasetBase:
         return to_datums(data["train"]), to_datums(data["val"])
 
     def sample_fewshot(self) -> dict:
+        if self.cfg.DATASET.FEWSHOT_SAMPLER != "per_class":
+            raise DatasetLayoutError(f"{self.NAME}: DATASET.FEWSHOT_SAMPLER {self.cfg.DATASET.FEWSHOT_SAMPLER} is "
+                                     f"defined for CoOp's split-file datasets only; use per_class")
+        return self.sample_per_class()
+
+    def sample_per_class(self) -> dict:
         """Per class: sorted files, RNG seeded by (seed, class id); K train shots, and val shots either from
         the dataset's val split (VAL_SPLIT, CoOp's datasets) or disjoint from the shots (ImageNet)."""
         k, v, seed = self.cfg.DATASET.NUM_SHOTS, self.val_shots, self.cfg.SEED

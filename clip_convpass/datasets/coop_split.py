@@ -9,6 +9,7 @@ published split sizes and a few real class names for synthetic trees.
 from __future__ import annotations
 
 import os
+import random
 from collections import defaultdict
 from functools import cached_property
 from pathlib import Path
@@ -125,6 +126,33 @@ class SplitFileDataset(DatasetBase):
 
     def _read_val_per_class(self) -> Dict[int, List[str]]:
         return self._split_items("val")
+
+    def sample_fewshot(self) -> dict:
+        if self.cfg.DATASET.FEWSHOT_SAMPLER == "coop":
+            return self.sample_like_coop()
+        return super().sample_fewshot()
+
+    def sample_like_coop(self) -> dict:
+        """CoOp's shots exactly: Dassl seeds Python's RNG with SEED before the dataset is built, and
+        generate_fewshot_dataset draws random.sample(items, K) per label, labels in order of first appearance
+        in the split file (all items when fewer), train first, then val with min(K, 4); classes outside
+        SUBSAMPLE are dropped afterwards, as CoOp's subsample_classes does."""
+        k, v = self.cfg.DATASET.NUM_SHOTS, self.val_shots
+        rng = random.Random(self.cfg.SEED)  # random.seed(SEED): the same stream as the global one
+        keep = {cid: lab for lab, cid in enumerate(self.class_ids)}
+        out = {}
+        for split, shots in (("train", k), ("val", v)):
+            by_label: Dict[int, List[Entry]] = defaultdict(list)
+            for entry in self.splits[split]:
+                by_label[entry[1]].append(entry)
+            chosen = []
+            for items in by_label.values():
+                chosen += rng.sample(items, shots) if len(items) >= shots else items
+            kept = [(str(self.image_dir / rel), keep[name]) for rel, _, name in chosen if name in keep]
+            self._check_files([path for path, _ in kept], split)
+            out[split] = [[os.path.relpath(path, self.root), label] for path, label in kept]
+        return {"dataset": self.NAME, "seed": self.cfg.SEED, "num_shots": k, "val_shots": v, "sampler": "coop",
+                "class_ids": self.class_ids, "train": out["train"], "val": out["val"]}
 
     def split_sizes(self) -> Dict[str, int]:
         return {s: len(self.splits[s]) for s in SPLITS}
