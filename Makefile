@@ -19,16 +19,17 @@ $(VENV)/.installed: pyproject.toml
 env: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) -m clip_convpass.demo --output $(DEMO_OUTPUT)
+	$(PY) -m clip_convpass demo --output $(DEMO_OUTPUT)
 
 demo-fewshot: $(VENV)/.installed
-	$(PY) -m clip_convpass.demo --fewshot --output $(DEMO_OUTPUT)_fewshot
+	$(PY) -m clip_convpass demo --fewshot --output $(DEMO_OUTPUT)_fewshot
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(DEMO_OUTPUT) $(DEMO_OUTPUT)_fewshot

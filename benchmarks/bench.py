@@ -40,9 +40,9 @@ from pathlib import Path
 
 import torch
 
-from clip_convpass.compose import setup_cfg
+from clip_convpass.config import setup_cfg
 from clip_convpass.datasets.imagenet import imagenet_wnids
-from clip_convpass.grid import table2_rows
+from clip_convpass.experiments.grid import table2_rows
 from clip_convpass.registry import TRAINER_REGISTRY, find_row
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,9 +159,9 @@ def bench_text_truncation(chunk: int, repeats: int) -> dict:
     import open_clip
 
     from clip_convpass.datasets.imagenet import RESOURCES
-    from clip_convpass.prompt_learner import PromptLearner
-    from clip_convpass.prompts import read_classnames_file
-    from clip_convpass.text_encoder import TextEncoder
+    from clip_convpass.models.prompt_learner import PromptLearner
+    from clip_convpass.models.prompts import read_classnames_file
+    from clip_convpass.models.text_encoder import TextEncoder
 
     names = list(read_classnames_file(RESOURCES / "imagenet_classnames.txt").values())
     model = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None).eval()
@@ -203,12 +203,12 @@ def bench_text_truncation(chunk: int, repeats: int) -> dict:
 
 
 def bench_grid_passes(seeds=(1, 2, 3)) -> dict:
-    from clip_convpass import feature_cache
     from clip_convpass.data.synthetic import build_synthetic_tree
-    from clip_convpass.demo import DEMO_CONFIG, make_tiny_checkpoint
-    from clip_convpass.grid import run_grid
+    from clip_convpass.engine import feature_cache
+    from clip_convpass.experiments.demo import DEMO_CONFIG, make_tiny_checkpoint
+    from clip_convpass.experiments.grid import run_grid
     from clip_convpass.registry import evaluation_domains
-    from clip_convpass.utils import setup_logger
+    from clip_convpass.utils.logging import setup_logger
 
     tmp = Path(tempfile.mkdtemp(prefix="ccp_grid_"))
     info = build_synthetic_tree(tmp / "data")
@@ -357,7 +357,7 @@ def bench_split_read(n_classes: int = 101, per_class: int = 1000) -> dict:
     every listed file, with one directory listing per folder (ours) vs one stat per file."""
     import tempfile
 
-    from clip_convpass.compose import setup_cfg
+    from clip_convpass.config import setup_cfg
     from clip_convpass.registry import DATASET_REGISTRY
 
     with tempfile.TemporaryDirectory() as tmp:

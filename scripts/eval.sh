@@ -21,14 +21,14 @@ while [ $# -gt 0 ]; do
   esac
 done
 # default targets: every dataset that declares it evaluates SOURCE's models (the registry's list)
-[ -n "$TARGETS" ] || TARGETS="$("$PY" -m clip_convpass.rundir datasets --source "$SOURCE")"
+[ -n "$TARGETS" ] || TARGETS="$("$PY" -m clip_convpass.cli.paths datasets --source "$SOURCE")"
 CFG="$HERE/configs/trainers/$TRAINER/$CONFIG.yaml"
-DIR="$("$PY" -m clip_convpass.rundir cell --output "$OUTPUT" --config "$CFG" \
+DIR="$("$PY" -m clip_convpass.cli.paths cell --output "$OUTPUT" --config "$CFG" \
   --dataset-config "$HERE/configs/datasets/$SOURCE.yaml" --shots "$SHOTS" --seed "$SEED")"
 [ -d "$DIR" ] || { echo "No trained run in $DIR (run scripts/train.sh first)" >&2; exit 2; }
 for T in $TARGETS; do
   DCFG="$HERE/configs/datasets/$T.yaml"
-  RESULTS="$("$PY" -m clip_convpass.rundir results --run-dir "$DIR" --dataset-config "$DCFG")"
+  RESULTS="$("$PY" -m clip_convpass.cli.paths results --run-dir "$DIR" --dataset-config "$DCFG")"
   if [ -f "$RESULTS" ] && [ "$FORCE" = 0 ]; then
     echo "Results exist: $RESULTS, skipping"; continue
   fi

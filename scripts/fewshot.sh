@@ -5,7 +5,7 @@
 #   DATA=/path/to/data OUTPUT=output/fewshot scripts/fewshot.sh METHOD CONFIG DATASET ["1 2 3"] [KEY VALUE ...]
 #   SHOTS="1 2 4 8 16" (default) chooses the shot counts.
 # e.g. DATA=~/data scripts/fewshot.sh CoOp vit_b16_fewshot oxford_pets
-# Curves: .venv/bin/python -m clip_convpass.report "$OUTPUT" --fewshot --plot curves.png
+# Curves: .venv/bin/python -m clip_convpass report "$OUTPUT" --fewshot --plot curves.png
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 : "${DATA:?set DATA to the dataset root}"

@@ -10,13 +10,13 @@ PY="${PYTHON:-$HERE/.venv/bin/python}"; [ -x "$PY" ] || PY=python3
 export OUTPUT="${OUTPUT:-output/fewshot}"
 SEEDS="${1:-1 2 3}"; shift $(( $# < 1 ? $# : 1 ))
 if [ -z "${METHODS:-}" ]; then
-  METHODS="$("$PY" -m clip_convpass.rundir rows --table fewshot | tr ' ' ':')"
+  METHODS="$("$PY" -m clip_convpass.cli.paths rows --table fewshot | tr ' ' ':')"
 fi
-DATASETS="${DATASETS:-$("$PY" -m clip_convpass.rundir datasets --trainable)}"
+DATASETS="${DATASETS:-$("$PY" -m clip_convpass.cli.paths datasets --trainable)}"
 for DATASET in $DATASETS; do
   for ENTRY in $METHODS; do
     "$HERE/scripts/fewshot.sh" "${ENTRY%%:*}" "${ENTRY#*:}" "$DATASET" "$SEEDS" "$@"
   done
 done
-"$PY" -m clip_convpass.report "$OUTPUT" --fewshot --format markdown --output "$OUTPUT/fewshot.md" --plot "$OUTPUT/fewshot.png"
+"$PY" -m clip_convpass report "$OUTPUT" --fewshot --format markdown --output "$OUTPUT/fewshot.md" --plot "$OUTPUT/fewshot.png"
 echo "Curves: $OUTPUT/fewshot.md, plot: $OUTPUT/fewshot.png"

@@ -7,4 +7,4 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-$HERE/.venv/bin/python}"; [ -x "$PY" ] || PY=python3
 : "${DATA:?set DATA to the dataset root}"
-exec "$PY" -m clip_convpass.headinit --data "$DATA" --output "${OUTPUT:-output/headinit}" "$@"
+exec "$PY" -m clip_convpass headinit --data "$DATA" --output "${OUTPUT:-output/headinit}" "$@"

@@ -8,6 +8,6 @@ HERE="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-$HERE/.venv/bin/python}"; [ -x "$PY" ] || PY=python3
 : "${DATA:?set DATA to the dataset root}"
 OUTPUT="${OUTPUT:-output/petl}"
-"$PY" -m clip_convpass.grid --table petl --data "$DATA" --output "$OUTPUT" "$@"
-"$PY" -m clip_convpass.report "$OUTPUT" --table petl --format markdown --output "$OUTPUT/petl.md" --plot "$OUTPUT/petl.png"
+"$PY" -m clip_convpass grid --table petl --data "$DATA" --output "$OUTPUT" "$@"
+"$PY" -m clip_convpass report "$OUTPUT" --table petl --format markdown --output "$OUTPUT/petl.md" --plot "$OUTPUT/petl.png"
 echo "Table: $OUTPUT/petl.md, plot: $OUTPUT/petl.png"

@@ -8,7 +8,7 @@ HERE="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-$HERE/.venv/bin/python}"; [ -x "$PY" ] || PY=python3
 : "${DATA:?set DATA to the dataset root}"
 OUTPUT="${OUTPUT:-output}"
-"$PY" -m clip_convpass.wiseft --under "$OUTPUT" --data "$DATA" "$@"
-"$PY" -m clip_convpass.report "$OUTPUT" --robustness --format markdown --output "$OUTPUT/robustness.md" \
+"$PY" -m clip_convpass wiseft --under "$OUTPUT" --data "$DATA" "$@"
+"$PY" -m clip_convpass report "$OUTPUT" --robustness --format markdown --output "$OUTPUT/robustness.md" \
   --plot "$OUTPUT/robustness.png"
 echo "Table: $OUTPUT/robustness.md, plot: $OUTPUT/robustness.png"

@@ -7,6 +7,6 @@ HERE="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-$HERE/.venv/bin/python}"; [ -x "$PY" ] || PY=python3
 : "${DATA:?set DATA to the dataset root}"
 OUTPUT="${OUTPUT:-output}"
-"$PY" -m clip_convpass.grid --data "$DATA" --output "$OUTPUT" "$@"
-"$PY" -m clip_convpass.report "$OUTPUT" --paper --format markdown --output "$OUTPUT/table2.md" --plot "$OUTPUT/table2.png"
+"$PY" -m clip_convpass grid --data "$DATA" --output "$OUTPUT" "$@"
+"$PY" -m clip_convpass report "$OUTPUT" --paper --format markdown --output "$OUTPUT/table2.md" --plot "$OUTPUT/table2.png"
 echo "Table: $OUTPUT/table2.md, plot: $OUTPUT/table2.png"

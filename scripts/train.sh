@@ -17,8 +17,8 @@ FORCE=0; if [ "${1:-}" = "--force" ]; then FORCE=1; shift; fi
 CFG="$HERE/configs/trainers/$TRAINER/$CONFIG.yaml"; DCFG="$HERE/configs/datasets/$DATASET.yaml"
 [ -f "$CFG" ] || { echo "No method config $CFG" >&2; exit 2; }
 [ -f "$DCFG" ] || { echo "No dataset config $DCFG" >&2; exit 2; }
-DIR="$("$PY" -m clip_convpass.rundir cell --output "$OUTPUT" --config "$CFG" --dataset-config "$DCFG" --shots "$SHOTS" --seed "$SEED")"
-RESULTS="$("$PY" -m clip_convpass.rundir results --run-dir "$DIR" --dataset-config "$DCFG")"
+DIR="$("$PY" -m clip_convpass.cli.paths cell --output "$OUTPUT" --config "$CFG" --dataset-config "$DCFG" --shots "$SHOTS" --seed "$SEED")"
+RESULTS="$("$PY" -m clip_convpass.cli.paths results --run-dir "$DIR" --dataset-config "$DCFG")"
 if [ -f "$RESULTS" ] && [ "$FORCE" = 0 ]; then
   echo "Results exist in $DIR, skipping (use --force to rerun)"; exit 0
 fi

@@ -20,8 +20,7 @@ def synth(tmp_path_factory):
 
 def make_cfg(synth, output_dir, dataset="ImageNet", config_file=None, opts=(), freeze=True):
     """A config for the tiny model on the synthetic tree."""
-    from clip_convpass.compose import dataset_config_file, get_cfg_default, validate_cfg
-    from clip_convpass.config import merge_config_file, merge_opts
+    from clip_convpass.config import dataset_config_file, get_cfg_default, merge_config_file, merge_opts, validate_cfg
 
     cfg = get_cfg_default()
     merge_config_file(cfg, dataset_config_file(dataset))
@@ -50,7 +49,7 @@ def tiny_weights(tmp_path_factory):
     """A fixed random tiny CLIP as a local checkpoint: trainers built from it share the backbone exactly."""
     import torch
 
-    from clip_convpass.clip_loader import load_clip
+    from clip_convpass.models.clip_loader import load_clip
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
@@ -64,9 +63,9 @@ TOY_MODULE = textwrap.dedent('''
     from torch import nn
     from yacs.config import CfgNode as CN
 
-    from clip_convpass.clip_loader import load_clip_from_cfg
+    from clip_convpass.models.clip_loader import load_clip_from_cfg
     from clip_convpass.config import check
-    from clip_convpass.registry import TRAINER_REGISTRY, Row
+    from clip_convpass.registry import TRAINER_REGISTRY
     from clip_convpass.trainer import TrainerBase
 
 
@@ -84,8 +83,7 @@ TOY_MODULE = textwrap.dedent('''
     class ToyMethod(TrainerBase):
         NAME = "ToyMethod"
         CONFIG_NODE = "TOY"
-        ROWS = (Row("Toy", label="Toy method", order=65, opts=("OPTIM.LR", "0.05"),
-                    paper={"ImageNet": 50.0}, demo_opts=("OPTIM.MAX_EPOCH", "2")),)
+        METAFILE = __file__.replace("_plugin.py", "_metafile.yaml")  # its rows (outside the package's configs/)
 
         @classmethod
         def config_node(cls):
@@ -109,11 +107,23 @@ TOY_MODULE = textwrap.dedent('''
 ''')
 
 
+TOY_METAFILE = textwrap.dedent('''
+    rows:
+      - name: Toy
+        label: Toy method
+        order: 65
+        opts: [OPTIM.LR, "0.05"]
+        paper: {ImageNet: 50.0}
+        demo_opts: [OPTIM.MAX_EPOCH, "2"]
+''')
+
+
 @pytest.fixture
 def toy_method(tmp_path):
-    """Registers ToyMethod from a temporary module, and removes it afterwards."""
+    """Registers ToyMethod from a temporary module (and its metafile), and removes it afterwards."""
     path = tmp_path / "toy_method_plugin.py"
     path.write_text(TOY_MODULE)
+    (tmp_path / "toy_method_metafile.yaml").write_text(TOY_METAFILE)
     spec = importlib.util.spec_from_file_location("toy_method_plugin", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["toy_method_plugin"] = module

@@ -9,11 +9,12 @@ import pytest
 import torch
 from conftest import REPO
 
-from clip_convpass.adapters.base import AdaptedBlock, inject, presets
-from clip_convpass.clip_loader import load_clip
+from clip_convpass.adapters.base import inject, presets
 from clip_convpass.config import ConfigError
-from clip_convpass.engine import run
-from clip_convpass.heads import CLIPClassifier, build_head
+from clip_convpass.engine.runner import run
+from clip_convpass.models.blocks import AdaptedBlock
+from clip_convpass.models.clip_loader import load_clip
+from clip_convpass.models.heads import CLIPClassifier, build_head
 from clip_convpass.registry import TRAINER_REGISTRY
 
 PRESETS = sorted(presets())
@@ -22,7 +23,7 @@ PETL = "configs/trainers/PETLCLIP/adaptformer.yaml"
 
 
 def test_parameter_counts_at_vit_b16_are_the_papers_budgets():
-    from clip_convpass.params import adapter_param_counts
+    from clip_convpass.cli.params import adapter_param_counts
 
     counts = adapter_param_counts("ViT-B-16-quickgelu")
     assert {k: v for k, v in counts.items() if k != "bitfit"} == {
@@ -37,7 +38,7 @@ def test_parameter_counts_at_vit_b16_are_the_papers_budgets():
 
 
 def test_params_command_prints_json():
-    out = subprocess.run([sys.executable, "-m", "clip_convpass.params", "--json", "--backbone", "tiny-ViT-Q"],
+    out = subprocess.run([sys.executable, "-m", "clip_convpass.cli.params", "--json", "--backbone", "tiny-ViT-Q"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and set(json.loads(out.stdout)) == set(PRESETS)
 
@@ -107,7 +108,7 @@ def test_only_adapter_and_head_train_and_the_backbone_stays_bit_identical(cfg_fa
 @pytest.mark.parametrize("preset", PRESETS)
 def test_checkpoint_holds_only_adapter_and_head_and_resume_equals_straight_training(cfg_factory, tiny_weights,
                                                                                      tmp_path, preset):
-    from clip_convpass.checkpoint import latest_checkpoint, load_checkpoint
+    from clip_convpass.engine.checkpoint import latest_checkpoint, load_checkpoint
 
     def cfg(out, epochs):
         return cfg_factory(config_file=PETL, output_dir=out,
@@ -161,7 +162,7 @@ def test_lora_is_merged_for_evaluation_and_agrees_with_the_unmerged_path(tiny_cl
 
 
 def test_bad_adapter_settings_fail_before_work():
-    from clip_convpass.compose import setup_cfg
+    from clip_convpass.config import setup_cfg
 
     for opts, key in ((["TRAINER.PETL.ADAPTER", "prefix_tuning"], "ADAPTER"), (["TRAINER.PETL.LORA_RANK", "-1"], "LORA_RANK"),
                       (["TRAINER.PETL.VPT_LENGTH", "-2"], "VPT_LENGTH"), (["TRAINER.PETL.HIDDEN", "-1"], "HIDDEN")):
@@ -179,7 +180,7 @@ def test_torchrun_two_processes_equal_one_for_every_adapter(synth, tmp_path):
     script.write_text(f"""
 import sys
 from clip_convpass.adapters.base import presets
-from clip_convpass.compose import setup_cfg
+from clip_convpass.config import setup_cfg
 from clip_convpass.engine import run
 out = sys.argv[1]
 for preset in sorted(presets()):
@@ -201,7 +202,7 @@ for preset in sorted(presets()):
                           str(script), str(tmp_path / "two")],
                          capture_output=True, text=True, timeout=900, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
-    from clip_convpass.checkpoint import latest_checkpoint, load_checkpoint
+    from clip_convpass.engine.checkpoint import latest_checkpoint, load_checkpoint
 
     for preset in PRESETS:
         a = load_checkpoint(latest_checkpoint(tmp_path / "one" / preset))["state_dict"]

@@ -2,11 +2,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_convpass.clip_loader import load_clip
 from clip_convpass.data import build_dataset, build_transform, load_rgb
 from clip_convpass.data.base import stable_int
 from clip_convpass.data.loader import stream_seed
-from clip_convpass.engine import run
+from clip_convpass.engine.runner import run
+from clip_convpass.models.clip_loader import load_clip
 from clip_convpass.registry import TRAINER_REGISTRY
 
 CFG = {
@@ -122,7 +122,7 @@ def separable(n_per_class=30, dim=8, k=3, seed=0):
 def test_logreg_separable_and_matches_sklearn():
     from sklearn.linear_model import LogisticRegression
 
-    from clip_convpass.trainers.linear_probe import fit_logreg, logreg_objective
+    from clip_convpass.models.probe import fit_logreg, logreg_objective
 
     x, y = separable()
     w, b = fit_logreg(x, y, 3, c=10.0)

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from clip_convpass.clip_loader import MissingWeightsError, _is_torchscript_archive, load_clip
+from clip_convpass.models.clip_loader import MissingWeightsError, _is_torchscript_archive, load_clip
 from clip_convpass.registry import TRAINER_REGISTRY
 
 
@@ -26,7 +26,7 @@ def test_undownloadable_tag_says_what_to_provide(tmp_path):
     # A subprocess, so HF_HUB_OFFLINE is read at import (no network here, and no waiting on one).
     code = (
         "import sys\n"
-        "from clip_convpass.clip_loader import MissingWeightsError, load_clip\n"
+        "from clip_convpass.models.clip_loader import MissingWeightsError, load_clip\n"
         "try:\n"
         f"    load_clip('ViT-B-32-quickgelu', 'openai', cache_dir={str(tmp_path)!r})\n"
         "except MissingWeightsError as e:\n"

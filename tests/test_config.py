@@ -1,7 +1,6 @@
 import pytest
 
-from clip_convpass.compose import setup_cfg
-from clip_convpass.config import ConfigError, config_hash
+from clip_convpass.config import ConfigError, config_hash, setup_cfg
 
 
 def write(path, text):
@@ -70,7 +69,7 @@ def test_integer_for_float_key_is_accepted(tmp_path):
 
 
 def test_cli_flags_may_follow_overrides():
-    from clip_convpass.cli import build_parser
+    from clip_convpass.cli.train import build_parser
 
     args = build_parser().parse_intermixed_args(["OPTIM.LR", "-0.1", "INPUT.SIZE", "(32,32)", "--eval-only", "--seed", "0"])
     assert args.opts == ["OPTIM.LR", "-0.1", "INPUT.SIZE", "(32,32)"] and args.eval_only and args.seed == 0

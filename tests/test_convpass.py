@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 from PIL import Image
 
-from clip_convpass.checkpoint import CheckpointMismatchError, latest_checkpoint
-from clip_convpass.clip_loader import load_clip
-from clip_convpass.convpass import Convpass, ConvpassSpec, inject_convpass, is_bypass_parameter
-from clip_convpass.engine import run
-from clip_convpass.heads import CLIPClassifier, build_head
+from clip_convpass.adapters.convpass import Convpass, ConvpassSpec, inject_convpass, is_bypass_parameter
+from clip_convpass.engine.checkpoint import CheckpointMismatchError, latest_checkpoint
+from clip_convpass.engine.runner import run
+from clip_convpass.models.clip_loader import load_clip
+from clip_convpass.models.heads import CLIPClassifier, build_head
 from clip_convpass.registry import TRAINER_REGISTRY
 
 CONVPASS_CFG = "configs/trainers/ConvpassCLIP/vit_b16.yaml"
@@ -35,7 +35,7 @@ def variant_id(s):
 
 @pytest.mark.parametrize("spec", VARIANTS, ids=variant_id)
 def test_fresh_model_equals_zero_shot_for_every_variant(tiny, spec):
-    from clip_convpass.adapters.base import fuse_attention
+    from clip_convpass.models.blocks import fuse_attention
 
     head = build_head(tiny, ["tench", "goldfish", "shark"], "single")
     zs = CLIPClassifier(copy.deepcopy(tiny.model.visual), head).eval()

@@ -52,7 +52,7 @@ def test_200_class_sets_map_into_the_universe(cfg_factory, synth, name, subset):
 def test_200_class_columns_on_the_full_universe(synth, tmp_path):
     # Without a CLASS_LIST the universe is the 1000 ImageNet classes; A's columns are its wnids' indices.
     # (The synthetic tree's own synthetic_classes.txt would restrict it: link its folders without that file.)
-    from clip_convpass.compose import setup_cfg
+    from clip_convpass.config import setup_cfg
 
     root = tmp_path / "root"
     root.mkdir()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from clip_convpass.checkpoint import latest_checkpoint, load_checkpoint
+from clip_convpass.engine.checkpoint import latest_checkpoint, load_checkpoint
 
 pytestmark = pytest.mark.slow
 CONVPASS = REPO / "configs/trainers/ConvpassCLIP/vit_b16.yaml"

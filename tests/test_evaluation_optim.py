@@ -3,9 +3,9 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, top_k_accuracy_score
 
-from clip_convpass.compose import setup_cfg
-from clip_convpass.evaluation import Evaluator
-from clip_convpass.optim import build_lr_scheduler, build_optimizer, lr_at_epoch
+from clip_convpass.config import setup_cfg
+from clip_convpass.engine.evaluation import Evaluator
+from clip_convpass.engine.optim import build_lr_scheduler, build_optimizer, lr_at_epoch
 
 
 def test_metrics_match_sklearn():

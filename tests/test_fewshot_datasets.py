@@ -9,16 +9,15 @@ import sys
 import pytest
 from conftest import REPO, TINY
 
-from clip_convpass.compose import dataset_config_file, dataset_config_files, setup_cfg
-from clip_convpass.config import ConfigError
+from clip_convpass.config import ConfigError, dataset_config_file, dataset_config_files, setup_cfg
 from clip_convpass.data.base import DatasetLayoutError
 from clip_convpass.data.check import check_dataset
 from clip_convpass.data.synthetic import build_synthetic_tree
 from clip_convpass.datasets.coop_split import SplitFileDataset
-from clip_convpass.engine import run
-from clip_convpass.fewshot_report import AVERAGE, fewshot_curves, plot_curves, render_curves
-from clip_convpass.prompts import get_templates
+from clip_convpass.engine.runner import run
+from clip_convpass.models.prompts import get_templates
 from clip_convpass.registry import DATASET_REGISTRY, TRAINER_REGISTRY, method_rows
+from clip_convpass.reporting.fewshot import AVERAGE, fewshot_curves, plot_curves, render_curves
 
 TRAINABLE = [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]
 SPLIT_DATASETS = [c.NAME for c in DATASET_REGISTRY.classes() if issubclass(c, SplitFileDataset)]
@@ -237,7 +236,7 @@ def test_fewshot_curves_mean_std_average_and_separation():
 
 
 def test_fewshot_report_cli_and_plot(tmp_path):
-    from clip_convpass.report import main as report_main
+    from clip_convpass.cli.report import main as report_main
 
     for i, rec in enumerate([record("CoOp", "OxfordPets", k, 1, 50.0 + k) for k in (1, 2, 4)]):
         (tmp_path / f"r{i}").mkdir()

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_convpass.compose import get_cfg_default, setup_cfg
-from clip_convpass.config import ConfigError, config_hash, flat_items
+from clip_convpass.config import ConfigError, config_hash, flat_items, get_cfg_default, setup_cfg
 from clip_convpass.data import build_dataset, build_transform
-from clip_convpass.engine import run
+from clip_convpass.engine.runner import run
 from clip_convpass.registry import TRAINER_REGISTRY, find_row
-from clip_convpass.report import aggregate, build_table, render
+from clip_convpass.reporting.records import aggregate
+from clip_convpass.reporting.table2 import build_table, render
 
 CONVPASS = "configs/trainers/ConvpassCLIP/vit_b16.yaml"
 TIP = "configs/trainers/TipAdapter/vit_b16.yaml"
@@ -83,9 +83,9 @@ def test_data_loading_leaves_the_process_rng_alone(cfg_factory):
 
 # ---- class names: one function turns a name into prompt text ---------------------------------------
 def test_underscored_class_names_are_prompted_with_spaces(cfg_factory, synth, tmp_path, tiny_weights):
-    from clip_convpass.clip_loader import load_clip
-    from clip_convpass.prompts import build_text_classifier, prompt_classname
-    from clip_convpass.text_encoder import TextEncoder
+    from clip_convpass.models.clip_loader import load_clip
+    from clip_convpass.models.prompts import build_text_classifier, prompt_classname
+    from clip_convpass.models.text_encoder import TextEncoder
 
     assert prompt_classname("great_white_shark") == "great white shark"
     bundle = load_clip("tiny-ViT-Q", tiny_weights)
@@ -147,7 +147,7 @@ def test_results_record_experiment_seed_shots_and_provenance(cfg_factory, tmp_pa
     cfg = cfg_factory(config_file=CONVPASS, output_dir=out,
                       opts=["OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "2", "SEED", "1", "PREC", "auto"])
     rec = run(cfg)[0]
-    from clip_convpass import precision
+    from clip_convpass.engine import precision
 
     # the precision used is recorded beside the one asked for (auto: bf16 on CPUs that have it, else fp32)
     assert rec["prec"] == precision.resolve("auto", torch.device("cpu")) and rec["prec_config"] == "auto"
@@ -165,7 +165,7 @@ def test_results_record_experiment_seed_shots_and_provenance(cfg_factory, tmp_pa
 
 
 def test_prec_auto_is_amp_on_cuda_and_fp32_on_cpu_without_bf16(monkeypatch):
-    from clip_convpass import precision
+    from clip_convpass.engine import precision
 
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert get_cfg_default().PREC == "auto"
@@ -256,7 +256,7 @@ def test_val_shots_auto_follows_lpclip_schedule(cfg_factory):
 
 
 def test_per_iteration_cosine_matches_the_reference_scheduler():
-    from clip_convpass.optim import build_lr_scheduler
+    from clip_convpass.engine.optim import build_lr_scheduler
 
     cfg = setup_cfg(None, None, ["OPTIM.NAME", "adamw", "OPTIM.LR", "0.001", "OPTIM.MAX_EPOCH", "3",
                                  "OPTIM.SCHEDULER_UNIT", "iteration", "OPTIM.WARMUP_EPOCH", "0"])
@@ -278,7 +278,7 @@ def test_lpclip_search_follows_coops_procedure():
     """The reference's own loop, written out on a toy accuracy function, chooses the same C."""
     import numpy as np
 
-    from clip_convpass.trainers.linear_probe import lpclip_search
+    from clip_convpass.models.probe import lpclip_search
 
     def acc(c):  # a peaked, tie-rich validation accuracy
         return round(max(0.0, 1 - abs(math.log10(c) - 0.7) / 4), 1)
@@ -346,8 +346,8 @@ def test_paper_preprocessing_override():
 def test_grid_runs_the_rows_sweep_first_and_records_the_choice(synth, tiny_weights, tmp_path):
     from dataclasses import replace
 
-    from clip_convpass.grid import run_grid
-    from clip_convpass.report import collect
+    from clip_convpass.experiments.grid import run_grid
+    from clip_convpass.reporting.records import collect
 
     row = replace(find_row("ConvpassCLIP"), sweep=("TRAINER.CONVPASS.SCALE=0.01,10",
                                                    "TRAINER.CONVPASS.CONV_INIT=identity,xavier"))

@@ -14,8 +14,8 @@ import matplotlib
 import pytest
 from conftest import REPO
 
-from clip_convpass.clip_loader import MissingWeightsError, load_clip
 from clip_convpass.config import ConfigError
+from clip_convpass.models.clip_loader import MissingWeightsError, load_clip
 
 matplotlib.use("Agg")
 
@@ -46,7 +46,7 @@ def test_console_command_lists_the_registries_and_works_outside_the_checkout(tmp
 
 def test_any_command_runs_on_the_demo_data_with_several_config_files(synth, tmp_path):
     """The README recipe: the demo's tree (its class list found by itself) + demo.yaml as a second config file."""
-    from clip_convpass.cli import main
+    from clip_convpass.cli.train import main
 
     out = tmp_path / "try"
     code = main(["--root", synth["root"], "--dataset-config-file", "datasets/imagenet.yaml",
@@ -87,7 +87,7 @@ def test_offline_weights_fail_at_once_with_the_download_hint(tmp_path, monkeypat
 def test_custom_model_config_json_from_the_command_line(cfg_factory, tmp_path):
     import torch
 
-    from clip_convpass.clip_loader import MODEL_CONFIG_DIR
+    from clip_convpass.models.clip_loader import MODEL_CONFIG_DIR
     from clip_convpass.registry import TRAINER_REGISTRY
 
     custom = tmp_path / "my-net.json"
@@ -104,7 +104,7 @@ def test_custom_model_config_json_from_the_command_line(cfg_factory, tmp_path):
 
 
 def test_grid_refuses_stored_results_of_another_configuration(synth, tmp_path):
-    from clip_convpass.grid import run_grid
+    from clip_convpass.experiments.grid import run_grid
     from clip_convpass.registry import find_row
 
     rows = [find_row("ZeroShotCLIP")]
@@ -120,7 +120,7 @@ def test_grid_refuses_stored_results_of_another_configuration(synth, tmp_path):
 
 
 def test_quiet_console_keeps_the_full_log_in_the_run_directory(tmp_path, capsys):
-    from clip_convpass.utils import logger, set_console_level, setup_logger
+    from clip_convpass.utils.logging import logger, set_console_level, setup_logger
 
     try:
         set_console_level(logging.WARNING)
@@ -138,7 +138,7 @@ def test_quiet_console_keeps_the_full_log_in_the_run_directory(tmp_path, capsys)
 def test_tensorboard_option_fails_early_without_the_package():
     import importlib.util
 
-    from clip_convpass.compose import setup_cfg
+    from clip_convpass.config import setup_cfg
 
     if importlib.util.find_spec("tensorboard") is None:
         with pytest.raises(ConfigError, match="pip install tensorboard"):
@@ -154,7 +154,7 @@ def table_cell(m, s, n=2):
 def test_report_plot_keeps_zero_bars_clips_error_bars_and_draws_paper_numbers(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
-    from clip_convpass.report import build_table, plot
+    from clip_convpass.reporting.table2 import build_table, plot
 
     rows = {"ConvpassCLIP": {"ImageNet": table_cell(0.0, 5.0), "ImageNetV2": table_cell(2.0, 6.0),
                              "ImageNetSketch": table_cell(3.0, 1.0), "ImageNetA": table_cell(4.0, 1.0),
@@ -177,7 +177,8 @@ def test_report_plot_keeps_zero_bars_clips_error_bars_and_draws_paper_numbers(tm
 
 
 def test_paper_comparison_warns_when_the_setting_differs(tmp_path, capsys):
-    from clip_convpass.report import main, paper_setting_warnings
+    from clip_convpass.cli.report import main
+    from clip_convpass.reporting.table2 import paper_setting_warnings
 
     same = {"train_dataset": "ImageNet", "shots": 16, "backbone": "ViT-B-16-quickgelu", "pretrained": "openai"}
     assert paper_setting_warnings([same]) == []
@@ -193,7 +194,7 @@ def test_paper_comparison_warns_when_the_setting_differs(tmp_path, capsys):
 
 
 def test_sweep_takes_several_config_files(synth, tmp_path):
-    from clip_convpass.sweep import main
+    from clip_convpass.experiments.sweep import main
 
     code = main(["--root", synth["root"], "--output", str(tmp_path / "sweep"), "--dataset-config-file",
                  "datasets/imagenet.yaml", "--config-file", "trainers/ConvpassCLIP/vit_b16.yaml", "--config-file",

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from clip_convpass import feature_cache
 from clip_convpass.data import build_dataset, build_transform
+from clip_convpass.engine import feature_cache
 from clip_convpass.registry import TRAINER_REGISTRY
 
 CFG = {
@@ -65,7 +65,7 @@ def test_cache_key_covers_what_features_depend_on(cfg_factory, tiny_weights, tmp
 
 
 def test_grid_encodes_each_test_set_once_for_frozen_methods(synth, tiny_weights, tmp_path):
-    from clip_convpass.grid import run_grid
+    from clip_convpass.experiments.grid import run_grid
     from clip_convpass.registry import find_row
 
     methods = [find_row("ZeroShotCLIP"), find_row("CoOp")]
@@ -106,7 +106,7 @@ def test_concurrent_request_for_a_cache_entry_waits_and_reads_it(tmp_path):
     import threading
     import time
 
-    from clip_convpass.utils import blocking_lock
+    from clip_convpass.utils.locks import blocking_lock
 
     key, meta = "k" * 24, {"dataset": "D", "split": "test", "n_items": 1}
     feats, labels = [torch.ones(2, 3)], [torch.tensor([0, 1])]

@@ -3,8 +3,8 @@ CoCoOp's column subsets, worker count from the machine."""
 import pytest
 import torch
 
-from clip_convpass import precision
-from clip_convpass.clip_loader import load_clip_from_cfg
+from clip_convpass.engine import precision
+from clip_convpass.models.clip_loader import load_clip_from_cfg
 from clip_convpass.registry import TRAINER_REGISTRY, method_rows
 
 IMAGES = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(11))
@@ -17,8 +17,8 @@ def towers(cfg_factory, tiny_weights, fused: bool, prec: str = "fp32"):
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_fused_frozen_towers_match_open_clips_own_attention(cfg_factory, tiny_weights, grad):
-    from clip_convpass.adapters.base import AdaptedBlock
-    from clip_convpass.text_encoder import TextEncoder
+    from clip_convpass.models.blocks import AdaptedBlock
+    from clip_convpass.models.text_encoder import TextEncoder
 
     fused, _ = towers(cfg_factory, tiny_weights, True)
     plain, _ = towers(cfg_factory, tiny_weights, False)
@@ -88,7 +88,7 @@ def test_cocoop_scores_only_the_evaluated_classes_identically(cfg_factory, tiny_
 def test_num_workers_default_follows_the_machine(cfg_factory, monkeypatch):
     import os
 
-    from clip_convpass.compose import get_cfg_default
+    from clip_convpass.config import get_cfg_default
     from clip_convpass.data.loader import num_workers
 
     assert get_cfg_default().DATALOADER.NUM_WORKERS == -1

@@ -5,13 +5,13 @@ import pytest
 import torch
 from conftest import REPO, TINY
 
-from clip_convpass.compose import get_cfg_default, setup_cfg
-from clip_convpass.config import ConfigError
+from clip_convpass.config import ConfigError, get_cfg_default, setup_cfg
 from clip_convpass.data import build_dataset
 from clip_convpass.data.synthetic import build_synthetic_tree
-from clip_convpass.engine import run
+from clip_convpass.engine.runner import run
 from clip_convpass.registry import DATASET_REGISTRY, TRAINER_REGISTRY, evaluation_domains, method_rows
-from clip_convpass.report import aggregate, build_table, collect, render
+from clip_convpass.reporting.records import aggregate, collect
+from clip_convpass.reporting.table2 import build_table, render
 
 IMAGES = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 
@@ -91,7 +91,7 @@ def test_every_registered_dataset_reads_its_synthetic_tree(name, synth, tmp_path
 
 
 def test_a_toy_method_in_one_module_reaches_config_grid_and_report(toy_method, synth, tiny_weights, tmp_path):
-    from clip_convpass.grid import run_grid, table2_rows
+    from clip_convpass.experiments.grid import run_grid, table2_rows
 
     assert setup_cfg(None, None, ["TRAINER.NAME", "ToyMethod", "TRAINER.TOY.SCALE", "3"]).TRAINER.TOY.SCALE == 3.0
     with pytest.raises(ConfigError, match="TRAINER.TOY.SCALE"):

@@ -12,13 +12,14 @@ import torch
 from conftest import REPO
 from PIL import Image
 
-from clip_convpass.checkpoint import CheckpointMismatchError, latest_checkpoint, load_checkpoint
 from clip_convpass.data import ImageLoadError, load_rgb
 from clip_convpass.data.check import check_dataset
-from clip_convpass.engine import run
+from clip_convpass.engine.checkpoint import CheckpointMismatchError, latest_checkpoint, load_checkpoint
+from clip_convpass.engine.runner import run
+from clip_convpass.engine.trainer import NonFiniteLossError
 from clip_convpass.registry import TRAINER_REGISTRY
-from clip_convpass.trainer import NonFiniteLossError
-from clip_convpass.utils import LockedError, atomic_torch_save, exclusive_lock
+from clip_convpass.utils.io import atomic_torch_save
+from clip_convpass.utils.locks import LockedError, exclusive_lock
 
 CONVPASS = "configs/trainers/ConvpassCLIP/vit_b16.yaml"
 

@@ -13,16 +13,16 @@ import torch
 from conftest import REPO
 from PIL import Image
 
-from clip_convpass.checkpoint import CheckpointMismatchError, NonFiniteStateError, latest_checkpoint, load_checkpoint
-from clip_convpass.clip_loader import MissingWeightsError, load_clip
-from clip_convpass.compose import setup_cfg
-from clip_convpass.config import ConfigError
+from clip_convpass.config import ConfigError, setup_cfg
 from clip_convpass.data import DatasetLayoutError, build_dataset, load_rgb
 from clip_convpass.data.check import check_dataset
-from clip_convpass.engine import run
-from clip_convpass.errors import UserError
+from clip_convpass.engine.checkpoint import CheckpointMismatchError, NonFiniteStateError, latest_checkpoint, load_checkpoint
+from clip_convpass.engine.runner import run
+from clip_convpass.models.clip_loader import MissingWeightsError, load_clip
 from clip_convpass.registry import TRAINER_REGISTRY
-from clip_convpass.utils import FILE_MODE, exclusive_lock
+from clip_convpass.utils.errors import UserError
+from clip_convpass.utils.io import FILE_MODE
+from clip_convpass.utils.locks import exclusive_lock
 
 CONVPASS = "configs/trainers/ConvpassCLIP/vit_b16.yaml"
 
@@ -259,7 +259,7 @@ def test_train_py_prints_project_errors_in_one_line(tmp_path, synth):
 
 
 def test_eval_dataset_names_are_checked_before_training_and_do_not_swallow_opts(tmp_path, synth):
-    from clip_convpass.cli import build_parser, eval_dataset_names
+    from clip_convpass.cli.train import build_parser, eval_dataset_names
 
     args = build_parser().parse_intermixed_args(["--eval-datasets", "ImageNetA,ImageNetR", "OPTIM.LR", "0.1",
                                                  "--eval-datasets", "ImageNetV2"])

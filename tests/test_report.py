@@ -4,8 +4,10 @@ import json
 
 import pytest
 
+from clip_convpass.cli.report import main
 from clip_convpass.registry import find_row
-from clip_convpass.report import aggregate, build_table, collect, main, plot, render
+from clip_convpass.reporting.records import aggregate, collect
+from clip_convpass.reporting.table2 import build_table, plot, render
 
 CONVPASS_PAPER_IMAGENET = find_row("ConvpassCLIP").paper["ImageNet"]
 

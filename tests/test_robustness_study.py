@@ -7,13 +7,13 @@ import torch
 from conftest import TINY
 
 from clip_convpass.config import ConfigError
-from clip_convpass.engine import run
-from clip_convpass.headinit import HEAD_SWEEPS, HEADS, INITS, MODELS, cell_opts, degenerate, head_init_rows
-from clip_convpass.optim import lr_at_epoch
+from clip_convpass.engine.optim import lr_at_epoch
+from clip_convpass.engine.runner import run
+from clip_convpass.experiments.headinit import HEAD_SWEEPS, HEADS, INITS, MODELS, cell_opts, degenerate, head_init_rows
+from clip_convpass.experiments.wiseft import interpolate_, wise_ft
+from clip_convpass.models.probe import fit_probe
 from clip_convpass.registry import TRAINER_REGISTRY
-from clip_convpass.robustness import plot_points, render_points, robustness_points
-from clip_convpass.trainers.linear_probe import fit_probe
-from clip_convpass.wiseft import interpolate_, wise_ft
+from clip_convpass.reporting.robustness import plot_points, render_points, robustness_points
 
 CONVPASS_CFG = "configs/trainers/ConvpassCLIP/vit_b16.yaml"
 COOP_CTXV1 = "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml"
@@ -181,7 +181,7 @@ def test_wise_ft_of_coop_starts_at_zero_shot_and_refuses_training_free_runs(cfg_
     torch.testing.assert_close(fresh.predict(IMAGES), zero_shot_logits, rtol=1e-5, atol=1e-4)
     zs_out = tmp_path / "zsrun"
     run(cfg_factory(opts=["MODEL.PRETRAINED", tiny_weights], output_dir=zs_out))
-    from clip_convpass.errors import UserError
+    from clip_convpass.utils.errors import UserError
 
     with pytest.raises(UserError, match="no gradient-trained weights"):
         wise_ft(zs_out, [0.5])
@@ -210,7 +210,7 @@ def test_effective_robustness_points_table_and_plot(tmp_path):
     assert "zero-shot" in text and "final" in text
     plot_points(points, tmp_path / "r.png")
     assert (tmp_path / "r.png").stat().st_size > 1000
-    from clip_convpass.report import main as report_main
+    from clip_convpass.cli.report import main as report_main
 
     for i, r in enumerate(recs):
         (tmp_path / f"r{i}").mkdir()
@@ -220,9 +220,9 @@ def test_effective_robustness_points_table_and_plot(tmp_path):
 
 
 def test_wise_ft_of_every_fine_tuned_run_under_a_grid(synth, tiny_weights, tmp_path):
-    from clip_convpass.grid import run_grid
+    from clip_convpass.experiments.grid import run_grid
+    from clip_convpass.experiments.wiseft import wise_ft_all
     from clip_convpass.registry import find_row
-    from clip_convpass.wiseft import wise_ft_all
 
     opts = ["MODEL.PRETRAINED", tiny_weights, "DATASET.CLASS_LIST", synth["class_list"], "DATASET.NUM_SHOTS", "2",
             "OPTIM.MAX_EPOCH", "1", "DATASET.SPLIT_DIR", str(tmp_path / "splits")]

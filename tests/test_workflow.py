@@ -6,7 +6,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from clip_convpass.sweep import run_sweep
+from clip_convpass.experiments.sweep import run_sweep
 
 CONVPASS_CFG = REPO / "configs" / "trainers" / "ConvpassCLIP" / "vit_b16.yaml"
 
@@ -70,7 +70,7 @@ def test_train_and_eval_scripts_skip_and_force(synth, tmp_path):
 
 
 def test_grid_skips_finished_cells_and_resumes_a_partial_one(synth, tmp_path, capsys):
-    from clip_convpass.grid import run_grid
+    from clip_convpass.experiments.grid import run_grid
     from clip_convpass.registry import find_row
 
     methods = [find_row("ZeroShotCLIP"), find_row("ConvpassCLIP")]
@@ -95,9 +95,9 @@ def test_grid_skips_finished_cells_and_resumes_a_partial_one(synth, tmp_path, ca
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys, toy_method):
     """The demo runs every registered row: a method added in one module (the toy) included."""
-    from clip_convpass import demo
+    from clip_convpass.experiments import demo
     from clip_convpass.registry import method_rows
-    from clip_convpass.report import table2_domains
+    from clip_convpass.reporting.table2 import table2_domains
 
     assert demo.main(["--output", str(tmp_path / "demo"), "--seeds", "1", "2"]) == 0
     out = capsys.readouterr().out

@@ -2,10 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_convpass.clip_loader import load_clip
-from clip_convpass.prompts import TEMPLATE_SETS, build_text_classifier, get_templates
+from clip_convpass.models.clip_loader import load_clip
+from clip_convpass.models.prompts import TEMPLATE_SETS, build_text_classifier, get_templates
+from clip_convpass.models.text_encoder import TextEncoder
 from clip_convpass.registry import TRAINER_REGISTRY
-from clip_convpass.text_encoder import TextEncoder
 
 CLASSNAMES = ["tench", "goldfish", "great white shark", "a much longer class name with many words in it"]
 
@@ -91,8 +91,8 @@ def test_column_restriction_equals_200_class_classifier(cfg_factory, bundle, wei
 
 
 def test_eval_writes_results_json(cfg_factory, tmp_path):
-    from clip_convpass.engine import run
-    from clip_convpass.utils import read_json
+    from clip_convpass.engine.runner import run
+    from clip_convpass.utils.io import read_json
 
     cfg = cfg_factory("ImageNetA", "configs/trainers/ZeroShotCLIP/vit_b16.yaml",
                       opts=["MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", "none"])
@@ -108,7 +108,7 @@ def test_eval_writes_results_json(cfg_factory, tmp_path):
 
 
 def test_shared_prefix_and_truncation_are_exact_with_gradients(bundle):
-    from clip_convpass.prompt_learner import PromptLearner
+    from clip_convpass.models.prompt_learner import PromptLearner
 
     names = CLASSNAMES + ["x", "yet another name"]
     encoders = {"full77": TextEncoder(bundle.model, truncate=False),

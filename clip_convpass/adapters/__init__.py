@@ -1,6 +1,3 @@
-"""Adapters for CLIP's image encoder: one kind per file, registered in base.ADAPTER_REGISTRY.
-
-The kinds are imported by `base.load_adapters()` (not here, so that model code such as
-clip_convpass.convpass can import base without a cycle)."""
-
-ADAPTER_MODULES = ("convpass", "adaptformer", "adapter", "lora", "vpt", "bitfit")
+"""Adapters for a Vision Transformer's blocks: the injection layer (base.py, peft's tuners) and one kind per
+file, each registered in registry.ADAPTER_REGISTRY (every module here is imported when the registry is
+first asked)."""

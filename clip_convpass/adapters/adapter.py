@@ -1,7 +1,8 @@
 """Adapter (Pfeiffer et al., AdapterFusion; Houlsby et al.'s bottleneck): sequential after the MLP,
 x + m + s * up(ReLU(down(m))) with m = MLP(LN(x))."""
-from .base import ADAPTER_REGISTRY, AdapterKind
-from .bottleneck import check_bottleneck, inject_bottlenecks
+from clip_convpass.adapters.base import AdapterKind
+from clip_convpass.adapters.bottleneck import check_bottleneck, inject_bottlenecks
+from clip_convpass.registry import ADAPTER_REGISTRY
 
 
 @ADAPTER_REGISTRY.register

@@ -1,7 +1,8 @@
 """AdaptFormer (Chen et al., AdaptFormer: Adapting Vision Transformers for Scalable Visual Recognition):
 a bottleneck parallel to the MLP, x + MLP(LN(x)) + s * up(ReLU(down(LN(x))))."""
-from .base import ADAPTER_REGISTRY, AdapterKind
-from .bottleneck import check_bottleneck, inject_bottlenecks
+from clip_convpass.adapters.base import AdapterKind
+from clip_convpass.adapters.bottleneck import check_bottleneck, inject_bottlenecks
+from clip_convpass.registry import ADAPTER_REGISTRY
 
 
 @ADAPTER_REGISTRY.register

@@ -2,7 +2,8 @@
 image encoder trains; nothing is added (a fresh model is the pretrained one)."""
 from torch import nn
 
-from .base import ADAPTER_REGISTRY, AdapterKind, Injection, adapted_blocks
+from clip_convpass.adapters.base import AdapterKind, Injection, adapted_blocks
+from clip_convpass.registry import ADAPTER_REGISTRY
 
 
 def bias_parameters(module: nn.Module):

@@ -1,7 +1,7 @@
 """The language-oriented bottleneck shared by AdaptFormer and the (Pfeiffer) Adapter: up(drop(ReLU(down(x))))."""
 from torch import nn
 
-from .base import AdapterModule, Injection, adapted_blocks
+from clip_convpass.adapters.base import AdapterModule, Injection, adapted_blocks
 
 
 class Bottleneck(AdapterModule):

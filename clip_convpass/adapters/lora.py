@@ -11,8 +11,9 @@ import math
 import torch
 from torch import nn
 
-from ..attention import attention_from_qkv, project_qkv
-from .base import ADAPTER_REGISTRY, AdapterKind, AdapterModule, Injection, adapted_blocks
+from clip_convpass.adapters.base import AdapterKind, AdapterModule, Injection, adapted_blocks
+from clip_convpass.models.attention import attention_from_qkv, project_qkv
+from clip_convpass.registry import ADAPTER_REGISTRY
 
 
 class LoRAQV(AdapterModule):

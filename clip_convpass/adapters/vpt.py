@@ -9,7 +9,8 @@ import math
 import torch
 from torch import nn
 
-from .base import ADAPTER_REGISTRY, AdapterKind, AdapterModule, Injection, adapted_blocks
+from clip_convpass.adapters.base import AdapterKind, AdapterModule, Injection, adapted_blocks
+from clip_convpass.registry import ADAPTER_REGISTRY
 
 
 class VPTPrompts(AdapterModule):

@@ -1,7 +1,7 @@
-from .base import ClassUniverse, DatasetBase, DatasetLayoutError, Datum, SyntheticFiles, list_images
-from .images import ImageListDataset, ImageLoadError, collate_skipping, load_rgb
-from .loader import build_loader
-from .transforms import build_transform
+from clip_convpass.data.base import ClassUniverse, DatasetBase, DatasetLayoutError, Datum, SyntheticFiles, list_images
+from clip_convpass.data.images import ImageListDataset, ImageLoadError, collate_skipping, load_rgb
+from clip_convpass.data.loader import build_loader
+from clip_convpass.data.transforms import build_transform
 
 __all__ = ["ClassUniverse", "DatasetBase", "DatasetLayoutError", "Datum", "SyntheticFiles", "list_images",
            "ImageListDataset", "ImageLoadError", "collate_skipping", "load_rgb", "build_loader", "build_transform",
@@ -9,6 +9,6 @@ __all__ = ["ClassUniverse", "DatasetBase", "DatasetLayoutError", "Datum", "Synth
 
 
 def build_dataset(cfg, name: str | None = None) -> DatasetBase:
-    from ..registry import DATASET_REGISTRY
+    from clip_convpass.registry import DATASET_REGISTRY
 
     return DATASET_REGISTRY.get(name or cfg.DATASET.NAME)(cfg)

@@ -13,8 +13,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from ..errors import UserError
-from ..utils import atomic_write_json, read_json
+from clip_convpass.utils.errors import UserError
+from clip_convpass.utils.io import atomic_write_json, read_json
 
 logger = logging.getLogger("clip_convpass")
 

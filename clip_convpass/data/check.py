@@ -11,12 +11,12 @@ from typing import List, Optional
 
 from tabulate import tabulate
 
-from ..compose import setup_cfg
-from ..errors import UserError
-from ..registry import DATASET_REGISTRY
-from ..utils import Progress, setup_logger
-from .base import DatasetLayoutError
-from .images import ImageLoadError, load_rgb
+from clip_convpass.config import setup_cfg
+from clip_convpass.data.base import DatasetLayoutError
+from clip_convpass.data.images import ImageLoadError, load_rgb
+from clip_convpass.registry import DATASET_REGISTRY
+from clip_convpass.utils.errors import UserError
+from clip_convpass.utils.logging import Progress, setup_logger
 
 
 def check_dataset(name: str, root: str, class_list: str = "", verify_images: bool = False) -> dict:

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
-from ..errors import UserError
-from .base import Datum, stable_int
+from clip_convpass.data.base import Datum, stable_int
+from clip_convpass.utils.errors import UserError
 
 logger = logging.getLogger("clip_convpass")
 

@@ -14,7 +14,7 @@ from typing import Dict
 import numpy as np
 from PIL import Image
 
-from ..registry import DATASET_REGISTRY, evaluation_domains
+from clip_convpass.registry import DATASET_REGISTRY, evaluation_domains
 
 
 def make_image(class_idx: int, num_classes: int, rng: np.random.Generator, size=(40, 48), gray=False) -> Image.Image:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from clip_convpass.data.base import ClassUniverse, DatasetBase, DatasetLayoutError, Datum, SyntheticFiles
-from clip_convpass.utils import atomic_write_json, read_json
+from clip_convpass.utils.io import atomic_write_json, read_json
 
 SPLITS = ("train", "val", "test")
 # Synthetic file numbers: class index * 1000 + split offset, unique in folders that several classes share.

@@ -1,6 +1,5 @@
+from clip_convpass.datasets.coop_split import SplitFileDataset
 from clip_convpass.registry import DATASET_REGISTRY
-
-from .coop_split import SplitFileDataset
 
 
 @DATASET_REGISTRY.register

@@ -3,9 +3,8 @@ from pathlib import Path
 from typing import Dict, List
 
 from clip_convpass.data.base import DatasetLayoutError
+from clip_convpass.datasets.coop_split import SPLITS, Entry, SplitFileDataset
 from clip_convpass.registry import DATASET_REGISTRY
-
-from .coop_split import SPLITS, Entry, SplitFileDataset
 
 
 @DATASET_REGISTRY.register

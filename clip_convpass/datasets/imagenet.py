@@ -16,7 +16,7 @@ from clip_convpass.data.base import (
     list_images,
     read_id_list,
 )
-from clip_convpass.prompts import read_classnames_file
+from clip_convpass.models.prompts import read_classnames_file
 from clip_convpass.registry import DATASET_REGISTRY
 
 RESOURCES = Path(__file__).resolve().parent / "resources"

@@ -1,6 +1,5 @@
+from clip_convpass.datasets.imagenet import WnidSubsetTestSet
 from clip_convpass.registry import DATASET_REGISTRY
-
-from .imagenet import WnidSubsetTestSet
 
 
 @DATASET_REGISTRY.register

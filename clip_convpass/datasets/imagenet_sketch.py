@@ -1,7 +1,6 @@
 from clip_convpass.data.base import SyntheticFiles
+from clip_convpass.datasets.imagenet import ImageNetFamily
 from clip_convpass.registry import DATASET_REGISTRY
-
-from .imagenet import ImageNetFamily
 
 
 @DATASET_REGISTRY.register

@@ -3,9 +3,8 @@ import re
 from typing import List
 
 from clip_convpass.data.base import DatasetLayoutError, Datum, SyntheticFiles, list_images
+from clip_convpass.datasets.imagenet import ImageNetFamily, imagenet_wnids
 from clip_convpass.registry import DATASET_REGISTRY
-
-from .imagenet import ImageNetFamily, imagenet_wnids
 
 CLASS_INDEX = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 

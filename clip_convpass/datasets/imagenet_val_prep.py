@@ -20,9 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from clip_convpass.errors import UserError, run_cli
-
-from .imagenet import imagenet_wnids
+from clip_convpass.datasets.imagenet import imagenet_wnids
+from clip_convpass.utils.errors import UserError, run_cli
 
 FULL_SET = (1000, 50)  # classes, images per class
 

@@ -12,12 +12,12 @@ from typing import Dict, List, Tuple
 import torch
 
 from clip_convpass.adapters.base import inject
-from clip_convpass.clip_loader import load_clip_from_cfg
 from clip_convpass.config import check
 from clip_convpass.data import build_transform
-from clip_convpass.heads import HEAD_INITS, HEAD_PARAMS, HEAD_TEMPERATURES, CLIPClassifier, build_head
-from clip_convpass.prompts import check_templates, template_info
-from clip_convpass.trainer import TrainerBase
+from clip_convpass.engine.trainer import TrainerBase
+from clip_convpass.models.clip_loader import load_clip_from_cfg
+from clip_convpass.models.heads import HEAD_INITS, HEAD_PARAMS, HEAD_TEMPERATURES, CLIPClassifier, build_head
+from clip_convpass.models.prompts import check_templates, template_info
 
 logger = logging.getLogger("clip_convpass")
 
@@ -94,7 +94,7 @@ class AdapterCLIPTrainer(TrainerBase):
         TRAINER.LINEAR_PROBE's search."""
         if self.cfg.TRAINER[self.CONFIG_NODE].HEAD_INIT != "lp":
             return
-        from clip_convpass.trainers.linear_probe import fit_probe
+        from clip_convpass.models.probe import fit_probe
 
         transform = build_transform(self.cfg, False)
         self.set_model_mode(False)

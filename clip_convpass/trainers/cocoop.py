@@ -6,13 +6,12 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from clip_convpass.clip_loader import load_clip_from_cfg
 from clip_convpass.config import check
-from clip_convpass.prompt_learner import PromptLearner
-from clip_convpass.registry import TRAINER_REGISTRY, Row
-from clip_convpass.text_encoder import TextEncoder
-
-from .coop import CoOp
+from clip_convpass.models.clip_loader import load_clip_from_cfg
+from clip_convpass.models.prompt_learner import PromptLearner
+from clip_convpass.models.text_encoder import TextEncoder
+from clip_convpass.registry import TRAINER_REGISTRY
+from clip_convpass.trainers.coop import CoOp
 
 
 class MetaNet(nn.Sequential):
@@ -59,9 +58,6 @@ class CoCoOpModel(nn.Module):
 class CoCoOp(CoOp):
     NAME = "CoCoOp"
     CONFIG_NODE = "COCOOP"
-    ROWS = (Row("CoCoOp", "trainers/CoCoOp/vit_b16_c4_ep10_batch1.yaml", order=40,
-                paper={"ImageNet": 71.02, "ImageNetV2": 64.07, "ImageNetSketch": 48.75, "ImageNetA": 50.63, "ImageNetR": 76.18},
-                demo_opts=("OPTIM.MAX_EPOCH", "2", "OPTIM.LR", "0.02")),)
 
     @classmethod
     def config_node(cls):

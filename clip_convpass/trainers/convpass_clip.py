@@ -1,24 +1,16 @@
 """Convpass_CLIP: convolutional bypasses in CLIP's image encoder + a head initialised from text."""
 from yacs.config import CfgNode as CN
 
-from clip_convpass.adapters.convpass import ConvpassAdapter
+from clip_convpass.adapters.convpass import ConvpassAdapter, ConvpassSpec
 from clip_convpass.config import ConfigError, check
-from clip_convpass.convpass import ConvpassSpec
-from clip_convpass.registry import TRAINER_REGISTRY, Row
-
-from .adapter_clip import AdapterCLIPTrainer, add_head_keys, check_head_keys
+from clip_convpass.registry import TRAINER_REGISTRY
+from clip_convpass.trainers.adapter_clip import AdapterCLIPTrainer, add_head_keys, check_head_keys
 
 
 @TRAINER_REGISTRY.register
 class ConvpassCLIP(AdapterCLIPTrainer):
     NAME = "ConvpassCLIP"
     CONFIG_NODE = "CONVPASS"
-    ROWS = (Row("ConvpassCLIP", "trainers/ConvpassCLIP/vit_b16.yaml", "Convpass_CLIP", order=70,
-                paper={"ImageNet": 74.23, "ImageNetV2": 66.61, "ImageNetSketch": 49.1, "ImageNetA": 49.27, "ImageNetR": 78.17},
-                demo_opts=("OPTIM.LR", "3e-3", "OPTIM.MAX_EPOCH", "10", "DATALOADER.TRAIN_X.BATCH_SIZE", "16"),
-                # the paper searches s on validation data; the authors tune the conv init per task
-                sweep=("TRAINER.CONVPASS.SCALE=0.01,0.1,1,10,100", "TRAINER.CONVPASS.CONV_INIT=identity,xavier"),
-                tables=("table2", "petl", "fewshot")),)
 
     @classmethod
     def config_node(cls):

@@ -4,12 +4,12 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from clip_convpass.clip_loader import load_clip_from_cfg
 from clip_convpass.config import check
-from clip_convpass.prompt_learner import CLASS_POSITIONS, PromptLearner
-from clip_convpass.registry import TRAINER_REGISTRY, Row
-from clip_convpass.text_encoder import TextEncoder
-from clip_convpass.trainer import TrainerBase
+from clip_convpass.engine.trainer import TrainerBase
+from clip_convpass.models.clip_loader import load_clip_from_cfg
+from clip_convpass.models.prompt_learner import CLASS_POSITIONS, PromptLearner
+from clip_convpass.models.text_encoder import TextEncoder
+from clip_convpass.registry import TRAINER_REGISTRY
 
 
 class PromptedCLIP(nn.Module):
@@ -38,16 +38,6 @@ class CoOp(TrainerBase):
     NAME = "CoOp"
     FROZEN_IMAGE_ENCODER = True
     CONFIG_NODE = "COOP"
-    # Table 2's CoOp numbers come from the CoCoOp paper's DG experiment, run with vit_b16_ep50_ctxv1.
-    ROWS = (Row("CoOp", "trainers/CoOp/vit_b16_ep50_ctxv1.yaml", order=30,
-                paper={"ImageNet": 71.51, "ImageNetV2": 64.2, "ImageNetSketch": 47.99, "ImageNetA": 49.71, "ImageNetR": 75.21},
-                demo_opts=("OPTIM.MAX_EPOCH", "10", "OPTIM.LR", "0.02", "DATALOADER.TRAIN_X.BATCH_SIZE", "16")),
-            Row("CoOp (M=16)", "trainers/CoOp/vit_b16_ep50.yaml", order=31,
-                demo_opts=("OPTIM.MAX_EPOCH", "10", "OPTIM.LR", "0.02", "DATALOADER.TRAIN_X.BATCH_SIZE", "16")),
-            # CoOp's few-shot curves: per-shot epochs (its YAML sets NAME, so script runs carry this name too)
-            Row("CoOp-fewshot", "trainers/CoOp/vit_b16_fewshot.yaml", "CoOp (few-shot schedule)", order=32,
-                tables=("fewshot",), demo_opts=("OPTIM.MAX_EPOCH_BY_SHOTS", "1:4,4:8", "OPTIM.LR", "0.02",
-                                                "DATALOADER.TRAIN_X.BATCH_SIZE", "16")))
 
     @classmethod
     def config_node(cls):

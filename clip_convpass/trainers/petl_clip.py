@@ -4,32 +4,14 @@ from yacs.config import CfgNode as CN
 
 from clip_convpass.adapters.base import resolve
 from clip_convpass.config import ConfigError, check
-from clip_convpass.registry import TRAINER_REGISTRY, Row
-
-from .adapter_clip import AdapterCLIPTrainer, add_head_keys, check_head_keys
-
-LR_SWEEP = "OPTIM.LR=1e-5,1e-4,1e-3"
-SCALE_SWEEP = "TRAINER.PETL.SCALE=0.01,0.1,1,10"
-
-
-def petl_row(preset: str, label: str, order: float, sweep: str) -> Row:
-    return Row(f"PETL {preset}", f"trainers/PETLCLIP/{preset}.yaml", label, order=order, tables=("petl",),
-               sweep=(sweep,), demo_opts=("OPTIM.LR", "3e-3", "OPTIM.MAX_EPOCH", "10",
-                                          "DATALOADER.TRAIN_X.BATCH_SIZE", "16"))
+from clip_convpass.registry import TRAINER_REGISTRY
+from clip_convpass.trainers.adapter_clip import AdapterCLIPTrainer, add_head_keys, check_head_keys
 
 
 @TRAINER_REGISTRY.register
 class PETLCLIP(AdapterCLIPTrainer):
     NAME = "PETLCLIP"
     CONFIG_NODE = "PETL"
-    ROWS = (petl_row("convpass_attn", "Convpass (MHSA only)", 71, SCALE_SWEEP),
-            petl_row("convpass_share", "Convpass_share", 72, SCALE_SWEEP),
-            petl_row("adaptformer", "AdaptFormer", 73, SCALE_SWEEP),
-            petl_row("adapter", "Adapter", 74, SCALE_SWEEP),
-            petl_row("lora", "LoRA", 75, SCALE_SWEEP),
-            petl_row("vpt_shallow", "VPT-Shallow", 76, LR_SWEEP),
-            petl_row("vpt_deep", "VPT-Deep", 77, LR_SWEEP),
-            petl_row("bitfit", "BitFit", 78, LR_SWEEP))
 
     @classmethod
     def config_node(cls):

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from clip_convpass.clip_loader import load_clip_from_cfg
 from clip_convpass.config import check, check_crop_scale
 from clip_convpass.data import build_transform
-from clip_convpass.heads import zero_shot_weights
-from clip_convpass.prompts import check_templates, template_info
-from clip_convpass.registry import TRAINER_REGISTRY, Row
-from clip_convpass.trainer import TrainerBase
+from clip_convpass.engine.trainer import TrainerBase
+from clip_convpass.models.clip_loader import load_clip_from_cfg
+from clip_convpass.models.heads import zero_shot_weights
+from clip_convpass.models.prompts import check_templates, template_info
+from clip_convpass.registry import TRAINER_REGISTRY
 
 logger = logging.getLogger("clip_convpass")
 
@@ -82,8 +82,6 @@ class TipAdapter(TrainerBase):
     TRAIN_KEYS = False
     FROZEN_IMAGE_ENCODER = True
     CONFIG_NODE = "TIP"  # shared with Tip-Adapter-F
-    ROWS = (Row("TipAdapter", "trainers/TipAdapter/vit_b16.yaml", "Tip-Adapter", order=50, tables=("fewshot",),
-                demo_opts=("TRAINER.TIP.AUGMENT_EPOCH", "2")),)
 
     @classmethod
     def config_node(cls):
@@ -203,11 +201,6 @@ class TipAdapter(TrainerBase):
 class TipAdapterF(TipAdapter):
     NAME = "TipAdapterF"
     TRAIN_KEYS = True
-    ROWS = (Row("TipAdapterF", "trainers/TipAdapterF/vit_b16.yaml", "Tip-Adapter-F", order=60,
-                paper={"ImageNet": 73.41, "ImageNetV2": 65.39, "ImageNetSketch": 48.58, "ImageNetA": 49.23, "ImageNetR": 77.54},
-                tables=("table2", "fewshot"),
-                demo_opts=("OPTIM.MAX_EPOCH", "10", "DATALOADER.TRAIN_X.BATCH_SIZE", "16",
-                           "TRAINER.TIP.AUGMENT_EPOCH", "2")),)
 
     def before_train(self):
         if self.start_epoch == 0:

@@ -2,11 +2,11 @@
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from clip_convpass.clip_loader import load_clip_from_cfg
-from clip_convpass.heads import CLIPClassifier, build_head
-from clip_convpass.prompts import check_templates, template_info
-from clip_convpass.registry import TRAINER_REGISTRY, Row
-from clip_convpass.trainer import TrainerBase
+from clip_convpass.engine.trainer import TrainerBase
+from clip_convpass.models.clip_loader import load_clip_from_cfg
+from clip_convpass.models.heads import CLIPClassifier, build_head
+from clip_convpass.models.prompts import check_templates, template_info
+from clip_convpass.registry import TRAINER_REGISTRY
 
 
 @TRAINER_REGISTRY.register
@@ -14,9 +14,6 @@ class ZeroShotCLIP(TrainerBase):
     NAME = "ZeroShotCLIP"
     FROZEN_IMAGE_ENCODER = True
     CONFIG_NODE = "ZSCLIP"
-    ROWS = (Row("ZeroShotCLIP", "trainers/ZeroShotCLIP/vit_b16.yaml", "ZS CLIP", order=10,
-                paper={"ImageNet": 66.73, "ImageNetV2": 60.83, "ImageNetSketch": 46.15, "ImageNetA": 47.77, "ImageNetR": 73.96},
-                tables=("table2", "petl", "fewshot")),)
 
     @classmethod
     def config_node(cls):

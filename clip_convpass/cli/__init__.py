@@ -1,0 +1,1 @@
+"""Entry points only: the clip-convpass command (main), train, params, report and the scripts' paths helper."""

@@ -1,0 +1,384 @@
+"""The engine's configuration: its keys and defaults, YAML merging, validation of engine keys, hashing.
+
+Methods own their TRAINER.<NODE> keys (see clip_convpass.config.compose, which assembles a run's config).
+Merge order (later wins): defaults -> dataset YAML -> method YAML -> override YAMLs -> command-line opts.
+A YAML file may name another with ``_BASE_: relative/path.yaml``; the base is merged first, so
+variants of a method config need only list what differs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from clip_convpass.utils.errors import UserError
+from clip_convpass.utils.paths import CONFIG_DIR
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+_C = CN()
+_C.OUTPUT_DIR = "./output"
+_C.SEED = 1
+# auto (fp16 autocast + GradScaler + TF32 on CUDA, fp32 on CPU) | fp32 | amp (fp16 on CUDA, bf16 on CPU) | bf16
+_C.PREC = "auto"
+# auto | cpu | cuda | cuda:N
+_C.DEVICE = "auto"
+# Label for this configuration in result files and tables (default: the trainer name).
+_C.NAME = ""
+
+_C.DATASET = CN()
+_C.DATASET.ROOT = ""
+_C.DATASET.NAME = "ImageNet"
+_C.DATASET.NUM_SHOTS = 16
+# Disjoint per-class validation shots, drawn from the training split, for hyper-parameter selection.
+# -1: min(NUM_SHOTS, 4), CoOp's lpclip schedule {1: 1, 2: 2, 4: 4, 8: 4, 16: 4}.
+_C.DATASET.VAL_SHOTS = 4
+# all | base | new (class subsets as in CoCoOp's base-to-new protocol)
+_C.DATASET.SUBSAMPLE = "all"
+# Text file with the wnids of the class universe (sorted = class index). "" = the 1000 ImageNet wnids.
+_C.DATASET.CLASS_LIST = ""
+# Where few-shot split JSON files go. "" = <ROOT>/<dataset dir>/split_fewshot
+_C.DATASET.SPLIT_DIR = ""
+# Skip (and count) unreadable images instead of failing on the first one.
+_C.DATASET.SKIP_BAD_IMAGES = False
+# If a class has fewer images than NUM_SHOTS + VAL_SHOTS: error (False) or use what there is, warned (True).
+_C.DATASET.ALLOW_FEWER_SHOTS = False
+# per_class: each class's shots drawn by an RNG seeded by (SEED, class) (independent of file order and of the
+# other classes); coop: CoOp/Dassl's draw (random.seed(SEED), then random.sample per label in split-file order,
+# train then val), which gives CoOp's exact shots on its split-file datasets.
+_C.DATASET.FEWSHOT_SAMPLER = "per_class"
+
+_C.DATALOADER = CN()
+# -1: as many as the machine gives this process (cores, at most 8); results never depend on it.
+_C.DATALOADER.NUM_WORKERS = -1
+_C.DATALOADER.TRAIN_X = CN()
+_C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
+_C.DATALOADER.TEST = CN()
+_C.DATALOADER.TEST.BATCH_SIZE = 100
+
+_C.INPUT = CN()
+_C.INPUT.SIZE = (224, 224)
+_C.INPUT.INTERPOLATION = "bicubic"
+# Training transforms, in order. Choices: random_resized_crop, random_flip, resize (shorter side),
+# resize_square (to exactly SIZE), center_crop, normalize. The default test transform is CLIP's, CoOp's and
+# Dassl's (resize + centre crop, CLIP mean/std); configs/overrides/paper_preprocessing.yaml gives the paper's
+# wording ("resize to 224x224", ImageNet mean/std).
+_C.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip", "normalize"]
+_C.INPUT.TEST_TRANSFORMS = ["resize", "center_crop", "normalize"]
+_C.INPUT.CROP_SCALE = (0.08, 1.0)
+_C.INPUT.PIXEL_MEAN = CLIP_MEAN
+_C.INPUT.PIXEL_STD = CLIP_STD
+
+_C.OPTIM = CN()
+_C.OPTIM.NAME = "sgd"  # sgd | adam | adamw
+_C.OPTIM.LR = 0.002
+_C.OPTIM.WEIGHT_DECAY = 5e-4
+_C.OPTIM.MOMENTUM = 0.9
+_C.OPTIM.ADAM_BETA1 = 0.9
+_C.OPTIM.ADAM_BETA2 = 0.999
+_C.OPTIM.EPS = 1e-8
+_C.OPTIM.MAX_EPOCH = 10
+# A method's per-shot schedule, "shots:epochs,..." (e.g. CoOp's "1:50,2:100,4:100,8:200,16:200"): MAX_EPOCH is
+# the entry of the largest shot count <= DATASET.NUM_SHOTS. "" = MAX_EPOCH at every shot count.
+_C.OPTIM.MAX_EPOCH_BY_SHOTS = ""
+# Training datasets that keep MAX_EPOCH at every shot count (CoOp: ImageNet, 50 epochs).
+_C.OPTIM.MAX_EPOCH_BY_SHOTS_EXCEPT = []
+_C.OPTIM.LR_SCHEDULER = "cosine"  # cosine | step | constant
+# Step the schedule once per epoch (Dassl / CoOp) or after every iteration (Tip-Adapter-F's reference).
+_C.OPTIM.SCHEDULER_UNIT = "epoch"  # epoch | iteration
+_C.OPTIM.STEPSIZE = (5,)
+_C.OPTIM.GAMMA = 0.1
+_C.OPTIM.WARMUP_EPOCH = 0
+_C.OPTIM.WARMUP_TYPE = "constant"  # constant | linear
+_C.OPTIM.WARMUP_CONS_LR = 1e-5
+_C.OPTIM.WARMUP_MIN_LR = 1e-5
+
+_C.TRAIN = CN()
+_C.TRAIN.PRINT_FREQ = 10
+# Save a checkpoint every N epochs (the last epoch is always saved).
+_C.TRAIN.CHECKPOINT_FREQ = 1
+# How many epoch checkpoints to keep on disk (oldest are removed after a newer one is safely written).
+_C.TRAIN.KEEP_CHECKPOINTS = 1
+# Also write each epoch's scalars for TensorBoard (<run>/tensorboard/; needs `pip install tensorboard`).
+# train_history.json and train_history.csv are always written.
+_C.TRAIN.TENSORBOARD = False
+
+_C.TEST = CN()
+_C.TEST.PER_CLASS_RESULT = False
+# Evaluate on the training dataset's test split at the end of training.
+_C.TEST.AFTER_TRAIN = True
+_C.TEST.SPLIT = "test"  # test | val
+# Frozen-encoder methods read/write evaluation features here ("" = no cache). The grid and demo set it.
+_C.TEST.FEATURE_CACHE_DIR = ""
+# native: store features as computed (cached == uncached metrics, exactly); fp16: half the disk
+_C.TEST.FEATURE_CACHE_DTYPE = "native"
+
+_C.MODEL = CN()
+# Any open_clip model name (see open_clip.list_models()), e.g. ViT-B-16-quickgelu for OpenAI weights.
+_C.MODEL.BACKBONE = "ViT-B-16-quickgelu"
+# An open_clip pretrained tag (e.g. "openai"), a path to a local checkpoint file, or "none" (random init).
+_C.MODEL.PRETRAINED = "openai"
+# An open_clip model-config JSON registered under MODEL.BACKBONE (a custom architecture; "" = none).
+_C.MODEL.CONFIG_FILE = ""
+# Where open_clip looks for / caches downloaded weights ("" = open_clip's default).
+_C.MODEL.CACHE_DIR = ""
+# Run the text encoder only up to the longest prompt's EOT (exact; False = always 77 positions).
+_C.MODEL.TEXT_TRUNCATE = True
+# Prompt learners: compute the [SOS] + context positions shared by all classes once (exact).
+_C.MODEL.TEXT_SHARED_PREFIX = True
+# Both towers compute attention as one projection GEMM + scaled_dot_product_attention on contiguous
+# batch-first tensors, with and without gradients and under autocast (nn.MultiheadAttention leaves its fast
+# kernel under autocast or with gradients). False: open_clip's own MultiheadAttention calls.
+_C.MODEL.FUSED_ATTENTION = True
+
+_C.TRAINER = CN()
+_C.TRAINER.NAME = "ZeroShotCLIP"
+# Each method adds its own node TRAINER.<NODE> (defaults, comments, validation live in its file);
+# clip_convpass.config.compose puts them together with these engine keys.
+
+VALID_PREC = ("auto", "fp32", "amp", "bf16")  # engine/precision.py says what each means
+VALID_OPTIM = ("sgd", "adam", "adamw")
+VALID_SCHED = ("cosine", "step", "constant")
+VALID_WARMUP = ("constant", "linear")
+VALID_TRANSFORMS = ("random_resized_crop", "random_flip", "resize", "resize_square", "center_crop", "normalize")
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration file or value is invalid."""
+
+
+def engine_defaults() -> CN:
+    return _C.clone()
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """A config path as given, or relative to the package's configs/ folder (e.g. trainers/CoOp/x.yaml)."""
+    p = Path(path).expanduser()
+    if p.is_file() or p.is_absolute():
+        return p
+    packaged = CONFIG_DIR / p
+    return packaged if packaged.is_file() else p
+
+
+def _load_yaml_chain(path: Path, seen: Optional[set] = None) -> list[Path]:
+    """Return [base, ..., path] following ``_BASE_`` links."""
+    seen = seen or set()
+    path = path.resolve()
+    if not path.is_file():
+        raise ConfigError(f"Config file not found: {path}")
+    if path in seen:
+        raise ConfigError(f"Circular _BASE_ reference at {path}")
+    seen.add(path)
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    base = data.get("_BASE_")
+    chain = _load_yaml_chain(path.parent / base, seen) if base else []
+    return chain + [path]
+
+
+def _int_to_float(default, value):
+    """`SCALE: 10` for a float key is what the user means; yacs would reject it as a type change."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _coerce_tree(defaults: CN, data: dict) -> dict:
+    out = {}
+    for k, v in data.items():
+        d = defaults.get(k) if isinstance(defaults, CN) else None
+        out[k] = _coerce_tree(d, v) if isinstance(v, dict) and isinstance(d, CN) else _int_to_float(d, v)
+    return out
+
+
+def merge_config_file(cfg: CN, path: str | os.PathLike) -> None:
+    for p in _load_yaml_chain(resolve_config_path(path)):
+        with open(p) as f:
+            data = yaml.safe_load(f) or {}
+        data.pop("_BASE_", None)
+        data = _coerce_tree(cfg, data)
+        try:
+            cfg.merge_from_other_cfg(CN(data))
+        except KeyError as e:
+            raise ConfigError(f"{p}: {e.args[0]} (valid keys: clip_convpass/config.py, and each method's config_node())") from e
+        except ValueError as e:
+            raise ConfigError(f"{p}: {e}") from e
+
+
+def merge_opts(cfg: CN, opts: Sequence[str]) -> None:
+    if len(opts) % 2:
+        raise ConfigError(f"Command-line opts must be KEY VALUE pairs, got an odd number: {list(opts)}")
+    opts = list(opts)
+    for i in range(0, len(opts), 2):
+        node, *path = [cfg] + opts[i].split(".")
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, CN) else None
+        default = node.get(path[-1]) if isinstance(node, CN) else None
+        if isinstance(default, float) and isinstance(opts[i + 1], str):
+            try:
+                opts[i + 1] = str(float(opts[i + 1]))
+            except ValueError:
+                pass  # not a number: yacs reports the type mismatch with the key named
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, AssertionError) as e:
+        raise ConfigError(f"Command-line opts: {e.args[0] if e.args else e}") from e
+    except ValueError as e:
+        raise ConfigError(f"Command-line opts: {e}") from e
+
+
+def check(cond: bool, msg: str) -> None:
+    """Raise ConfigError(msg) unless cond: the one-line form every validator uses."""
+    if not cond:
+        raise ConfigError(msg)
+
+
+def validate_engine_cfg(cfg: CN) -> None:
+    """Reject invalid engine values before any work starts (methods check their own nodes)."""
+    check(cfg.PREC in VALID_PREC, f"PREC must be one of {VALID_PREC}, got {cfg.PREC!r}")
+    check(cfg.OPTIM.NAME.lower() in VALID_OPTIM, f"OPTIM.NAME must be one of {VALID_OPTIM}, got {cfg.OPTIM.NAME!r}")
+    for key in ("LR", "WEIGHT_DECAY", "MOMENTUM", "EPS", "WARMUP_CONS_LR", "WARMUP_MIN_LR", "GAMMA"):
+        check(math.isfinite(cfg.OPTIM[key]), f"OPTIM.{key} must be a finite number, got {cfg.OPTIM[key]}")
+    check(cfg.OPTIM.LR > 0, f"OPTIM.LR must be > 0, got {cfg.OPTIM.LR}")
+    check(cfg.OPTIM.WEIGHT_DECAY >= 0, f"OPTIM.WEIGHT_DECAY must be >= 0, got {cfg.OPTIM.WEIGHT_DECAY}")
+    check(cfg.OPTIM.MAX_EPOCH >= 0, f"OPTIM.MAX_EPOCH must be >= 0, got {cfg.OPTIM.MAX_EPOCH}")
+    check(cfg.OPTIM.LR_SCHEDULER in VALID_SCHED,
+           f"OPTIM.LR_SCHEDULER must be one of {VALID_SCHED}, got {cfg.OPTIM.LR_SCHEDULER!r}")
+    check(cfg.OPTIM.SCHEDULER_UNIT in ("epoch", "iteration"),
+          f"OPTIM.SCHEDULER_UNIT must be epoch|iteration, got {cfg.OPTIM.SCHEDULER_UNIT!r}")
+    check(cfg.OPTIM.WARMUP_TYPE in VALID_WARMUP,
+           f"OPTIM.WARMUP_TYPE must be one of {VALID_WARMUP}, got {cfg.OPTIM.WARMUP_TYPE!r}")
+    check(cfg.OPTIM.WARMUP_EPOCH >= 0, "OPTIM.WARMUP_EPOCH must be >= 0")
+    check(cfg.DATASET.NUM_SHOTS >= 1, f"DATASET.NUM_SHOTS must be >= 1 (shots per class), got {cfg.DATASET.NUM_SHOTS}")
+    check(cfg.DATASET.VAL_SHOTS >= -1, f"DATASET.VAL_SHOTS must be >= 0 (or -1: min(NUM_SHOTS, 4)), got {cfg.DATASET.VAL_SHOTS}")
+    check(cfg.DATASET.FEWSHOT_SAMPLER in ("per_class", "coop"),
+          f"DATASET.FEWSHOT_SAMPLER must be per_class|coop, got {cfg.DATASET.FEWSHOT_SAMPLER!r}")
+    check(cfg.DATASET.SUBSAMPLE in ("all", "base", "new"),
+           f"DATASET.SUBSAMPLE must be all|base|new, got {cfg.DATASET.SUBSAMPLE!r}")
+    check(cfg.DATALOADER.TRAIN_X.BATCH_SIZE > 0, "DATALOADER.TRAIN_X.BATCH_SIZE must be > 0")
+    check(cfg.DATALOADER.TEST.BATCH_SIZE > 0, "DATALOADER.TEST.BATCH_SIZE must be > 0")
+    check(cfg.DATALOADER.NUM_WORKERS >= -1, "DATALOADER.NUM_WORKERS must be >= 0 (or -1: one per core, at most 8)")
+    check(cfg.TRAIN.CHECKPOINT_FREQ >= 1, "TRAIN.CHECKPOINT_FREQ must be >= 1")
+    check(cfg.TRAIN.KEEP_CHECKPOINTS >= 1, "TRAIN.KEEP_CHECKPOINTS must be >= 1")
+    if cfg.TRAIN.TENSORBOARD:
+        import importlib.util
+
+        check(importlib.util.find_spec("tensorboard") is not None,
+              "TRAIN.TENSORBOARD True needs the tensorboard package (pip install tensorboard); "
+              "train_history.csv holds the same scalars without it")
+    check(cfg.TEST.SPLIT in ("test", "val"), f"TEST.SPLIT must be test|val, got {cfg.TEST.SPLIT!r}")
+    check(cfg.TEST.FEATURE_CACHE_DTYPE in ("native", "fp16"),
+           f"TEST.FEATURE_CACHE_DTYPE must be native|fp16, got {cfg.TEST.FEATURE_CACHE_DTYPE!r}")
+    check(len(cfg.INPUT.SIZE) == 2, f"INPUT.SIZE must be (height, width), got {cfg.INPUT.SIZE}")
+    check(cfg.INPUT.INTERPOLATION in ("bicubic", "bilinear", "nearest"),
+           f"INPUT.INTERPOLATION must be bicubic|bilinear|nearest, got {cfg.INPUT.INTERPOLATION!r}")
+    for key in ("TRANSFORMS", "TEST_TRANSFORMS"):
+        for t in cfg.INPUT[key]:
+            check(t in VALID_TRANSFORMS, f"INPUT.{key}: unknown transform {t!r}; choices: {VALID_TRANSFORMS}")
+    check_crop_scale(cfg.INPUT.CROP_SCALE, "INPUT.CROP_SCALE")
+    check(len(cfg.INPUT.PIXEL_MEAN) == 3 and len(cfg.INPUT.PIXEL_STD) == 3,
+          "INPUT.PIXEL_MEAN and INPUT.PIXEL_STD must have 3 values (R, G, B)")
+    check(all(math.isfinite(s) and s > 0 for s in cfg.INPUT.PIXEL_STD),
+          f"INPUT.PIXEL_STD values must be > 0, got {cfg.INPUT.PIXEL_STD}")
+
+
+def parse_epochs_by_shots(rule: str) -> dict:
+    """"1:50,2:100" -> {1: 50, 2: 100}; a one-line error for anything else."""
+    out = {}
+    for part in filter(None, (p.strip() for p in rule.split(","))):
+        shots, sep, epochs = part.partition(":")
+        ok = sep and shots.strip().isdigit() and epochs.strip().isdigit() and int(shots) >= 1
+        check(bool(ok), f"OPTIM.MAX_EPOCH_BY_SHOTS must be 'shots:epochs,...' (e.g. '1:50,2:100,16:200'), got {rule!r}")
+        out[int(shots)] = int(epochs)
+    return out
+
+
+def apply_epochs_by_shots(cfg: CN) -> None:
+    """Set OPTIM.MAX_EPOCH from the per-shot schedule, if the config has one."""
+    rule = parse_epochs_by_shots(cfg.OPTIM.MAX_EPOCH_BY_SHOTS)
+    if not rule or cfg.DATASET.NAME in cfg.OPTIM.MAX_EPOCH_BY_SHOTS_EXCEPT:
+        return
+    shots = cfg.DATASET.NUM_SHOTS
+    eligible = [k for k in rule if k <= shots]
+    check(bool(eligible), f"OPTIM.MAX_EPOCH_BY_SHOTS {cfg.OPTIM.MAX_EPOCH_BY_SHOTS!r} has no entry for "
+                          f"DATASET.NUM_SHOTS={shots} (its smallest shot count is {min(rule)})")
+    cfg.OPTIM.MAX_EPOCH = rule[max(eligible)]
+
+
+def check_crop_scale(scale, key: str) -> None:
+    check(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1,
+          f"{key} must be (low, high) with 0 < low <= high <= 1, got {tuple(scale)}")
+
+
+# Where things are read or written: never part of what an experiment is.
+LOCATION_KEYS = ("OUTPUT_DIR", "DATASET.ROOT", "DATASET.SPLIT_DIR", "TEST.FEATURE_CACHE_DIR", "MODEL.CACHE_DIR")
+# Settings that change neither the numbers nor what they mean (logging, data-loading parallelism).
+NEUTRAL_KEYS = ("DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ", "TRAIN.TENSORBOARD")
+# Path-valued keys: "~" is expanded in each.
+PATH_KEYS = LOCATION_KEYS + ("DATASET.CLASS_LIST", "MODEL.PRETRAINED", "MODEL.CONFIG_FILE")
+
+
+def flat_items(cfg) -> dict:
+    """{"OPTIM.LR": 0.002, ...}: every leaf key of a config (or of the YAML text of one)."""
+    tree = yaml.safe_load(cfg) if isinstance(cfg, str) else yaml.safe_load(cfg.dump())
+    out = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[prefix + k] = v
+
+    walk(tree, "")
+    return out
+
+
+def expand_user_paths(cfg: CN) -> None:
+    for key in PATH_KEYS:
+        node, leaf = _node_and_leaf(cfg, key)
+        value = node[leaf]
+        if isinstance(value, str) and value.startswith("~"):
+            node[leaf] = os.path.expanduser(value)
+
+
+def _node_and_leaf(cfg: CN, key: str):
+    *parents, leaf = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    return node, leaf
+
+
+# Keys that do not make two runs different experiments: the seed (a run of the experiment), what it is
+# evaluated on and how (DATASET.NAME is the evaluation target; the training set is recorded apart).
+NOT_EXPERIMENT_KEYS = ("SEED", "NAME", "DEVICE", "DATASET.NAME", "TRAIN.CHECKPOINT_FREQ", "TRAIN.KEEP_CHECKPOINTS")
+NOT_EXPERIMENT_PREFIXES = ("TEST.", "DATALOADER.TEST.")
+
+
+def experiment_hash(cfg) -> str:
+    """Seed-independent hash of a (training) configuration, a CfgNode or its YAML text: two runs with the
+    same hash and different seeds are repetitions of one experiment."""
+    items = {k: v for k, v in flat_items(cfg).items()
+             if k not in (*LOCATION_KEYS, *NEUTRAL_KEYS, *NOT_EXPERIMENT_KEYS) and not k.startswith(NOT_EXPERIMENT_PREFIXES)}
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: CN, exclude: Sequence[str] = ()) -> str:
+    """Hash of everything that determines a result: not where it is read or written, not logging or
+    parallelism, and not the keys in `exclude` (e.g. SEED, for the experiment a seed belongs to)."""
+    c = cfg.clone()
+    c.defrost()
+    for key in (*LOCATION_KEYS, *NEUTRAL_KEYS, *exclude):
+        node, leaf = _node_and_leaf(c, key)
+        node[leaf] = type(node[leaf])()
+    return hashlib.sha256(c.dump().encode()).hexdigest()[:16]

@@ -1,0 +1,253 @@
+"""Checkpoints: only trainable tensors (+ a method's extra state) and optimizer/scheduler/scaler state,
+written atomically by rank 0, loaded weights-only, checked for compatibility before use."""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, Optional
+
+import torch
+
+from clip_convpass.config import LOCATION_KEYS, NEUTRAL_KEYS, config_hash, flat_items
+from clip_convpass.engine.rundir import CHECKPOINT_PREFIX, RunDir
+from clip_convpass.utils import distributed
+from clip_convpass.utils.errors import UserError, refuse_unsafe_load_override
+from clip_convpass.utils.io import atomic_torch_save
+
+if TYPE_CHECKING:
+    from clip_convpass.engine.trainer import TrainerBase
+
+logger = logging.getLogger("clip_convpass")
+_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)\.pt$")
+
+
+class CheckpointMismatchError(UserError, ValueError):
+    """A checkpoint was made for another trainer, backbone, class count, module shape or configuration."""
+
+
+class NonFiniteStateError(UserError, FloatingPointError):
+    """Parameters or optimizer state became NaN/inf: such a state is never saved."""
+
+
+# A run may resume with these changed (extend training, evaluate differently, move files, log less);
+# any other difference is another experiment, and resuming refuses it.
+RESUME_MAY_DIFFER = (*LOCATION_KEYS, *NEUTRAL_KEYS, "OPTIM.MAX_EPOCH", "TRAIN.CHECKPOINT_FREQ",
+                     "TRAIN.KEEP_CHECKPOINTS", "NAME", "DEVICE")
+RESUME_MAY_DIFFER_PREFIXES = ("TEST.",)
+
+
+def config_differences(saved_yaml: str, cfg) -> list[tuple[str, object, object]]:
+    """(key, saved value, current value) for every key that differs and may not differ on resume."""
+    saved, current = flat_items(saved_yaml), flat_items(cfg)
+    keys = sorted(set(saved) | set(current))
+    return [(k, saved.get(k), current.get(k)) for k in keys
+            if saved.get(k) != current.get(k) and k not in RESUME_MAY_DIFFER
+            and not k.startswith(RESUME_MAY_DIFFER_PREFIXES)]
+
+
+def check_resume_config(run_dir: RunDir, cfg) -> None:
+    """Refuse to continue a run directory whose newest checkpoint was made with another configuration."""
+    path = latest_checkpoint(run_dir.root)
+    if path is None:
+        return
+    saved = load_checkpoint(path).get("config")
+    if saved is None:
+        logger.warning(f"{path} predates stored configurations; cannot check that it is the same experiment")
+        return
+    diffs = config_differences(saved, cfg)
+    if diffs:
+        shown = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in diffs[:6])
+        more = f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""
+        raise CheckpointMismatchError(
+            f"{run_dir.root} holds a run of another configuration ({shown}{more}); use another output "
+            f"directory, or --force to discard its checkpoints and start afresh")
+
+
+def discard_training_state(run_dir: RunDir) -> None:
+    """--force: forget checkpoints and history so that training starts from scratch."""
+    import shutil
+
+    if run_dir.checkpoints.is_dir():
+        shutil.rmtree(run_dir.checkpoints)
+    run_dir.history.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(output_dir: str | Path) -> None:
+    """Checkpoint writes killed before their rename leave `.model-epochN.pt.*.tmp` behind."""
+    d = RunDir(output_dir).checkpoints
+    if d.is_dir():
+        for tmp in d.glob(f".{CHECKPOINT_PREFIX}*.tmp"):
+            logger.info(f"Removing {tmp}, left by an interrupted checkpoint write")
+            tmp.unlink()
+
+
+def non_finite_tensors(tree, prefix: str = "") -> list[str]:
+    """Names of floating-point tensors holding NaN or inf anywhere in nested dicts/lists."""
+    bad = []
+    if isinstance(tree, torch.Tensor):
+        if tree.is_floating_point() and not torch.isfinite(tree).all():
+            bad.append(prefix or "tensor")
+    elif isinstance(tree, dict):
+        for k, v in tree.items():
+            bad += non_finite_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            bad += non_finite_tensors(v, f"{prefix}[{i}]")
+    return bad
+
+
+def checkpoint_path(output_dir: str | Path, epoch: int) -> Path:
+    return RunDir(output_dir).checkpoint(epoch)
+
+
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    d = RunDir(output_dir).checkpoints
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _PATTERN.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: str | Path) -> Optional[Path]:
+    found = list_checkpoints(output_dir)
+    return found[-1][1] if found else None
+
+
+def save_checkpoint(output_dir: str | Path, epoch: int, state: dict, keep: int = 1) -> Path:
+    """Write atomically, read the file back, and only then delete checkpoints beyond the newest `keep`."""
+    bad = non_finite_tensors(state)
+    if bad:
+        last = latest_checkpoint(output_dir)
+        raise NonFiniteStateError(
+            f"Epoch {epoch}: non-finite values in {', '.join(bad[:5])}; not saved. Last good checkpoint: "
+            f"{last if last else 'none yet'} (lower OPTIM.LR, or check the data)")
+    path = checkpoint_path(output_dir, epoch)
+    atomic_torch_save(path, state)
+    load_checkpoint(path)  # verified readable before any older checkpoint goes
+    for _, old in list_checkpoints(output_dir)[:-keep]:
+        old.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist")
+    refuse_unsafe_load_override()
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's text suggests weights_only=False, which we never do
+        raise CheckpointMismatchError(f"Cannot read checkpoint {path} as a weights-only file "
+                                      f"({type(e).__name__}); it is corrupt or not a checkpoint of this project") from e
+
+
+def check_compatible(saved_meta: dict, current_meta: dict, path: str | Path) -> None:
+    for key in ("trainer", "backbone", "num_classes"):
+        if saved_meta.get(key) != current_meta.get(key):
+            raise CheckpointMismatchError(
+                f"{path} was saved for {key}={saved_meta.get(key)!r}, but this run has {key}={current_meta.get(key)!r}"
+            )
+    saved, cur = saved_meta.get("shapes", {}), current_meta.get("shapes", {})
+    if set(saved) != set(cur):
+        extra, missing = sorted(set(saved) - set(cur)), sorted(set(cur) - set(saved))
+        raise CheckpointMismatchError(
+            f"{path} holds other trainable tensors than this model: unexpected {extra[:5]}, missing {missing[:5]} "
+            f"(was it saved with another method variant?)"
+        )
+    bad = [(k, saved[k], cur[k]) for k in cur if list(saved[k]) != list(cur[k])]
+    if bad:
+        k, s, c = bad[0]
+        raise CheckpointMismatchError(
+            f"{path}: tensor {k} has shape {s} in the checkpoint but {c} in this model "
+            f"({len(bad)} mismatching; another backbone or hidden size?)"
+        )
+
+
+class CheckpointManager:
+    """Save, load, resume and compatibility checks for one trainer's run directory."""
+
+    def __init__(self, trainer: "TrainerBase"):
+        self.trainer = trainer
+
+    @property
+    def output_dir(self) -> Path:
+        return self.trainer.output_dir
+
+    def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
+        return {n: p.detach().cpu().clone() for n, p in self.trainer.trainable_named_parameters()}
+
+    def meta(self) -> dict:
+        t = self.trainer
+        state = {**self.trainable_state_dict(), **{f"extra.{k}": v for k, v in t.extra_state().items()}}
+        return {"trainer": t.NAME, "backbone": t.cfg.MODEL.BACKBONE, "num_classes": len(t.classnames),
+                "shapes": {k: list(v.shape) for k, v in state.items()}}
+
+    def save(self, epoch: int) -> Optional[Path]:
+        t = self.trainer
+        if not distributed.is_main():
+            distributed.barrier()  # rank 0 writes; the others wait so no one reads a half-written file
+            return None
+        state = {
+            "epoch": epoch,
+            "meta": self.meta(),
+            "state_dict": self.trainable_state_dict(),
+            "extra_state": {k: v.detach().cpu() for k, v in t.extra_state().items()},
+            "optimizer": t.optim.state_dict() if t.optim else None,
+            "scheduler": t.sched.state_dict() if t.sched else None,
+            "scaler": t.scaler.state_dict() if t.scaler.is_enabled() else None,
+            "config_hash": config_hash(t.cfg),
+            "config": t.cfg.dump(),
+            "train_dataset": t.cfg.DATASET.NAME,
+        }
+        path = save_checkpoint(self.output_dir, epoch, state, keep=t.cfg.TRAIN.KEEP_CHECKPOINTS)
+        logger.info(f"Saved checkpoint {path}")
+        distributed.barrier()
+        return path
+
+    def load(self, path: Path, with_optimizer: bool = False) -> int:
+        """Load weights (and optionally optimizer state); returns the number of epochs done."""
+        t = self.trainer
+        ckpt = load_checkpoint(path)
+        check_compatible(ckpt["meta"], self.meta(), path)
+        params = dict(t.trainable_named_parameters())
+        with torch.no_grad():
+            for name, tensor in ckpt["state_dict"].items():
+                params[name].copy_(tensor)
+        t.load_extra_state({k: v.to(t.device) for k, v in ckpt.get("extra_state", {}).items()})
+        if with_optimizer:
+            if t.optim is not None and ckpt.get("optimizer") is not None:
+                t.optim.load_state_dict(ckpt["optimizer"])
+            if t.sched is not None and ckpt.get("scheduler") is not None:
+                t.sched.load_state_dict(ckpt["scheduler"])
+            if t.scaler.is_enabled() and ckpt.get("scaler") is not None:
+                t.scaler.load_state_dict(ckpt["scaler"])
+        logger.info(f"Loaded weights from {path} (epoch {ckpt['epoch']})")
+        t.epochs_done = int(ckpt["epoch"])
+        t.train_dataset = ckpt.get("train_dataset", t.train_dataset)
+        t.train_config = ckpt.get("config", t.train_config)
+        return t.epochs_done
+
+    def load_from_model_dir(self, model_dir: str | Path, epoch: Optional[int] = None) -> int:
+        t = self.trainer
+        if not t.trainable_named_parameters() and not t.extra_state():
+            logger.info(f"{t.NAME} has no trained state; nothing to load from {model_dir}")
+            return 0
+        path = checkpoint_path(model_dir, epoch) if epoch is not None else latest_checkpoint(model_dir)
+        if path is None or not Path(path).is_file():
+            which = f"for epoch {epoch} " if epoch is not None else ""
+            raise FileNotFoundError(f"No checkpoint {which}in {RunDir(model_dir).checkpoints}")
+        return self.load(path)
+
+    def latest(self) -> Optional[Path]:
+        return latest_checkpoint(self.output_dir)
+
+    def resume(self) -> int:
+        """Load the run directory's newest checkpoint with optimizer state; epochs done (0 if none)."""
+        remove_stale_temp_files(self.output_dir)
+        path = self.latest()
+        if path is None:
+            return 0
+        done = self.load(path, with_optimizer=True)
+        logger.info(f"Resuming from {path}: {done} of {self.trainer.cfg.OPTIM.MAX_EPOCH} epochs done")
+        return done

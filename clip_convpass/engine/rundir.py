@@ -1,0 +1,102 @@
+"""Every path of a run directory, and where grids, sweeps and scripts put runs: one module.
+
+    OUTPUT/<train dataset>/<trainer>/<config>_<shots>shots/seed<S>/   (grid cells and scripts/train.sh)
+      config.yaml  config_eval_<dataset>.yaml  log.txt  train_history.{json,csv}  .lock
+      checkpoints/model-epoch<N>.pt
+      eval/<dataset>[_<split>]/results.json  (.lock)     eval_step0/...: before training
+
+The shell scripts ask clip_convpass.cli.paths for them instead of rebuilding them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List
+
+from clip_convpass.utils.io import atomic_write_json, atomic_write_text
+
+CHECKPOINT_PREFIX = "model-epoch"
+
+
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    def eval_config(self, dataset: str) -> Path:
+        return self.root / f"config_eval_{dataset}.yaml"
+
+    @property
+    def log_name(self) -> str:
+        return "log.txt"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "train_history.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints / f"{CHECKPOINT_PREFIX}{epoch}.pt"
+
+    def eval_dir(self, dataset: str, split: str = "test", stage: str = "final") -> Path:
+        tag = dataset if split == "test" else f"{dataset}_{split}"
+        return self.root / ("eval" if stage == "final" else f"eval_{stage}") / tag
+
+    def results(self, dataset: str, split: str = "test", stage: str = "final") -> Path:
+        return self.eval_dir(dataset, split, stage) / "results.json"
+
+    def eval_lock(self, dataset: str) -> Path:
+        return self.eval_dir(dataset) / ".lock"
+
+    def has_results(self, datasets: List[str], stages=("final",), split: str = "test") -> bool:
+        return all(self.results(d, split, s).is_file() for d in datasets for s in stages)
+
+    def write_results(self, rec: dict) -> Path:
+        path = self.results(rec["dataset"], rec["split"], rec.get("stage", "final"))
+        atomic_write_json(path, rec)
+        return path
+
+    def append_history(self, epoch: int, stats: Dict[str, float]) -> None:
+        """Record epoch `epoch` (1-based); entries from a run that was resumed earlier are replaced."""
+        history = json.loads(self.history.read_text()) if self.history.is_file() else []
+        history = [h for h in history if h["epoch"] < epoch]
+        history.append({"epoch": epoch, **stats})
+        atomic_write_json(self.history, history)
+        self._write_history_csv(history)
+
+    @property
+    def history_csv(self) -> Path:
+        return self.root / "train_history.csv"
+
+    def _write_history_csv(self, history: List[dict]) -> None:
+        """The same scalars as train_history.json, one row per epoch (spreadsheets, pandas, plotting tools)."""
+        import csv
+        import io
+
+        columns = list(dict.fromkeys(k for h in history for k in h))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_text(self.history_csv, buf.getvalue())
+
+
+def cell_dir(output: str | Path, train_dataset: str, trainer: str, config_stem: str, shots: int, seed: int) -> RunDir:
+    return RunDir(Path(output) / train_dataset / trainer / f"{config_stem}_{shots}shots" / f"seed{seed}")
+
+
+def sweep_point_dir(output: str | Path, point: Dict[str, str]) -> RunDir:
+    return RunDir(Path(output) / "_".join(f"{k.split('.')[-1]}={v}" for k, v in point.items()))

@@ -1,0 +1,83 @@
+"""Run one configured experiment: build the trainer, train (resuming if possible) and/or evaluate."""
+from __future__ import annotations
+
+import logging
+from typing import List, Optional, Sequence
+
+from clip_convpass.config import config_hash
+from clip_convpass.data import build_dataset
+from clip_convpass.engine.checkpoint import check_resume_config, discard_training_state, latest_checkpoint
+from clip_convpass.engine.rundir import RunDir
+from clip_convpass.registry import DATASET_REGISTRY, TRAINER_REGISTRY
+from clip_convpass.utils import distributed
+from clip_convpass.utils.locks import exclusive_lock
+from clip_convpass.utils.logging import setup_logger
+from clip_convpass.utils.runtime import environment_info, resolve_device
+
+logger = logging.getLogger("clip_convpass")
+
+
+def build_trainer(cfg):
+    return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)
+
+
+def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[int] = None,
+        eval_datasets: Sequence[str] = (), eval_step0: bool = False, force: bool = False,
+        annotations: Optional[dict] = None) -> List[dict]:
+    """Train and/or evaluate; returns the result records written to OUTPUT_DIR/eval/<dataset>/results.json.
+
+    eval_datasets: further datasets (registry names) to evaluate the same model on, in this process.
+    eval_step0: also evaluate the freshly built model before training (OUTPUT_DIR/eval_step0/), e.g. to
+    put zero-shot accuracy next to trained accuracy in the head-initialisation experiments.
+    force: discard the run directory's checkpoints and history and train afresh.
+    annotations: facts written into every results.json of this run (e.g. {"selected": ...} by a sweep).
+    Resuming a run whose checkpoint was made with another configuration is refused before any work.
+    """
+    TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # unknown trainer or dataset: fail before any work
+    for name in eval_datasets:
+        DATASET_REGISTRY.get(name)
+    distributed.init_from_env(resolve_device(cfg.DEVICE))
+    run_dir = RunDir(cfg.OUTPUT_DIR)
+    out = run_dir.root
+    out.mkdir(parents=True, exist_ok=True)
+    if not distributed.is_main():  # under torchrun, rank 0 holds the lock and writes logs and files
+        setup_logger(None, level=logging.WARNING)
+        return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations)
+    # One process at a time may train into a directory (checkpoints, history); evaluations of
+    # different datasets only write their own eval/<dataset>/ and may run side by side.
+    lock = run_dir.eval_lock(cfg.DATASET.NAME) if eval_only else run_dir.lock
+    with exclusive_lock(lock, f"Output directory {out}"):
+        if not eval_only:
+            if force:
+                discard_training_state(run_dir)
+            check_resume_config(run_dir, cfg)  # before config.yaml is replaced
+        setup_logger(out, run_dir.log_name)
+        logger.info("=" * 20 + f" {'evaluation' if eval_only else 'run'} " + "=" * 20)
+        logger.info(f"Environment: {environment_info()}, processes: {distributed.world_size()}")
+        logger.info(f"Config (hash {config_hash(cfg)}):\n{cfg.dump()}")
+        # an evaluation of a trained run must not overwrite the training run's config
+        (run_dir.eval_config(cfg.DATASET.NAME) if eval_only else run_dir.config).write_text(cfg.dump())
+        return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations)
+
+
+def _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations) -> List[dict]:
+    trainer = build_trainer(cfg)
+    trainer.annotations.update(annotations or {})
+    results = []
+    if eval_step0 and not eval_only and latest_checkpoint(cfg.OUTPUT_DIR) is None:
+        trainer.initialize()  # step 0 is the model training starts from (LP-FT: the probed head)
+        results.append(trainer.test(stage="step0"))
+        for name in eval_datasets:
+            results.append(trainer.test(build_dataset(cfg, name), stage="step0"))
+    if eval_only:
+        if model_dir:
+            trainer.load_from_model_dir(model_dir, load_epoch)
+        elif trainer.trainable_named_parameters() or trainer.extra_state():
+            logger.warning("--eval-only without --model-dir: evaluating the untrained model")
+    else:
+        trainer.train()
+    if eval_only or cfg.TEST.AFTER_TRAIN:
+        results.append(trainer.test())
+    for name in eval_datasets:
+        results.append(trainer.test(build_dataset(cfg, name)))
+    return results

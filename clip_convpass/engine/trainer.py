@@ -1,0 +1,301 @@
+"""TrainerBase: the hooks a method implements and the training loop (Dassl style); see
+docs/ARCHITECTURE.md for what a method declares. Evaluation lives in evaluation.py, checkpoints in
+checkpoint.py, paths in rundir.py, loaders in data/."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clip_convpass.data import DatasetBase, build_dataset, build_loader
+from clip_convpass.data.base import stable_int
+from clip_convpass.data.images import log_new_skipped
+from clip_convpass.engine import evaluation, precision
+from clip_convpass.engine.checkpoint import CheckpointManager
+from clip_convpass.engine.optim import build_lr_scheduler, build_optimizer
+from clip_convpass.engine.rundir import RunDir
+from clip_convpass.models.prompts import resolve_templates
+from clip_convpass.registry import Row
+from clip_convpass.utils import distributed
+from clip_convpass.utils.errors import UserError
+from clip_convpass.utils.logging import Progress, RunClock, format_seconds
+from clip_convpass.utils.runtime import resolve_device, set_random_seed
+
+logger = logging.getLogger("clip_convpass")
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+class TrainerBase:
+    NAME = ""
+    FROZEN_IMAGE_ENCODER = False
+    CONFIG_NODE = ""  # TRAINER.<CONFIG_NODE> holds this method's keys
+    ROWS: Tuple[Row, ...] = ()
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.DEVICE)
+        distributed.init_from_env(self.device)  # no-op unless launched by torchrun with WORLD_SIZE > 1
+        self.device = distributed.local_device(self.device)
+        set_random_seed(cfg.SEED)
+        self.output_dir = Path(cfg.OUTPUT_DIR)
+        self.run_dir = RunDir(self.output_dir)
+        self.dataset: DatasetBase = build_dataset(cfg)
+        self.classnames = self.dataset.universe.classnames  # the model is built over these
+        self.model: Optional[nn.Module] = None
+        self.start_epoch = self.epoch = self.epochs_done = 0
+        self.steps_per_epoch = 1  # set from the training loader
+        self.train_dataset = cfg.DATASET.NAME  # replaced by the checkpoint's when weights are loaded
+        self.train_config = cfg.dump()  # likewise: the configuration the weights were trained with
+        self.skipped_train_images: set = set()
+        self.prompt_info: dict = {}  # the text a method's classifier starts from (recorded in results.json)
+        self.annotations: dict = {}  # further facts for results.json (e.g. values chosen by a sweep)
+        self._initialized = False  # init_from_data has run (or the weights came from a checkpoint)
+        self.run_clock: Optional[RunClock] = None  # run-level ETA, made once the loader's length is known
+        self._tb = None  # TensorBoard writer, made at the first epoch with TRAIN.TENSORBOARD
+        self.build_model()
+        if self.model is None:
+            raise RuntimeError(f"{type(self).__name__}.build_model() must set self.model")
+        self.model.to(self.device)
+        n_train = sum(p.numel() for _, p in self.trainable_named_parameters())
+        n_all = sum(p.numel() for p in self.model.parameters())
+        logger.info(f"{self.NAME}: {n_train:,} trainable parameters of {n_all:,} in the model")
+        self.optim = self.sched = None
+        self.ddp: Optional[nn.Module] = None
+        if self.is_trainable:
+            self.optim = build_optimizer(self.optimizer_param_groups(), cfg.OPTIM)
+            self.sched = build_lr_scheduler(self.optim, cfg.OPTIM, lambda: self.steps_per_epoch)
+            self.ddp = distributed.wrap_trainable(self.model, self.device)
+        self.prec, self.scaler = precision.setup(cfg.PREC, self.device)
+        self.checkpoints = CheckpointManager(self)
+
+    def templates(self, spec: str) -> List[str]:
+        """A method's TEMPLATES value as format strings (\"dataset\": the training dataset's own)."""
+        return resolve_templates(spec, type(self.dataset))
+
+    # ---- the method's own configuration (classmethods: read before any trainer exists) --------
+    @classmethod
+    def config_node(cls):
+        """Defaults of TRAINER.<CONFIG_NODE> (a yacs CfgNode), for methods that own keys."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Raise ConfigError for invalid values of the method's own keys."""
+
+    # ---- hooks ------------------------------------------------------------------------------
+    def build_model(self) -> None:
+        """Set self.model: an nn.Module whose parameters with requires_grad are what trains and checkpoints hold."""
+        raise NotImplementedError
+
+    def model_inference(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits over the class universe."""
+        if self.FROZEN_IMAGE_ENCODER:
+            return self.logits_from_features(self.encode_images(images))
+        raise NotImplementedError
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw (unnormalised) features of the frozen image encoder (by default self.model.visual)."""
+        return self.model.visual(images)
+
+    def logits_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def logits_over(self, feats: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """Logits of the universe columns a dataset is scored on (a method may compute only those)."""
+        return self.logits_from_features(feats).index_select(1, columns)
+
+    def forward_backward(self, batch: dict) -> Dict[str, float]:
+        images, labels = batch["img"].to(self.device), batch["label"].to(self.device)
+        with self.autocast():  # through DDP under torchrun (every model's forward() is its model_inference)
+            logits = self.ddp(images) if self.ddp is not None else self.model_inference(images)
+            loss = F.cross_entropy(logits.float(), labels)
+        self.optimize(loss)
+        acc = (logits.argmax(1) == labels).float().mean().item() * 100
+        return {"loss": loss.item(), "acc": acc}
+
+    def before_train(self) -> None:
+        """Called once before the first epoch (also when resuming)."""
+
+    def after_train(self) -> None:
+        """Called after the last epoch, or after fitting a training-free method."""
+
+    def before_epoch(self) -> None:
+        """Called before every epoch."""
+
+    def after_epoch(self) -> None:
+        """Called after every epoch, before its checkpoint."""
+
+    def set_model_mode(self, train: bool) -> None:
+        # nothing in a frozen-encoder method's model behaves differently in training
+        self.model.train(train and not self.FROZEN_IMAGE_ENCODER)
+
+    def optimizer_param_groups(self) -> List[dict]:
+        """Groups {"params", "lr_mult"} for the optimizer (e.g. a head learning-rate multiplier)."""
+        return [{"params": [p for _, p in self.trainable_named_parameters()], "lr_mult": 1.0}]
+
+    def init_from_data(self) -> None:
+        """State a method derives from the training data before its first step (LP-FT's probed head);
+        called once on a fresh run, before the step-0 evaluation and training."""
+
+    def initialize(self) -> None:
+        if not self._initialized:
+            self._initialized = True
+            self.init_from_data()
+
+    def fit(self) -> bool:
+        """Training-free methods compute their state from the training data here (cache, probe).
+
+        Return True if there is state to checkpoint."""
+        return False
+
+    def extra_state(self) -> Dict[str, torch.Tensor]:
+        """Non-parameter tensors the method must checkpoint (e.g. a cache)."""
+        return {}
+
+    def load_extra_state(self, state: Dict[str, torch.Tensor]) -> None:
+        """Restore what extra_state() returned."""
+
+    # ---- parameters, checkpoints ------------------------------------------------------------
+    @property
+    def is_trainable(self) -> bool:
+        return bool(self.trainable_named_parameters()) and self.cfg.OPTIM.MAX_EPOCH > 0
+
+    def trainable_named_parameters(self):
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def save(self, epoch: int) -> Optional[Path]:
+        return self.checkpoints.save(epoch)
+
+    def load_from_model_dir(self, model_dir: str | Path, epoch: Optional[int] = None) -> int:
+        return self.checkpoints.load_from_model_dir(model_dir, epoch)
+
+    # ---- precision, data ----------------------------------------------------------------------
+    def autocast(self):
+        return precision.autocast(self.cfg.PREC, self.device)
+
+    def optimize(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            last = self.checkpoints.latest()
+            raise NonFiniteLossError(f"Loss is {loss.item()} at epoch {self.epoch + 1}; stopping. "
+                                     f"Last good checkpoint: {last if last else 'none yet'}")
+        self.optim.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optim)
+        self.scaler.update()
+
+    def build_loader(self, items, is_train: bool, transform=None, stream=None):
+        """stream (purpose, epoch/pass): see data/loader.py's randomness policy."""
+        return build_loader(self.cfg, items, is_train, self.device, transform, stream)
+
+    def extract_features(self, encode, items, transform=None, desc: str = "features", stream=None):
+        """(features [N, D] as returned by encode, labels [N]) for state built per sample (caches, probes)."""
+        feats, labels, skipped = evaluation.encode_batches(self, encode, items, transform, desc, stream)
+        if skipped:
+            raise RuntimeError(f"{desc}: unreadable images {[p for p, _ in skipped]}; cannot skip images when "
+                               f"building per-sample state")
+        return torch.cat(feats).float(), torch.cat(labels).to(self.device)
+
+    # ---- training ---------------------------------------------------------------------------
+    def train(self) -> None:
+        if not self.is_trainable:
+            path = self.checkpoints.latest()
+            if path is not None:
+                self.checkpoints.load(path)
+                logger.info(f"{self.NAME}: fitted state loaded from {path}")
+            elif self.fit():
+                self.save(0)
+            else:
+                logger.info(f"{self.NAME}: nothing to train")
+            self.after_train()
+            return
+        self.start_epoch = self.checkpoints.resume()
+        if self.start_epoch == 0:
+            self.initialize()
+        self.before_train()
+        t0 = time.time()
+        for self.epoch in range(self.start_epoch, self.cfg.OPTIM.MAX_EPOCH):
+            self.before_epoch()
+            lr = self.optim.param_groups[0]["lr"]
+            stats = self.run_epoch()
+            if self.cfg.OPTIM.SCHEDULER_UNIT == "epoch":
+                self.sched.step()
+            if distributed.is_main():
+                scalars = {"lr": lr, **stats, "skipped_images": len(self.skipped_train_images)}
+                self.run_dir.append_history(self.epoch + 1, scalars)
+                self.log_scalars(self.epoch + 1, scalars)
+            self.after_epoch()
+            done = self.epochs_done = self.epoch + 1
+            if done % self.cfg.TRAIN.CHECKPOINT_FREQ == 0 or done == self.cfg.OPTIM.MAX_EPOCH:
+                self.save(done)
+        logger.info(f"Training took {format_seconds(time.time() - t0)}")
+        self.after_train()
+
+    def log_scalars(self, epoch: int, scalars: Dict[str, float]) -> None:
+        if not self.cfg.TRAIN.TENSORBOARD:
+            return
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
+        for key, value in scalars.items():
+            self._tb.add_scalar(f"train/{key}", value, epoch)
+        self._tb.flush()
+
+    def epoch_seed(self) -> int:
+        # Each epoch's randomness depends only on (seed, epoch): a resumed run repeats it exactly.
+        return stable_int(self.cfg.SEED, "epoch", self.epoch) % (2**63)
+
+    def run_epoch(self) -> Dict[str, float]:
+        cfg = self.cfg
+        seed = self.epoch_seed()  # the process's own stream this epoch (dropout); data loading has its own
+        torch.manual_seed(seed)
+        random.seed(seed)
+        loader = self.build_loader(self.dataset.train_x, is_train=True, stream=("train", self.epoch))
+        self.steps_per_epoch = len(loader)
+        per_iteration = cfg.OPTIM.SCHEDULER_UNIT == "iteration"
+        self.set_model_mode(True)
+        if self.run_clock is None:
+            self.run_clock = RunClock(len(loader) * (cfg.OPTIM.MAX_EPOCH - self.epoch))
+        progress = Progress(len(loader), f"epoch [{self.epoch + 1}/{cfg.OPTIM.MAX_EPOCH}]", cfg.TRAIN.PRINT_FREQ,
+                            run=self.run_clock)
+        totals: Dict[str, float] = {}
+        n = 0
+        for batch in loader:
+            log_new_skipped(batch, self.skipped_train_images)
+            if batch["img"] is None:
+                continue
+            out = self.forward_backward(batch)
+            if per_iteration:
+                self.sched.step()
+            bs = batch["label"].shape[0]
+            n += bs
+            for k, v in out.items():
+                totals[k] = totals.get(k, 0.0) + v * bs
+            progress.step(" ".join(f"{k} {v:.4f}" for k, v in out.items()) + f" lr {self.optim.param_groups[0]['lr']:.3e}")
+        return {k: v / max(n, 1) for k, v in totals.items()}
+
+    # ---- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, columns: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Evaluation logits over the universe, or over `columns` of it."""
+        self.set_model_mode(False)
+        with self.autocast():
+            images = images.to(self.device)
+            if columns is None:
+                return self.model_inference(images).float()
+            if self.FROZEN_IMAGE_ENCODER:
+                return self.logits_over(self.encode_images(images), columns).float()
+            return self.model_inference(images).index_select(1, columns).float()
+
+    def test(self, dataset: Optional[DatasetBase] = None, split: Optional[str] = None, stage: str = "final") -> dict:
+        """Evaluate on a dataset split (default: the training dataset's TEST.SPLIT) and write results.json."""
+        return evaluation.evaluate(self, dataset or self.dataset, split or self.cfg.TEST.SPLIT, stage)

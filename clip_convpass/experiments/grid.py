@@ -1,0 +1,242 @@
+"""Run a grid of (row, seed) cells: train on ImageNet, evaluate on it and on every dataset that evaluates
+its models (the five test sets of Table 2). Rows are the methods' registered configurations.
+
+Each cell lives in OUTPUT/<train dataset>/<trainer>/<config>_<shots>shots/seed<S>/ with
+eval/<dataset>/results.json per test set. A cell whose results all exist is skipped; a cell that
+was interrupted resumes from its last checkpoint. Everything runs in this process.
+
+    python -m clip_convpass.grid --data DATA --output OUT [--methods ...] [--seeds 1 2 3] [--force]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from clip_convpass.config import ConfigError
+from clip_convpass.engine.rundir import RunDir, cell_dir
+from clip_convpass.registry import Row, evaluation_domains, method_rows, table_names
+from clip_convpass.utils.logging import format_seconds, setup_logger
+
+logger = logging.getLogger("clip_convpass")
+TABLE2_SOURCE = "ImageNet"  # the paper's Table 2 trains here and evaluates on its shifted variants
+
+
+def table_rows(table: str = "table2") -> List[Row]:
+    return method_rows(lambda r: table in r.tables)
+
+
+def table2_rows() -> List[Row]:
+    return table_rows("table2")
+
+
+def row_dir(output: Path, cfg, row: Row) -> RunDir:
+    stem = row.tag or (Path(row.config).stem if row.config else row.name)
+    return cell_dir(output, cfg.DATASET.NAME, cfg.TRAINER.NAME, stem, cfg.DATASET.NUM_SHOTS, cfg.SEED)
+
+
+def build_cell_cfg(row: Row, seed: int, data: str, output: Path, extra_opts: Sequence[str] = (),
+                   override_configs: Sequence[str | Path] = (), source: str = TABLE2_SOURCE):
+    """defaults -> method YAML -> override files (e.g. configs/demo.yaml) -> row and extra opts."""
+    from clip_convpass.config import dataset_config_file, setup_cfg
+
+    opts = ["DATASET.ROOT", data, "SEED", str(seed), "NAME", row.name, "TRAINER.NAME", row.trainer, *row.opts,
+            *extra_opts]
+    cfg = setup_cfg(dataset_config_file(source), row.config or None, opts, freeze=False, override_files=override_configs)
+    cfg.OUTPUT_DIR = str(row_dir(output, cfg, row).root)
+    cfg.freeze()
+    return cfg
+
+
+def select_by_sweep(row: Row, seed: int, data: str, output: Path, opts: Sequence[str],
+                    override_configs: Sequence[str | Path], source: str, sweep_json: Optional[Path] = None,
+                    shots: int = 16):
+    """The values a row's sweep chooses on the validation shots: read from `sweep_json` if given, else
+    from <output>/sweeps/<dataset>_<shots>shots/<row>/ (a choice is made per training set and shot count),
+    running the sweep there first if it has not finished."""
+    from clip_convpass.config import dataset_config_file
+    from clip_convpass.experiments.sweep import parse_grid, run_sweep
+    from clip_convpass.utils.io import read_json
+
+    if sweep_json is None:
+        where = output / "sweeps" / f"{source}_{shots}shots"
+        sweep_json = where / (row.tag or row.name.replace(" ", "_")) / "sweep.json"
+        done = sweep_json.is_file() and "best" in read_json(sweep_json)
+        if not done:
+            print(f"[grid] {row.name}: choosing {', '.join(e.split('=')[0] for e in row.sweep)} on the validation "
+                  f"shots (sweep in {sweep_json.parent})")
+            run_sweep(parse_grid(row.sweep), sweep_json.parent, str(dataset_config_file(source)), row.config or None,
+                      ["DATASET.ROOT", data, "SEED", str(seed), "TRAINER.NAME", row.trainer, *row.opts, *opts],
+                      override_files=override_configs)
+    summary = read_json(sweep_json)
+    if "best" not in summary:
+        raise ConfigError(f"{sweep_json} holds no finished sweep (no 'best' entry); finish it or remove it")
+    return dict(summary["best"]["point"]), sweep_json
+
+
+def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str | Path,
+             extra_opts: Sequence[str] = (), domains: Optional[Sequence[str]] = None, force: bool = False,
+             override_configs: Sequence[str | Path] = (), demo_opts: bool = False,
+             eval_step0: bool = False, feature_cache: bool = True, source: str = TABLE2_SOURCE,
+             sweeps: bool = True, sweep_files: Optional[Dict[str, Path]] = None) -> List[Path]:
+    """Run every (row, seed) cell: train on `source`, evaluate on `domains` (default: source and every
+    dataset that evaluates its models). With feature_cache, frozen-encoder methods share test-set
+    features through <output>/feature_cache: each test set is encoded once for all of them and all seeds.
+    demo_opts: apply each row's demo-scale settings. sweeps: a row that declares a sweep runs with the
+    values it chooses on the validation shots (sweep_files: {row name: a given sweep.json}); the choice is
+    written into the cell's results.json."""
+    from clip_convpass.engine.runner import run
+
+    output = Path(output)
+    selections = {}
+    domains = list(domains or evaluation_domains(source))
+    stages = ("final", "step0") if eval_step0 else ("final",)
+    cells = [(r, s) for r in rows for s in seeds]
+
+    def cell_opts(row: Row) -> List[str]:
+        opts = [*extra_opts, *(row.demo_opts if demo_opts else ())]
+        return ["TEST.FEATURE_CACHE_DIR", str(output / "feature_cache"), *opts] if feature_cache else opts
+
+    # each cell's config before a sweep's choice; its directory does not depend on that choice, so these
+    # tell which cells still have to run
+    base_cfgs = [build_cell_cfg(r, s, data, output, cell_opts(r), override_configs, source) for r, s in cells]
+    pending = [force or not RunDir(c.OUTPUT_DIR).has_results(domains, stages) for c in base_cfgs]
+    print(f"[grid] {len(cells)} cells ({len(rows)} rows x {len(seeds)} seeds), {sum(pending)} to run, "
+          f"{len(cells) - sum(pending)} done before")
+    done_dirs = []
+    durations: List[float] = []  # of cells that ran: the ETA comes from measured cells only
+    t0 = time.time()
+    for i, (row, seed) in enumerate(cells, 1):
+        opts = cell_opts(row)
+        annotations = {}
+        t_cell = time.time()
+        cfg = base_cfgs[i - 1]
+        if sweeps and row.sweep:
+            if row.name not in selections:
+                selections[row.name] = select_by_sweep(row, seeds[0], data, output, opts, override_configs, source,
+                                                       (sweep_files or {}).get(row.name), cfg.DATASET.NUM_SHOTS)
+            chosen, sweep_json = selections[row.name]
+            opts = [*opts, *[x for kv in chosen.items() for x in kv]]
+            annotations = {"selected": chosen, "selected_by": str(sweep_json)}
+            cfg = build_cell_cfg(row, seed, data, output, opts, override_configs, source)
+        run_dir = RunDir(cfg.OUTPUT_DIR)
+        prefix = f"[grid {i}/{len(cells)}] {row.name} seed {seed}"
+        if run_dir.has_results(domains, stages) and not force:
+            check_cell_config(run_dir, cfg)
+            print(f"{prefix}: results exist in {run_dir.root}, skipping (use --force to rerun)")
+        else:
+            if force and run_dir.root.exists():
+                shutil.rmtree(run_dir.root)  # a forced rerun trains from scratch, as scripts/train.sh --force
+            print(f"{prefix}: running in {run_dir.root}")
+            run(cfg, eval_datasets=[d for d in domains if d != cfg.DATASET.NAME], eval_step0=eval_step0,
+                annotations=annotations)
+            gc.collect()
+            durations.append(time.time() - t_cell)
+            left = sum(pending[i:])
+            eta = format_seconds(sum(durations) / len(durations) * left) if left else "0:00:00"
+            print(f"{prefix}: done in {format_seconds(durations[-1])}; grid elapsed "
+                  f"{format_seconds(time.time() - t0)}, eta {eta} ({left} cells left to run)")
+        done_dirs.append(run_dir.root)
+    return done_dirs
+
+
+def check_cell_config(run_dir: RunDir, cfg) -> None:
+    """A cell counts as done only for the configuration that made it: refuse stored results of another."""
+    from clip_convpass.engine.checkpoint import config_differences
+
+    if not run_dir.config.is_file():
+        return
+    diffs = config_differences(run_dir.config.read_text(), cfg)
+    if diffs:
+        shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diffs[:5])
+        more = f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else ""
+        raise ConfigError(f"{run_dir.root} holds results of another configuration ({shown}{more}); rerun the grid "
+                          f"with --force to replace them, or use another --output")
+
+
+def run_fewshot_grid(rows: Sequence[Row], datasets: Sequence[str], shots: Sequence[int], seeds: Sequence[int],
+                     data: str, output: str | Path, extra_opts: Sequence[str] = (), **kwargs) -> List[Path]:
+    """Few-shot curves: every (dataset, shots, row, seed) cell, trained and tested on the dataset itself
+    (per-shot epochs come from each row's config)."""
+    dirs: List[Path] = []
+    for dataset in datasets:
+        for k in shots:
+            print(f"[few-shot] {dataset}, {k} shot{'s' if k > 1 else ''}")
+            dirs += run_grid(rows, seeds, data, output, [*extra_opts, "DATASET.NUM_SHOTS", str(k)],
+                             domains=[dataset], source=dataset, **kwargs)
+    return dirs
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="", help="DATASET.ROOT")
+    p.add_argument("--output", default="", help="output root")
+    p.add_argument("--methods", nargs="*", default=None,
+                   help="row names (default: the Table 2 rows); see `python -m clip_convpass.grid --list`")
+    p.add_argument("--list", action="store_true", help="list every registered row and exit")
+    p.add_argument("--table", choices=table_names(), default="table2",
+                   help="which table's rows to run when --methods is not given (petl: every adapter on CLIP)")
+    p.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
+    p.add_argument("--force", action="store_true", help="rerun cells whose results exist")
+    p.add_argument("--override-config", action="append", default=[],
+                   help="YAML merged after each method's config (repeat the flag for several, merged in order)")
+    p.add_argument("--no-feature-cache", action="store_true", help="re-encode test sets for every method and seed")
+    p.add_argument("--no-sweep", action="store_true",
+                   help="run rows with their config values instead of choosing them on the validation shots")
+    p.add_argument("--sweep-json", action="append", default=[], metavar="ROW=PATH",
+                   help="use this finished sweep.json for a row instead of running its sweep (repeatable)")
+    p.add_argument("--fewshot", nargs="*", default=None, metavar="DATASET",
+                   help="few-shot curves instead of Table 2: train and test on these datasets (registry names; "
+                        "none given: every dataset with a training split) at each of --shots")
+    p.add_argument("--shots", nargs="*", type=int, default=[1, 2, 4, 8, 16], help="shot counts for --fewshot")
+    p.add_argument("opts", nargs="*", help="KEY VALUE overrides for every cell")
+    args = p.parse_intermixed_args(argv)
+    if not args.list and not (args.data and args.output):
+        p.error("--data and --output are required")
+    every = method_rows()
+    if args.list:
+        for r in every:
+            print(f"{r.name:28s} {r.trainer:14s} {r.config or '(defaults)':48s} tables: {', '.join(r.tables) or '-'}")
+        return 0
+    unknown = set(args.methods or []) - {r.name for r in every}
+    if unknown:
+        p.error(f"unknown methods {sorted(unknown)}; choices: {[r.name for r in every]}")
+    rows = table_rows(args.table) if args.methods is None else [r for r in every if r.name in args.methods]
+    setup_logger(None)
+    sweep_files = {}
+    for entry in args.sweep_json:
+        name, sep, path = entry.partition("=")
+        if not sep or name not in {r.name for r in every} or not Path(path).is_file():
+            p.error(f"--sweep-json takes ROW=PATH with a registered row and an existing file, got {entry!r}")
+        sweep_files[name] = Path(path)
+    common = dict(force=args.force, override_configs=args.override_config, feature_cache=not args.no_feature_cache,
+                  sweeps=not args.no_sweep, sweep_files=sweep_files)
+    from clip_convpass.reporting.records import aggregate, collect
+    from clip_convpass.reporting.table2 import build_table, render
+
+    if args.fewshot is not None:
+        from clip_convpass.registry import DATASET_REGISTRY
+        from clip_convpass.reporting.fewshot import fewshot_curves, render_curves
+
+        datasets = args.fewshot or [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]
+        for name in datasets:
+            DATASET_REGISTRY.get(name)  # unknown names fail before any work
+        if args.methods is None:
+            rows = table_rows("fewshot")
+        run_fewshot_grid(rows, datasets, args.shots, args.seeds, args.data, args.output, args.opts, **common)
+        notes = []
+        print(render_curves(fewshot_curves(collect([args.output]), notes=notes), notes=notes))
+        return 0
+    run_grid(rows, args.seeds, args.data, args.output, args.opts, **common)
+
+    notes: List[str] = []
+    print(render(build_table(aggregate(collect([args.output]), notes=notes), paper=True), paper=True, notes=notes))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""WiSE-FT (Wortsman et al., "Robust fine-tuning of zero-shot models"): weight-space interpolation
+theta(alpha) = theta_0 + alpha * (theta_1 - theta_0) between the model a run started from (theta_0) and
+the model it trained (theta_1), evaluated at each alpha without retraining.
+
+theta_0 is rebuilt from the run's config and seed, so it is exactly the run's starting point:
+  * Convpass_CLIP and the other adapters: the text head (zero-shot CLIP's classifier) and adapters that
+    are the identity at init (zero-initialised up-projections, LoRA's B = 0, BitFit's pretrained biases),
+    so alpha = 0 is zero-shot CLIP exactly (tested). For LP-FT runs theta_0 is still the text head (the
+    zero-shot endpoint of WiSE-FT), not the probe. VPT's prompts are not the identity at init: its
+    alpha = 0 is the untrained prompted model, not zero-shot CLIP.
+  * CoOp / CoCoOp: the context vectors from their init ("a photo of a" in the ctxv1 configs: alpha = 0 is
+    zero-shot CLIP with that template; random init: a random prompt).
+  * Tip-Adapter-F: its keys from the training-free cache (alpha = 0 is Tip-Adapter).
+Only gradient-trained parameters are interpolated; methods without any (zero-shot CLIP, the linear probe,
+Tip-Adapter) are refused. Results go to <run>/eval_wise<alpha>/<dataset>/results.json (stage
+"wise<alpha>", field "wise_alpha"); `python -m clip_convpass.report OUT --robustness` plots them.
+
+    python -m clip_convpass.wiseft RUN_DIR [RUN_DIR ...] [--under OUTPUT] --data DATA [--alphas 0 0.1 ... 1]
+    scripts/robustness.sh: WiSE-FT of every fine-tuned run of a Table 2 grid, then the table and plot
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from clip_convpass.engine.rundir import RunDir
+from clip_convpass.registry import evaluation_domains
+from clip_convpass.utils.errors import UserError, run_cli
+
+logger = logging.getLogger("clip_convpass")
+DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def stage_name(alpha: float) -> str:
+    return f"wise{alpha:g}"
+
+
+def interpolate_(trainer, theta0: Dict[str, torch.Tensor], theta1: Dict[str, torch.Tensor], alpha: float) -> None:
+    """Set the trainer's trained parameters to theta(alpha) (alpha = 0 and 1 give the endpoints exactly)."""
+    with torch.no_grad():
+        for name, p in trainer.trainable_named_parameters():
+            p.copy_(theta1[name] if alpha == 1 else theta0[name] + alpha * (theta1[name] - theta0[name]))
+
+
+def load_run(run_dir: str | Path, data: str = "", opts: Sequence[str] = ()):
+    """(config, trainer) of a finished run: the trainer holds theta_0 (freshly built from config and seed)."""
+    from clip_convpass.config import setup_cfg
+    from clip_convpass.engine.runner import build_trainer
+
+    run = RunDir(run_dir)
+    if not run.config.is_file():
+        raise UserError(f"{run.root} is not a run directory (no config.yaml)")
+    location = ["OUTPUT_DIR", str(run.root), *(["DATASET.ROOT", data] if data else [])]
+    cfg = setup_cfg(None, run.config, [*location, *opts])
+    return cfg, build_trainer(cfg)
+
+
+def wise_ft(run_dir: str | Path, alphas: Sequence[float] = DEFAULT_ALPHAS, datasets: Sequence[str] = (),
+            data: str = "", opts: Sequence[str] = ()) -> List[dict]:
+    check_alphas(alphas)
+    cfg, trainer = load_run(run_dir, data, opts)
+    return _wise_ft(cfg, trainer, run_dir, alphas, datasets)
+
+
+def check_alphas(alphas: Sequence[float]) -> None:
+    bad = [a for a in alphas if not 0 <= a <= 1]
+    if bad:
+        raise UserError(f"WiSE-FT alphas must be in [0, 1], got {bad}")
+
+
+def _wise_ft(cfg, trainer, run_dir: str | Path, alphas: Sequence[float], datasets: Sequence[str]) -> List[dict]:
+    """WiSE-FT with the run's trainer already built (holding theta_0)."""
+    from clip_convpass.data import build_dataset
+
+    if not trainer.trainable_named_parameters():
+        raise UserError(f"{trainer.NAME} has no gradient-trained weights to interpolate (WiSE-FT is defined for "
+                        f"fine-tuned models; {run_dir} holds a training-free or zero-shot method)")
+    theta0 = {n: p.detach().clone() for n, p in trainer.trainable_named_parameters()}
+    trainer.load_from_model_dir(run_dir)
+    theta1 = {n: p.detach().clone() for n, p in trainer.trainable_named_parameters()}
+    targets = list(datasets) or evaluation_domains(cfg.DATASET.NAME)
+    built = {name: build_dataset(cfg, name) for name in targets}  # every dataset is checked before any work
+    records = []
+    for alpha in alphas:
+        interpolate_(trainer, theta0, theta1, alpha)
+        trainer.annotations["wise_alpha"] = alpha
+        for ds in built.values():
+            records.append(trainer.test(ds, stage=stage_name(alpha)))
+    return records
+
+
+def trained_runs(root: str | Path) -> List[Path]:
+    """Run directories under a grid's output (config.yaml + checkpoints), sweep points excluded."""
+    found = sorted(p.parent for p in Path(root).rglob("checkpoints") if (p.parent / "config.yaml").is_file())
+    return [d for d in found if "sweeps" not in d.relative_to(root).parts]
+
+
+def wise_ft_all(root: str | Path, alphas: Sequence[float], datasets: Sequence[str] = (), data: str = "",
+                opts: Sequence[str] = ()) -> List[Path]:
+    """WiSE-FT of every fine-tuned run under `root`; runs whose alphas are all evaluated are skipped,
+    training-free methods are listed and left out."""
+    check_alphas(alphas)
+    done = []
+    for run in trained_runs(root):
+        cfg, trainer = load_run(run, data, opts)
+        targets = list(datasets) or evaluation_domains(cfg.DATASET.NAME)
+        if not trainer.trainable_named_parameters():
+            print(f"[wiseft] {run}: {cfg.TRAINER.NAME} has no trained weights, left out")
+            continue
+        if RunDir(run).has_results(targets, [stage_name(a) for a in alphas]):
+            print(f"[wiseft] {run}: every alpha evaluated before, skipping")
+        else:
+            print(f"[wiseft] {run}: alphas {', '.join(f'{a:g}' for a in alphas)}")
+            _wise_ft(cfg, trainer, run, alphas, targets)  # the trainer just built holds theta_0
+        done.append(run)
+    return done
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
+    from clip_convpass.utils.logging import setup_logger
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="*", help="run directories of trained runs (config.yaml + checkpoints)")
+    p.add_argument("--under", default="", help="every fine-tuned run under this output root (e.g. a grid's)")
+    p.add_argument("--data", default="", help="DATASET.ROOT (default: the one in each run's config)")
+    p.add_argument("--alphas", nargs="*", type=float, default=list(DEFAULT_ALPHAS))
+    p.add_argument("--datasets", nargs="*", default=[], help="registry names (default: the training dataset "
+                                                              "and every dataset that evaluates its models)")
+    p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides (e.g. TEST.FEATURE_CACHE_DIR DIR)")
+    args = p.parse_args(argv)
+    if not args.runs and not args.under:
+        p.error("give run directories or --under OUTPUT")
+    setup_logger(None)
+    for run in args.runs:
+        wise_ft(run, args.alphas, args.datasets, args.data, args.opts)
+    if args.under:
+        wise_ft_all(args.under, args.alphas, args.datasets, args.data, args.opts)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

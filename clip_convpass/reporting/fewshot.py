@@ -1,0 +1,146 @@
+"""The few-shot view of results.json files: accuracy against shots per training dataset and their average
+(the layout of the Convpass paper's Figure 5 and CoOp's Figure 3), as a table (mean ± std over seeds) and a
+PNG with one line per method.
+
+    python -m clip_convpass.report OUTPUT_ROOT --fewshot [--format markdown] [--plot curves.png]
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+from clip_convpass.engine.evaluation import METRIC_LABELS
+from clip_convpass.registry import REPORT_VIEW_REGISTRY, dataset_order
+from clip_convpass.reporting.base import ReportView, selected
+
+AVERAGE = "Average"
+Cell = Tuple[float, float, int]  # mean, std, number of seeds
+Curves = Dict[str, Dict[str, Dict[int, Cell]]]  # {method label: {dataset: {shots: cell}}}
+
+
+def fewshot_curves(records: List[dict], metric: str = "top1", notes: List[str] | None = None) -> Curves:
+    """Each method's accuracy on its training dataset's test split per shot count, mean ± std over seeds.
+
+    A curve is a row name on one backbone and weights; two configurations under one name at the same
+    (dataset, shots) are never averaged: each becomes its own curve, labelled by its config hash.
+    """
+    from clip_convpass.reporting.format import row_label
+    from clip_convpass.reporting.records import mean_std
+
+    by_seed: Dict[Tuple, Dict[int, float]] = defaultdict(dict)
+    for r in sorted(records, key=lambda r: r.get("timestamp", "")):
+        if r.get("split", "test") != "test" or r.get("stage", "final") != "final":
+            continue
+        if r["dataset"] != r.get("train_dataset", r["dataset"]) or "shots" not in r:
+            continue  # domain-shift evaluations belong to Table 2, not to the curves
+        name = r.get("name") or r["trainer"]
+        model = (r.get("backbone"), r.get("pretrained"))
+        by_seed[(name, model, r["dataset"], r["shots"], r.get("experiment"))][r["seed"]] = r["metrics"][metric]
+    models = defaultdict(set)
+    configs = defaultdict(set)
+    for name, model, dataset, shots, exp in by_seed:
+        models[name].add(model)
+        configs[(name, model, dataset, shots)].add(exp)
+    curves: Curves = defaultdict(lambda: defaultdict(dict))
+    for (name, model, dataset, shots, exp), seeds in by_seed.items():
+        label = name  # shown through row_label (the registered row's display name)
+        if len(models[name]) > 1:
+            label += f" [{model[0]}, {model[1]}]"
+        if len(configs[(name, model, dataset, shots)]) > 1:
+            label += f" [config {exp}]"
+            if notes is not None:
+                note = (f"{row_label(name)}: several configurations at {dataset} {shots} shots are shown as separate "
+                        f"curves, never averaged")
+                if note not in notes:
+                    notes.append(note)
+        m, s = mean_std(list(seeds.values()))
+        curves[label][dataset][shots] = (m, s, len(seeds))
+    datasets = sorted({d for c in curves.values() for d in c})
+    for per_dataset in curves.values():
+        shots_all = sorted({k for d in per_dataset.values() for k in d})
+        for k in shots_all:
+            cells = [per_dataset.get(d, {}).get(k) for d in datasets]
+            if all(cells) and len(datasets) > 1:
+                means = [c[0] for c in cells]
+                per_dataset[AVERAGE][k] = (sum(means) / len(means), 0.0, min(c[2] for c in cells))
+    return {k: dict(v) for k, v in curves.items()}
+
+
+def curve_rows(curves: Curves) -> Tuple[List[str], List[int], List[Tuple[str, str, Dict[int, Cell]]]]:
+    """Datasets (table order, Average last), shot counts, and (method, dataset, cells) rows."""
+    from clip_convpass.reporting.format import order_rows
+
+    datasets = dataset_order(sorted({d for c in curves.values() for d in c if d != AVERAGE}))
+    if any(AVERAGE in c for c in curves.values()):
+        datasets.append(AVERAGE)
+    shots = sorted({k for c in curves.values() for d in c.values() for k in d})
+    rows = [(m, d, curves[m][d]) for d in datasets for m in order_rows(curves) if d in curves[m]]
+    return datasets, shots, rows
+
+
+def render_curves(curves: Curves, fmt: str = "terminal", metric: str = "top1", notes: Sequence[str] = ()) -> str:
+    from clip_convpass.reporting.format import domain_label, fmt_cell, render_rows, row_label
+
+    datasets, shots, rows = curve_rows(curves)
+    if fmt == "json":
+        return json.dumps({"metric": metric, "shots": shots, "notes": list(notes),
+                           "rows": [{"method": m, "label": row_label(m), "dataset": d,
+                                     "cells": {str(k): list(v) for k, v in c.items()}} for m, d, c in rows]},
+                          indent=2)
+    headers = ["Dataset", "Method"] + [f"{k} shot{'s' if k > 1 else ''}" for k in shots]
+    body = [[d if d == AVERAGE else domain_label(d), row_label(m)] + [fmt_cell(c.get(k)) for k in shots]
+            for m, d, c in rows]
+    title = f"Few-shot {METRIC_LABELS[metric]} (%) on each dataset's test split, mean ± std over seeds"
+    return render_rows(headers, body, fmt, notes, title)
+
+
+def plot_curves(curves: Curves, path: str | Path, metric: str = "top1") -> None:
+    """One panel per dataset (and the average), one line per method, error bars = std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from clip_convpass.reporting.format import domain_label, order_rows, row_label
+
+    datasets, shots, _ = curve_rows(curves)
+    cols = min(4, len(datasets))
+    n_rows = (len(datasets) + cols - 1) // cols
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.6 * cols, 3.0 * n_rows), squeeze=False)
+    for ax, dataset in zip(axes.flat, datasets):
+        for method in order_rows(curves):
+            points = sorted(curves[method].get(dataset, {}).items())
+            if points:
+                xs = [k for k, _ in points]
+                ax.errorbar(xs, [c[0] for _, c in points], yerr=[c[1] for _, c in points], marker="o", ms=3,
+                            capsize=2, label=row_label(method))
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(shots)
+        ax.set_xticklabels([str(k) for k in shots])
+        ax.set_title(dataset if dataset == AVERAGE else domain_label(dataset), fontsize=9)
+        ax.set_xlabel("shots per class", fontsize=8)
+        ax.set_ylabel(f"{METRIC_LABELS[metric]} (%)", fontsize=8)
+    for ax in list(axes.flat)[len(datasets):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@REPORT_VIEW_REGISTRY.register
+class FewShotView(ReportView):
+    NAME = "fewshot"
+    HELP = "accuracy vs shots per training dataset and their average (table + curves)"
+    EMPTY = "No training-dataset test results with a shot count to draw curves from"
+
+    @classmethod
+    def build(cls, records, metric, notes, methods=None):
+        return {k: v for k, v in fewshot_curves(records, metric, notes).items() if selected(k, methods)}
+
+    render = staticmethod(render_curves)
+    plot = staticmethod(plot_curves)
