@@ -35,11 +35,12 @@ class _AliasLoader(importlib.abc.Loader):
         self.target, self.main_target = target, main_target
 
     def create_module(self, spec):
-        return importlib.import_module(self.target)
+        module = importlib.import_module(self.target)
+        self.own_spec = module.__spec__
+        return module
 
     def exec_module(self, module):
-        # importlib set the alias spec on the real module: give it its own back
-        module.__spec__ = importlib.util.find_spec(self.target)
+        module.__spec__ = self.own_spec  # importlib put the alias's spec on the real module: give its own back
 
     def get_code(self, fullname):
         """What `python -m <old name>` executes: the new module run as __main__."""

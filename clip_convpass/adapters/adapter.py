@@ -11,6 +11,7 @@ class PfeifferAdapter(AdapterKind):
     PAPER = "Pfeiffer et al., AdapterFusion (EACL 2021); Houlsby et al. (ICML 2019)"
     OPTIONS = {"hidden": 8, "scale": 1.0, "dropout": 0.1}
     PRESETS = {"adapter": {}}
+    PARAMS_AT_VIT_B16 = {"adapter": 156768}
 
     @classmethod
     def check(cls, options):

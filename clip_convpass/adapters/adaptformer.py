@@ -11,6 +11,7 @@ class AdaptFormer(AdapterKind):
     PAPER = "Chen et al., AdaptFormer (NeurIPS 2022)"
     OPTIONS = {"hidden": 8, "scale": 0.1, "dropout": 0.1}  # s = 0.1: AdaptFormer's default
     PRESETS = {"adaptformer": {}}
+    PARAMS_AT_VIT_B16 = {"adaptformer": 156768}
 
     @classmethod
     def check(cls, options):

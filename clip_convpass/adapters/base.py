@@ -65,6 +65,15 @@ class AdapterKind:
     OPTIONS: Dict[str, object] = {}
     PRESETS: Dict[str, Dict[str, object]] = {}
     PAPER = ""  # where it comes from (README table)
+    # An option's config key under a trainer's node (TRAINER.PETL.<KEY>): the option's name in capitals
+    # unless named here (kinds sharing an option name share its key).
+    CONFIG_KEYS: Dict[str, str] = {}
+    # Trainable parameters of each preset in ViT-B/16's image encoder (the README's table; tested exactly).
+    PARAMS_AT_VIT_B16: Dict[str, int] = {}
+
+    @classmethod
+    def config_key(cls, option: str) -> str:
+        return cls.CONFIG_KEYS.get(option, option.upper())
 
     @classmethod
     def check(cls, options: Dict[str, object]) -> None:

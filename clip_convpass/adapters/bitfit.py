@@ -23,6 +23,7 @@ class BitFit(AdapterKind):
     PAPER = "Ben Zaken et al., BitFit (ACL 2022)"
     OPTIONS = {}
     PRESETS = {"bitfit": {}}
+    PARAMS_AT_VIT_B16 = {"bitfit": 102912}  # every bias of the image encoder (MHA's packed in_proj bias too)
 
     @classmethod
     def inject(cls, visual, options, fast_attention=True):

@@ -183,6 +183,7 @@ class ConvpassAdapter(AdapterKind):
                "positions": "both", "mode": "parallel", "share": False}
     PRESETS = {"convpass": {}, "convpass_attn": {"positions": "attn"},
                "convpass_share": {"hidden": 32, "share": True}}
+    PARAMS_AT_VIT_B16 = {"convpass": 327552, "convpass_attn": 163776, "convpass_share": 56064}
 
     @classmethod
     def spec(cls, options, fast_attention=True) -> ConvpassSpec:

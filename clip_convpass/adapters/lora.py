@@ -64,7 +64,9 @@ class LoRA(AdapterKind):
     NAME = "lora"
     PAPER = "Hu et al., LoRA (ICLR 2022)"
     OPTIONS = {"rank": 8, "scale": 1.0}
+    CONFIG_KEYS = {"rank": "LORA_RANK"}
     PRESETS = {"lora": {}}
+    PARAMS_AT_VIT_B16 = {"lora": 294912}
 
     @classmethod
     def check(cls, options):

@@ -69,7 +69,9 @@ class VPT(AdapterKind):
     NAME = "vpt"
     PAPER = "Jia et al., Visual Prompt Tuning (ECCV 2022)"
     OPTIONS = {"length": 10, "deep": False}
+    CONFIG_KEYS = {"length": "VPT_LENGTH"}
     PRESETS = {"vpt_shallow": {"deep": False}, "vpt_deep": {"deep": True}}
+    PARAMS_AT_VIT_B16 = {"vpt_shallow": 10 * 768, "vpt_deep": 12 * 10 * 768}
 
     @classmethod
     def check(cls, options):

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from clip_convpass.utils.errors import UserError
 from clip_convpass.utils.io import atomic_write_json, read_json
 
-logger = logging.getLogger("clip_convpass")
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 

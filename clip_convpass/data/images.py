@@ -12,7 +12,7 @@ from torch.utils.data import Dataset, default_collate
 from clip_convpass.data.base import Datum, stable_int
 from clip_convpass.utils.errors import UserError
 
-logger = logging.getLogger("clip_convpass")
+logger = logging.getLogger(__name__)
 
 
 class ImageLoadError(UserError, RuntimeError):

@@ -20,7 +20,7 @@ from clip_convpass.models.prompts import read_classnames_file
 from clip_convpass.registry import DATASET_REGISTRY
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
-logger = logging.getLogger("clip_convpass")
+logger = logging.getLogger(__name__)
 
 
 def imagenet_wnids() -> List[str]:

@@ -18,7 +18,7 @@ from clip_convpass.utils.io import atomic_torch_save
 if TYPE_CHECKING:
     from clip_convpass.engine.trainer import TrainerBase
 
-logger = logging.getLogger("clip_convpass")
+logger = logging.getLogger(__name__)
 _PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)\.pt$")
 
 

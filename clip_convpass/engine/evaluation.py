@@ -18,7 +18,7 @@ from clip_convpass.utils.logging import Progress
 if TYPE_CHECKING:
     from clip_convpass.engine.trainer import TrainerBase
 
-logger = logging.getLogger("clip_convpass")
+logger = logging.getLogger(__name__)
 METRICS = ("top1", "top5", "macro_f1", "mean_per_class_acc")
 METRIC_LABELS = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "macro_f1": "macro-F1",
                  "mean_per_class_acc": "mean per-class accuracy"}

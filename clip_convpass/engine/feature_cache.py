@@ -28,7 +28,7 @@ from clip_convpass.utils.io import atomic_torch_save, atomic_write_json
 from clip_convpass.utils.locks import blocking_lock
 from clip_convpass.utils.runtime import resolve_device
 
-logger = logging.getLogger("clip_convpass")
+logger = logging.getLogger(__name__)
 
 # Counts image-encoder passes over evaluation splits in this process (benchmarks read it).
 STATS = {"passes": 0, "images": 0, "cache_hits": 0}

@@ -36,7 +36,7 @@ def setup(prec: str, device: torch.device):
     """(precision used, GradScaler) for a run, with TF32 matmuls allowed on CUDA; logs the choice."""
     used = resolve(prec, device)
     allow_tf32(device)
-    logging.getLogger("clip_convpass").info(f"Precision: {used} (PREC {prec} on {device.type})")
+    logging.getLogger(__name__).info(f"Precision: {used} (PREC {prec} on {device.type})")
     return used, grad_scaler(prec, device)
 
 

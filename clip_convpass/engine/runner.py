@@ -14,7 +14,7 @@ from clip_convpass.utils.locks import exclusive_lock
 from clip_convpass.utils.logging import setup_logger
 from clip_convpass.utils.runtime import environment_info, resolve_device
 
-logger = logging.getLogger("clip_convpass")
+logger = logging.getLogger(__name__)
 
 
 def build_trainer(cfg):

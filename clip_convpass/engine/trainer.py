@@ -27,7 +27,7 @@ from clip_convpass.utils.errors import UserError
 from clip_convpass.utils.logging import Progress, RunClock, format_seconds
 from clip_convpass.utils.runtime import resolve_device, set_random_seed
 
-logger = logging.getLogger("clip_convpass")
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(UserError, FloatingPointError):

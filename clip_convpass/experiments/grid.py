@@ -22,7 +22,7 @@ from clip_convpass.engine.rundir import RunDir, cell_dir
 from clip_convpass.registry import Row, evaluation_domains, method_rows, table_names
 from clip_convpass.utils.logging import format_seconds, setup_logger
 
-logger = logging.getLogger("clip_convpass")
+logger = logging.getLogger(__name__)
 TABLE2_SOURCE = "ImageNet"  # the paper's Table 2 trains here and evaluates on its shifted variants
 
 

@@ -24,7 +24,7 @@ from clip_convpass.registry import method_rows
 from clip_convpass.utils.io import atomic_write_json, read_json
 from clip_convpass.utils.logging import setup_logger
 
-logger = logging.getLogger("clip_convpass")
+logger = logging.getLogger(__name__)
 
 
 def parse_grid(entries: Sequence[str]) -> Dict[str, List[str]]:

@@ -31,7 +31,7 @@ from clip_convpass.engine.rundir import RunDir
 from clip_convpass.registry import evaluation_domains
 from clip_convpass.utils.errors import UserError, run_cli
 
-logger = logging.getLogger("clip_convpass")
+logger = logging.getLogger(__name__)
 DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 
 

@@ -16,7 +16,7 @@ from clip_convpass.config import ConfigError
 from clip_convpass.utils.errors import UserError, refuse_unsafe_load_override
 from clip_convpass.utils.paths import MODEL_CONFIG_DIR
 
-logger = logging.getLogger("clip_convpass")
+logger = logging.getLogger(__name__)
 
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 

@@ -19,7 +19,7 @@ from clip_convpass.models.clip_loader import load_clip_from_cfg
 from clip_convpass.models.heads import HEAD_INITS, HEAD_PARAMS, HEAD_TEMPERATURES, CLIPClassifier, build_head
 from clip_convpass.models.prompts import check_templates, template_info
 
-logger = logging.getLogger("clip_convpass")
+logger = logging.getLogger(__name__)
 
 
 def add_head_keys(c) -> None:

@@ -1,11 +1,26 @@
 """PETL on CLIP: the Convpass_CLIP recipe (frozen image encoder, text-initialised head) with any
 registered adapter, chosen by TRAINER.PETL.ADAPTER, to ask "is it the convolution, or any adapter?"."""
+from typing import Dict, List
+
 from yacs.config import CfgNode as CN
 
 from clip_convpass.adapters.base import resolve
-from clip_convpass.config import ConfigError, check
-from clip_convpass.registry import TRAINER_REGISTRY
+from clip_convpass.config import ConfigError
+from clip_convpass.registry import ADAPTER_REGISTRY, TRAINER_REGISTRY
 from clip_convpass.trainers.adapter_clip import AdapterCLIPTrainer, add_head_keys, check_head_keys
+
+# The five keys PETLCLIP had before its node came from the adapters: a stored config with their old
+# "keep the preset's value" settings still means that.
+LEGACY_UNSET = {"HIDDEN": 0, "SCALE": 0.0, "DROPOUT": -1.0, "LORA_RANK": 0, "VPT_LENGTH": -1}
+
+
+def option_keys() -> Dict[str, List[str]]:
+    """{config key: the adapter kinds having that option} over every registered adapter kind."""
+    keys: Dict[str, List[str]] = {}
+    for kind in ADAPTER_REGISTRY.classes():
+        for option in kind.OPTIONS:
+            keys.setdefault(kind.config_key(option), []).append(kind.NAME)
+    return keys
 
 
 @TRAINER_REGISTRY.register
@@ -17,36 +32,38 @@ class PETLCLIP(AdapterCLIPTrainer):
     def config_node(cls):
         c = CN()
         c.ADAPTER = "adaptformer"  # a registered adapter preset: python -m clip_convpass.params lists them
-        # Options; 0 (or -1 where 0 is meaningful) keeps the adapter's own default (README "PETL on CLIP").
-        c.HIDDEN = 0  # bottleneck width (convpass*, adaptformer, adapter)
-        c.SCALE = 0.0  # s of the adapter's branch (convpass*, adaptformer, adapter, lora)
-        c.DROPOUT = -1.0  # dropout inside the bottleneck
-        c.LORA_RANK = 0
-        c.VPT_LENGTH = -1  # prompt tokens per layer
+        # One key per option of every registered adapter kind (AdapterKind.OPTIONS, AdapterKind.config_key);
+        # None keeps the preset's value, and an option the chosen adapter does not have is refused.
+        for key in sorted(option_keys()):
+            c[key] = None
         add_head_keys(c)
         return c
 
     @classmethod
     def overrides(cls, c) -> dict:
-        given = {"hidden": c.HIDDEN > 0, "scale": c.SCALE != 0.0, "dropout": c.DROPOUT >= 0,
-                 "rank": c.LORA_RANK > 0, "length": c.VPT_LENGTH >= 0}
-        values = {"hidden": c.HIDDEN, "scale": c.SCALE, "dropout": c.DROPOUT, "rank": c.LORA_RANK,
-                  "length": c.VPT_LENGTH}
-        return {k: values[k] for k, on in given.items() if on}
+        """{option: value} of the chosen adapter's options that the config sets; refuses any other set key."""
+        kind = resolve(c.ADAPTER)[0]
+        own = {kind.config_key(o): o for o in kind.OPTIONS}
+        given = {k: c[k] for k in option_keys() if c[k] is not None and LEGACY_UNSET.get(k, object()) != c[k]}
+        foreign = sorted(set(given) - set(own))
+        if foreign:
+            raise ConfigError(f"TRAINER.PETL.{foreign[0]} is not an option of adapter {c.ADAPTER!r} (its options: "
+                              f"{', '.join(sorted(own)) or 'none'}); leave it unset")
+        out = {}
+        for key, value in given.items():
+            default = kind.OPTIONS[own[key]]
+            out[own[key]] = float(value) if isinstance(default, float) and isinstance(value, int) else value
+        return out
 
     @classmethod
     def check_config(cls, cfg):
         c = cfg.TRAINER.PETL
         check_head_keys(c, "PETL")
-        check(c.HIDDEN >= 0, f"TRAINER.PETL.HIDDEN must be >= 0 (0: the adapter's default), got {c.HIDDEN}")
-        check(c.DROPOUT < 1, f"TRAINER.PETL.DROPOUT must be < 1, got {c.DROPOUT}")
-        check(c.LORA_RANK >= 0, f"TRAINER.PETL.LORA_RANK must be >= 0 (0: default), got {c.LORA_RANK}")
-        check(c.VPT_LENGTH >= -1, f"TRAINER.PETL.VPT_LENGTH must be >= -1 (-1: default), got {c.VPT_LENGTH}")
         try:
             resolve(c.ADAPTER, cls.overrides(c))
         except ConfigError as e:
-            raise ConfigError(f"TRAINER.PETL.ADAPTER: {e}") from e
-        except ValueError as e:
+            raise e if str(e).startswith("TRAINER.PETL.") else ConfigError(f"TRAINER.PETL.ADAPTER: {e}") from e
+        except (ValueError, TypeError) as e:
             raise ConfigError(f"TRAINER.PETL.{e}") from e
 
     def adapter(self):

@@ -21,7 +21,7 @@ from clip_convpass.models.heads import zero_shot_weights
 from clip_convpass.models.prompts import check_templates, template_info
 from clip_convpass.registry import TRAINER_REGISTRY
 
-logger = logging.getLogger("clip_convpass")
+logger = logging.getLogger(__name__)
 
 
 def cache_logits(affinity, key_labels, n_classes: int, beta):

@@ -22,19 +22,27 @@ IMAGES = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
 PETL = "configs/trainers/PETLCLIP/adaptformer.yaml"
 
 
-def test_parameter_counts_at_vit_b16_are_the_papers_budgets():
+@pytest.fixture(scope="module")
+def vit_b16_counts():
     from clip_convpass.cli.params import adapter_param_counts
 
-    counts = adapter_param_counts("ViT-B-16-quickgelu")
-    assert {k: v for k, v in counts.items() if k != "bitfit"} == {
-        "convpass": 327552, "convpass_attn": 163776, "convpass_share": 56064, "adaptformer": 156768,
-        "adapter": 156768, "lora": 294912, "vpt_shallow": 10 * 768, "vpt_deep": 12 * 10 * 768}
+    return adapter_param_counts("ViT-B-16-quickgelu")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_parameter_count_at_vit_b16_is_what_the_adapter_declares(preset, vit_b16_counts):
+    kind = presets()[preset][0]
+    assert preset in kind.PARAMS_AT_VIT_B16, f"{kind.__name__}.PARAMS_AT_VIT_B16 lacks {preset!r}"
+    assert vit_b16_counts[preset] == kind.PARAMS_AT_VIT_B16[preset]
+
+
+def test_bitfit_trains_every_bias_of_vit_b16(vit_b16_counts):
     import open_clip
 
     visual = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None).visual
     biases = sum(m.bias.numel() for m in visual.modules() if isinstance(getattr(m, "bias", None), torch.nn.Parameter))
     biases += sum(m.in_proj_bias.numel() for m in visual.modules() if isinstance(m, torch.nn.MultiheadAttention))
-    assert counts["bitfit"] == biases
+    assert vit_b16_counts["bitfit"] == biases
 
 
 def test_params_command_prints_json():
@@ -165,9 +173,27 @@ def test_bad_adapter_settings_fail_before_work():
     from clip_convpass.config import setup_cfg
 
     for opts, key in ((["TRAINER.PETL.ADAPTER", "prefix_tuning"], "ADAPTER"), (["TRAINER.PETL.LORA_RANK", "-1"], "LORA_RANK"),
-                      (["TRAINER.PETL.VPT_LENGTH", "-2"], "VPT_LENGTH"), (["TRAINER.PETL.HIDDEN", "-1"], "HIDDEN")):
+                      (["TRAINER.PETL.VPT_LENGTH", "-2"], "VPT_LENGTH"), (["TRAINER.PETL.HIDDEN", "-1"], "HIDDEN"),
+                      (["TRAINER.PETL.ADAPTER", "lora", "TRAINER.PETL.LORA_RANK", "0.5"], "LORA_RANK")):
         with pytest.raises(ConfigError, match=key):
             setup_cfg(None, PETL, opts)
+
+
+@pytest.mark.parametrize("preset", sorted(presets()))
+def test_every_adapter_option_is_a_petl_key_and_foreign_ones_are_refused(preset):
+    """PETLCLIP's keys come from the adapters' OPTIONS: each of the preset's options can be set, and a key
+    that only other adapters have is refused with one line naming this adapter's options."""
+    from clip_convpass.config import setup_cfg
+    from clip_convpass.trainers.petl_clip import PETLCLIP, option_keys
+
+    kind, options = presets()[preset]
+    for option, value in options.items():
+        cfg = setup_cfg(None, PETL, ["TRAINER.PETL.ADAPTER", preset, f"TRAINER.PETL.{kind.config_key(option)}", repr(value)])
+        assert PETLCLIP.overrides(cfg.TRAINER.PETL) == {option: value}
+    foreign = sorted(k for k, kinds in option_keys().items() if kind.NAME not in kinds)
+    for key in foreign:
+        with pytest.raises(ConfigError, match=f"TRAINER.PETL.{key} is not an option of adapter '{preset}'"):
+            setup_cfg(None, PETL, ["TRAINER.PETL.ADAPTER", preset, f"TRAINER.PETL.{key}", "1"])
 
 
 @pytest.mark.slow
@@ -183,15 +209,15 @@ from clip_convpass.adapters.base import presets
 from clip_convpass.config import setup_cfg
 from clip_convpass.engine import run
 out = sys.argv[1]
-for preset in sorted(presets()):
+for preset, (kind, _) in sorted(presets().items()):
+    no_dropout = ["TRAINER.PETL.DROPOUT", "0.0"] if "dropout" in kind.OPTIONS else []
     cfg = setup_cfg("datasets/imagenet.yaml", "{REPO / PETL}", [
         "TRAINER.PETL.ADAPTER", preset, "DATASET.ROOT", "{synth['root']}", "DATASET.CLASS_LIST",
         "{synth['class_list']}", "MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)",
         "PREC", "fp32",
         "DATALOADER.NUM_WORKERS", "0", "DATASET.NUM_SHOTS", "2", "DATASET.VAL_SHOTS", "0",
         "DATASET.SPLIT_DIR", "{tmp_path / 'splits'}", "OPTIM.MAX_EPOCH", "1", "OPTIM.NAME", "sgd", "OPTIM.LR", "0.1",
-        "DATALOADER.TRAIN_X.BATCH_SIZE", "12", "TRAINER.PETL.DROPOUT", "0.0", "DEVICE", "cpu",
-        "OUTPUT_DIR", out + "/" + preset])
+        "DATALOADER.TRAIN_X.BATCH_SIZE", "12", "DEVICE", "cpu", "OUTPUT_DIR", out + "/" + preset, *no_dropout])
     run(cfg)
 """)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
