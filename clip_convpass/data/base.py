@@ -1,4 +1,4 @@
-"""Dataset base class: class universe, on-disk layouts, few-shot sampling with a disjoint val split.
+"""Dataset base class: class universe, on-disk layouts, splits (few-shot sampling: data/fewshot.py).
 
 Nothing here knows a particular dataset: ImageNet and its variants live in clip_convpass/datasets/.
 """
@@ -7,48 +7,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from clip_convpass.utils.errors import UserError
-from clip_convpass.utils.io import atomic_write_json, read_json
+from clip_convpass.data import fewshot
+from clip_convpass.data.types import (  # noqa: F401  (their home before data/types.py)
+    IMAGE_EXTENSIONS,
+    DatasetLayoutError,
+    Datum,
+    list_images,
+    read_id_list,
+    stable_int,
+)
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-
-
-class DatasetLayoutError(UserError, FileNotFoundError):
-    """A dataset folder is missing or does not have the expected layout."""
-
-
-@dataclass(frozen=True)
-class Datum:
-    impath: str  # absolute path
-    label: int  # index into the dataset's own class list
-    classname: str
-
-
-def read_id_list(path: Path) -> List[str]:
-    """One class id per line (e.g. ImageNet wnids); blank lines ignored, duplicates refused."""
-    ids = [ln.strip() for ln in open(path) if ln.strip()]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{path} lists some class ids twice")
-    return ids
-
-
-def list_images(folder: Path) -> List[str]:
-    """Image file names in a folder, sorted (listing order differs between file systems)."""
-    return sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
-
-
-def stable_int(*parts) -> int:
-    """A seed from any values, the same on every machine and Python run (unlike hash())."""
-    return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16], 16)
-
 
 class ClassUniverse:
     """The classes a model is built over, in class-index order: ids (e.g. wnids) and their names."""
@@ -236,7 +210,7 @@ class DatasetBase:
         if not self.HAS_TRAIN:
             raise ValueError(f"{self.NAME} is a test-only dataset; train on {self.SOURCE or 'another dataset'} "
                              f"and evaluate here")
-        return self._load_or_sample_fewshot()
+        return fewshot.load_or_sample(self)
 
     @property
     def train_x(self) -> List[Datum]:
@@ -261,37 +235,8 @@ class DatasetBase:
         return min(self.cfg.DATASET.NUM_SHOTS, 4) if v < 0 else v
 
     def split_file(self) -> Path:
-        d = Path(self.cfg.DATASET.SPLIT_DIR) if self.cfg.DATASET.SPLIT_DIR else self.dataset_dir / "split_fewshot"
-        c = self.cfg.DATASET
-        universe_tag = hashlib.sha256(",".join(self.class_ids).encode()).hexdigest()[:8]
-        sampler = "" if c.FEWSHOT_SAMPLER == "per_class" else f"-{c.FEWSHOT_SAMPLER}"
-        return d / f"shot_{c.NUM_SHOTS}-val_{self.val_shots}-seed_{self.cfg.SEED}-classes_{universe_tag}{sampler}.json"
-
-    def _load_or_sample_fewshot(self) -> Tuple[List[Datum], List[Datum]]:
-        path = self.split_file()
-        if path.is_file():
-            try:
-                data = read_json(path)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise DatasetLayoutError(f"Split file {path} is not valid JSON ({e}); delete it to resample") from e
-            if data.get("class_ids", data.get("class_wnids")) != self.class_ids:
-                raise ValueError(f"Split file {path} was made for other classes; delete it to resample")
-            logger.info(f"Loaded few-shot split {path}")
-        else:
-            data = self.sample_fewshot()
-            try:
-                atomic_write_json(path, data)
-            except OSError as e:  # read-only mount, permissions, full disk...
-                raise DatasetLayoutError(
-                    f"Cannot write the few-shot split to {path} ({e.strerror or e}); set DATASET.SPLIT_DIR to a "
-                    f"writable folder"
-                ) from e
-            logger.info(f"Sampled few-shot split and saved it to {path}")
-
-        def to_datums(rows):
-            return [Datum(str(self.root / rel), lab, self.classnames[lab]) for rel, lab in rows]
-
-        return to_datums(data["train"]), to_datums(data["val"])
+        """Where this dataset's few-shot split for the config's shots, seed and classes is cached."""
+        return fewshot.split_file(self)
 
     def sample_fewshot(self) -> dict:
         if self.cfg.DATASET.FEWSHOT_SAMPLER != "per_class":
@@ -300,33 +245,6 @@ class DatasetBase:
         return self.sample_per_class()
 
     def sample_per_class(self) -> dict:
-        """Per class: sorted files, RNG seeded by (seed, class id); K train shots, and val shots either from
-        the dataset's val split (VAL_SPLIT, CoOp's datasets) or disjoint from the shots (ImageNet)."""
-        k, v, seed = self.cfg.DATASET.NUM_SHOTS, self.val_shots, self.cfg.SEED
-        per_class = self._read_train_per_class()
-        val_per_class = self._read_val_per_class() if self.VAL_SPLIT else None
-        train, val = [], []
-        for label, cid in enumerate(self.class_ids):
-            if val_per_class is None:
-                chosen = self._draw(per_class[label], k + v, (seed, cid), label, "training", f"NUM_SHOTS + VAL_SHOTS = {k} + {v}")
-                k_c = min(k, len(chosen))
-                picked_train, picked_val = chosen[:k_c], chosen[k_c:]
-            else:
-                picked_train = self._draw(per_class[label], k, (seed, cid), label, "training", f"NUM_SHOTS = {k}")
-                picked_val = self._draw(val_per_class.get(label, []), v, (seed, cid, "val"), label, "val",
-                                        f"VAL_SHOTS = {v}")
-            train += [[os.path.relpath(f, self.root), label] for f in picked_train]
-            val += [[os.path.relpath(f, self.root), label] for f in picked_val]
-        return {"dataset": self.NAME, "seed": seed, "num_shots": k, "val_shots": v,
-                "class_ids": self.class_ids, "train": train, "val": val}
+        return fewshot.sample_per_class(self)
 
-    def _draw(self, files: List[str], need: int, seed_parts: tuple, label: int, split: str, what: str) -> List[str]:
-        """`need` files of one class, drawn by an RNG seeded by `seed_parts` from the sorted list."""
-        files = sorted(files)
-        if len(files) < need:
-            cid = self.class_ids[label]
-            msg = f"{self.NAME}: class {cid} ({self.classnames[label]}) has {len(files)} {split} images, fewer than {what}"
-            if not self.cfg.DATASET.ALLOW_FEWER_SHOTS:
-                raise DatasetLayoutError(msg + " (set DATASET.ALLOW_FEWER_SHOTS True to use what there is)")
-            logger.warning(msg + "; using all of them")
-        return random.Random(stable_int(*seed_parts)).sample(files, min(need, len(files)))
+

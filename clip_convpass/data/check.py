@@ -12,8 +12,8 @@ from typing import List, Optional
 from tabulate import tabulate
 
 from clip_convpass.config import setup_cfg
-from clip_convpass.data.base import DatasetLayoutError
 from clip_convpass.data.images import ImageLoadError, load_rgb
+from clip_convpass.data.types import DatasetLayoutError
 from clip_convpass.registry import DATASET_REGISTRY
 from clip_convpass.utils.errors import UserError
 from clip_convpass.utils.logging import Progress, setup_logger

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
-from clip_convpass.data.base import Datum, stable_int
+from clip_convpass.data.types import Datum, stable_int
 from clip_convpass.utils.errors import UserError
 
 logger = logging.getLogger(__name__)

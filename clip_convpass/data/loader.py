@@ -15,9 +15,9 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from clip_convpass.data.base import stable_int
 from clip_convpass.data.images import ImageListDataset, collate_skipping
 from clip_convpass.data.transforms import build_transform
+from clip_convpass.data.types import stable_int
 from clip_convpass.utils import distributed
 
 Stream = Tuple[str, int]  # (purpose, epoch or pass), e.g. ("train", 3), ("tip-cache", 0)

@@ -2,7 +2,7 @@
 from pathlib import Path
 from typing import Dict, List
 
-from clip_convpass.data.base import DatasetLayoutError
+from clip_convpass.data.types import DatasetLayoutError
 from clip_convpass.datasets.coop_split import SPLITS, Entry, SplitFileDataset
 from clip_convpass.registry import DATASET_REGISTRY
 

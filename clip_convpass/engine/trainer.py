@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clip_convpass.data import DatasetBase, build_dataset, build_loader
-from clip_convpass.data.base import stable_int
 from clip_convpass.data.images import log_new_skipped
+from clip_convpass.data.types import stable_int
 from clip_convpass.engine import evaluation, precision
 from clip_convpass.engine.checkpoint import CheckpointManager
 from clip_convpass.engine.optim import build_lr_scheduler, build_optimizer

@@ -1,0 +1,92 @@
+"""Few-shot splits: K training shots and validation shots per class, drawn by named seeds and cached.
+
+Per class: the sorted file list and an RNG seeded by (SEED, class id) — independent of file order and of the
+other classes; validation shots come from the dataset's val split (VAL_SPLIT, CoOp's datasets) or are held
+out of the training images (ImageNet). The split is written once as relative-path JSON (`split_file`) and
+read back by every later run with the same shots, seed and classes.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, List, Tuple
+
+from clip_convpass.data.types import DatasetLayoutError, Datum, stable_int
+from clip_convpass.utils.io import atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from clip_convpass.data.base import DatasetBase
+
+logger = logging.getLogger(__name__)
+
+
+def split_file(ds: "DatasetBase") -> Path:
+    d = Path(ds.cfg.DATASET.SPLIT_DIR) if ds.cfg.DATASET.SPLIT_DIR else ds.dataset_dir / "split_fewshot"
+    c = ds.cfg.DATASET
+    universe_tag = hashlib.sha256(",".join(ds.class_ids).encode()).hexdigest()[:8]
+    sampler = "" if c.FEWSHOT_SAMPLER == "per_class" else f"-{c.FEWSHOT_SAMPLER}"
+    return d / f"shot_{c.NUM_SHOTS}-val_{ds.val_shots}-seed_{ds.cfg.SEED}-classes_{universe_tag}{sampler}.json"
+
+
+def load_or_sample(ds: "DatasetBase") -> Tuple[List[Datum], List[Datum]]:
+    path = split_file(ds)
+    if path.is_file():
+        try:
+            data = read_json(path)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DatasetLayoutError(f"Split file {path} is not valid JSON ({e}); delete it to resample") from e
+        if data.get("class_ids", data.get("class_wnids")) != ds.class_ids:
+            raise ValueError(f"Split file {path} was made for other classes; delete it to resample")
+        logger.info(f"Loaded few-shot split {path}")
+    else:
+        data = ds.sample_fewshot()
+        try:
+            atomic_write_json(path, data)
+        except OSError as e:  # read-only mount, permissions, full disk...
+            raise DatasetLayoutError(
+                f"Cannot write the few-shot split to {path} ({e.strerror or e}); set DATASET.SPLIT_DIR to a "
+                f"writable folder"
+            ) from e
+        logger.info(f"Sampled few-shot split and saved it to {path}")
+
+    def to_datums(rows):
+        return [Datum(str(ds.root / rel), lab, ds.classnames[lab]) for rel, lab in rows]
+
+    return to_datums(data["train"]), to_datums(data["val"])
+
+
+def sample_per_class(ds: "DatasetBase") -> dict:
+    """Per class: sorted files, RNG seeded by (seed, class id); K train shots, and val shots either from
+    the dataset's val split (VAL_SPLIT, CoOp's datasets) or disjoint from the shots (ImageNet)."""
+    k, v, seed = ds.cfg.DATASET.NUM_SHOTS, ds.val_shots, ds.cfg.SEED
+    per_class = ds._read_train_per_class()
+    val_per_class = ds._read_val_per_class() if ds.VAL_SPLIT else None
+    train, val = [], []
+    for label, cid in enumerate(ds.class_ids):
+        if val_per_class is None:
+            chosen = draw(ds, per_class[label], k + v, (seed, cid), label, "training", f"NUM_SHOTS + VAL_SHOTS = {k} + {v}")
+            k_c = min(k, len(chosen))
+            picked_train, picked_val = chosen[:k_c], chosen[k_c:]
+        else:
+            picked_train = draw(ds, per_class[label], k, (seed, cid), label, "training", f"NUM_SHOTS = {k}")
+            picked_val = draw(ds, val_per_class.get(label, []), v, (seed, cid, "val"), label, "val",
+                                    f"VAL_SHOTS = {v}")
+        train += [[os.path.relpath(f, ds.root), label] for f in picked_train]
+        val += [[os.path.relpath(f, ds.root), label] for f in picked_val]
+    return {"dataset": ds.NAME, "seed": seed, "num_shots": k, "val_shots": v,
+            "class_ids": ds.class_ids, "train": train, "val": val}
+
+
+def draw(ds: "DatasetBase", files: List[str], need: int, seed_parts: tuple, label: int, split: str, what: str) -> List[str]:
+    """`need` files of one class, drawn by an RNG seeded by `seed_parts` from the sorted list."""
+    files = sorted(files)
+    if len(files) < need:
+        cid = ds.class_ids[label]
+        msg = f"{ds.NAME}: class {cid} ({ds.classnames[label]}) has {len(files)} {split} images, fewer than {what}"
+        if not ds.cfg.DATASET.ALLOW_FEWER_SHOTS:
+            raise DatasetLayoutError(msg + " (set DATASET.ALLOW_FEWER_SHOTS True to use what there is)")
+        logger.warning(msg + "; using all of them")
+    return random.Random(stable_int(*seed_parts)).sample(files, min(need, len(files)))
