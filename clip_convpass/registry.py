@@ -111,6 +111,8 @@ TRAINER_REGISTRY = Registry("trainer", locations=("clip_convpass.trainers",))
 DATASET_REGISTRY = Registry("dataset", locations=("clip_convpass.datasets",))
 ADAPTER_REGISTRY = Registry("adapter", locations=("clip_convpass.adapters",))
 REPORT_VIEW_REGISTRY = Registry("report view", locations=("clip_convpass.reporting",))
+# each dataset's tree of generated images in its real layout (tests, the demo), registered beside the dataset
+SYNTHETIC_TREE_REGISTRY = Registry("synthetic tree", locations=("clip_convpass.datasets",))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,13 @@ from conftest import REPO, TINY
 
 from clip_convpass.config import ConfigError, setup_cfg
 from clip_convpass.legacy import LEGACY_MODULES
-from clip_convpass.registry import ADAPTER_REGISTRY, DATASET_REGISTRY, REPORT_VIEW_REGISTRY, TRAINER_REGISTRY
+from clip_convpass.registry import (
+    ADAPTER_REGISTRY,
+    DATASET_REGISTRY,
+    REPORT_VIEW_REGISTRY,
+    SYNTHETIC_TREE_REGISTRY,
+    TRAINER_REGISTRY,
+)
 
 
 def load_module(tmp_path, name, source):
@@ -58,6 +64,14 @@ def test_every_legacy_name_points_at_a_module():
     for old, (target, main) in LEGACY_MODULES.items():
         for name in filter(None, (target, main)):
             assert importlib.util.find_spec(f"clip_convpass.{name}") is not None, (old, name)
+
+
+@pytest.mark.parametrize("name", DATASET_REGISTRY.names())
+def test_synthetic_trees_live_outside_the_dataset_classes(name):
+    """Production dataset classes hold no synthetic-data code; each dataset registers its tree beside it."""
+    cls = DATASET_REGISTRY.get(name)
+    assert not [a for klass in cls.__mro__ for a in vars(klass) if a.lower().startswith("synthetic")]
+    assert SYNTHETIC_TREE_REGISTRY.get(name).dataset() is cls
 
 
 def test_an_unknown_dataset_name_fails_the_configuration_check():
@@ -150,7 +164,7 @@ def test_an_adapter_in_one_module_is_trained_by_petl_with_its_own_option(toy_ada
 
 TOY_DATASET = """
     '''A toy dataset in one file: <ROOT>/toyfolders/{train,test}/<class>/*.png.'''
-    from clip_convpass.data.base import ClassUniverse, DatasetBase, SyntheticFiles
+    from clip_convpass.data.base import ClassUniverse, DatasetBase
     from clip_convpass.registry import DATASET_REGISTRY
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -53,26 +52,13 @@ class ClassUniverse:
         return ClassUniverse(self.ids[:half] if mode == "base" else self.ids[half:], self.names, self.source, True)
 
 
-@dataclass(frozen=True)
-class SyntheticFiles:
-    """One folder of generated images in a dataset's exact on-disk layout (see data/synthetic.py)."""
-
-    label: str  # key in the generator's counts (e.g. "train", "val", "v2")
-    folder: str  # relative to the root
-    count: int
-    ext: str
-    name: str  # file-name format with {j}
-    gray: bool = False
-    is_test: bool = False
-    start: int = 0  # files are numbered start, start + 1, ... (unique names in folders shared by classes)
-
-
 class DatasetBase:
     """A dataset under DATASET.ROOT.
 
     A dataset owns its class universe (`class_universe`: the classes, names and order a model is
     built over), the subset of it that it is scored on (`_class_ids`), its layout detection (LAYOUTS:
-    candidate folders relative to ROOT, first found wins) and its synthetic files (`synthetic_files`).
+    candidate folders relative to ROOT, first found wins) (its synthetic tree, for tests and the demo, is
+    a data/synthetic.SyntheticTree registered beside it).
     Labels are indices into its own class list; `label_columns` maps them into the universe, so a
     method producing logits over the universe is scored on a 200-class set by keeping those columns.
     """
@@ -122,21 +108,6 @@ class DatasetBase:
     def _class_ids(self) -> List[str]:
         """This dataset's classes (a subset of the universe), in universe order."""
         return list(self.universe.ids)
-
-    # -- synthetic data (data/synthetic.py) ----------------------------------------------------
-    @classmethod
-    def synthetic_classes(cls, num_classes: int) -> List[str]:
-        """Class ids a synthetic tree of this (training) dataset uses."""
-        raise NotImplementedError(f"{cls.NAME} has no synthetic generator")
-
-    @classmethod
-    def synthetic_files(cls, class_id: str, sizes: Dict[str, int], index: int) -> List[SyntheticFiles]:
-        """The folders of images to generate for one class (`index` in the tree), in this dataset's real layout."""
-        raise NotImplementedError(f"{cls.NAME} has no synthetic generator")
-
-    @classmethod
-    def synthetic_finish(cls, root: Path, class_ids: Sequence[str], sizes: Dict[str, int]) -> None:
-        """Files beside the images (split files, class-name lists, READMEs), once the images exist."""
 
     @classmethod
     def template_spec(cls, kind: str = "dataset"):

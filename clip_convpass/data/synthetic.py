@@ -1,20 +1,62 @@
 """Small synthetic dataset trees in the exact on-disk layouts of the real datasets.
 
-The training dataset picks the classes; it and every dataset that evaluates its models
-(`SOURCE`) say which folders of which images to write (`synthetic_files`). Real JPEG files,
+Each dataset's tree is a `SyntheticTree` registered under the dataset's name (in the dataset's file,
+outside the dataset class that production runs use). The training dataset's tree picks the classes; it
+and the tree of every dataset that evaluates its models (`SOURCE`) say which folders of which images to
+write (`files`) and what goes beside them (`finish`: split files, class lists). Real JPEG files,
 a class-list file for the class universe. Each class has a colour and a local stripe pattern, so
 that adaptation methods have something to learn. Numbers obtained on it are synthetic.
 """
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Sequence
 
 import numpy as np
 from PIL import Image
 
-from clip_convpass.registry import DATASET_REGISTRY, evaluation_domains
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY, evaluation_domains
+
+
+@dataclass(frozen=True)
+class SyntheticFiles:
+    """One folder of generated images in a dataset's exact on-disk layout (see data/synthetic.py)."""
+
+    label: str  # key in the generator's counts (e.g. "train", "val", "v2")
+    folder: str  # relative to the root
+    count: int
+    ext: str
+    name: str  # file-name format with {j}
+    gray: bool = False
+    is_test: bool = False
+    start: int = 0  # files are numbered start, start + 1, ... (unique names in folders shared by classes)
+
+
+class SyntheticTree:
+    """How to write one dataset's real on-disk layout with generated images. NAME is the dataset's registry
+    name; family bases (SplitFileTree, ImageNetTree, ...) implement the hooks for their members."""
+
+    NAME = ""
+
+    @classmethod
+    def dataset(cls) -> type:
+        return DATASET_REGISTRY.get(cls.NAME)
+
+    @classmethod
+    def classes(cls, num_classes: int) -> List[str]:
+        """Class ids a synthetic tree of this (training) dataset uses."""
+        raise NotImplementedError(f"{cls.NAME}'s synthetic tree cannot be a training dataset's")
+
+    @classmethod
+    def files(cls, class_id: str, sizes: Dict[str, int], index: int) -> List[SyntheticFiles]:
+        """The folders of images to generate for one class (`index` in the tree)."""
+        raise NotImplementedError
+
+    @classmethod
+    def finish(cls, root: Path, class_ids: Sequence[str], sizes: Dict[str, int]) -> None:
+        """Files beside the images (split files, class-name lists, READMEs), once the images exist."""
 
 
 def make_image(class_idx: int, num_classes: int, rng: np.random.Generator, size=(40, 48), gray=False) -> Image.Image:
@@ -42,14 +84,18 @@ def build_synthetic_tree(root: str | Path, num_classes: int = 6, train_per_class
     and test-image counts per dataset."""
     root = Path(root)
     domains = [DATASET_REGISTRY.get(n) for n in evaluation_domains(source)]
-    class_ids = domains[0].synthetic_classes(num_classes)
+    missing = [d.NAME for d in domains if d.NAME not in SYNTHETIC_TREE_REGISTRY]
+    if missing:
+        raise ValueError(f"no synthetic tree is registered for {missing} (a SyntheticTree named after the dataset)")
+    trees = {d.NAME: SYNTHETIC_TREE_REGISTRY.get(d.NAME) for d in domains}
+    class_ids = trees[source].classes(num_classes)
     sizes = {"train": train_per_class, "test": val_per_class, "shift": shift_per_class, "val": split_val_per_class}
     rng = np.random.default_rng(seed)
     counts: Dict[str, int] = {}
     test_counts = {d.NAME: 0 for d in domains}
     for ci, cid in enumerate(class_ids):
         for ds in domains:
-            for spec in ds.synthetic_files(cid, sizes, ci):
+            for spec in trees[ds.NAME].files(cid, sizes, ci):
                 folder = root / spec.folder
                 folder.mkdir(parents=True, exist_ok=True)
                 for j in range(spec.count):
@@ -58,8 +104,8 @@ def build_synthetic_tree(root: str | Path, num_classes: int = 6, train_per_class
                 counts[spec.label] = counts.get(spec.label, 0) + spec.count
                 if spec.is_test:
                     test_counts[ds.NAME] += spec.count
-    for ds in domains:
-        ds.synthetic_finish(root, class_ids, sizes)
+    for tree in trees.values():
+        tree.finish(root, class_ids, sizes)
     class_list = ""  # DATASET.CLASS_LIST: only ImageNet's universe needs one (split files name their classes)
     if domains[0].USES_CLASS_LIST:
         class_list = str(root / "synthetic_classes.txt")

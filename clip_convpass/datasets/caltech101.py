@@ -1,5 +1,5 @@
-from clip_convpass.datasets.coop_split import SplitFileDataset
-from clip_convpass.registry import DATASET_REGISTRY
+from clip_convpass.datasets.coop_split import SplitFileDataset, SplitFileTree
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY
 
 
 @DATASET_REGISTRY.register
@@ -14,7 +14,12 @@ class Caltech101(SplitFileDataset):
     EXPECTED_SPLITS = {"train": 4128, "val": 1649, "test": 2465}
     EXPECTED_TEST_IMAGES = 2465
     # sorted folder names (upper case first) with CoOp's NEW_CNAMES ("airplanes" -> "airplane")
-    SYNTHETIC_CLASSES = (("Faces", "face"), ("Leopards", "leopard"), ("Motorbikes", "motorbike"),
-                         ("accordion", "accordion"), ("airplanes", "airplane"), ("anchor", "anchor"), ("ant", "ant"),
-                         ("barrel", "barrel"))
-    SYNTHETIC_PATTERN = "{folder}/image_{{j:04d}}"
+
+
+@SYNTHETIC_TREE_REGISTRY.register
+class Caltech101Tree(SplitFileTree):
+    NAME = "Caltech101"
+    CLASSES = (("Faces", "face"), ("Leopards", "leopard"), ("Motorbikes", "motorbike"),
+               ("accordion", "accordion"), ("airplanes", "airplane"), ("anchor", "anchor"), ("ant", "ant"),
+               ("barrel", "barrel"))
+    PATTERN = "{folder}/image_{{j:04d}}"

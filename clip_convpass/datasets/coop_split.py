@@ -15,7 +15,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from clip_convpass.data.base import ClassUniverse, DatasetBase, DatasetLayoutError, Datum, SyntheticFiles
+from clip_convpass.data.base import ClassUniverse, DatasetBase, DatasetLayoutError, Datum
+from clip_convpass.data.synthetic import SyntheticFiles, SyntheticTree
 from clip_convpass.utils.io import atomic_write_json, read_json
 
 SPLITS = ("train", "val", "test")
@@ -30,10 +31,6 @@ class SplitFileDataset(DatasetBase):
     VAL_SPLIT = True
     SPLIT_FILE = ""  # in the dataset folder
     IMAGE_DIR = ""  # image folder, relative to the dataset folder ("" = the dataset folder itself)
-    # (folder, class name) pairs of real classes, in CoOp's label order: synthetic trees use the first N.
-    SYNTHETIC_CLASSES: Tuple[Tuple[str, str], ...] = ()
-    # Synthetic file path relative to the image folder; {folder} = the class's folder, {j} = file number.
-    SYNTHETIC_PATTERN = "{folder}/{folder}_{{j:04d}}"
 
     @property
     def image_dir(self) -> Path:
@@ -157,42 +154,52 @@ class SplitFileDataset(DatasetBase):
     def split_sizes(self) -> Dict[str, int]:
         return {s: len(self.splits[s]) for s in SPLITS}
 
-    # -- synthetic trees in this exact layout ------------------------------------------------------
+
+class SplitFileTree(SyntheticTree):
+    """A synthetic tree in a split-file dataset's layout: images, and the split file listing them."""
+
+    # (folder, class name) pairs of real classes, in CoOp's label order: synthetic trees use the first N.
+    CLASSES: Tuple[Tuple[str, str], ...] = ()
+    # File path relative to the image folder; {folder} = the class's folder, {j} = file number.
+    PATTERN = "{folder}/{folder}_{{j:04d}}"
+
     @classmethod
-    def synthetic_class(cls, index: int) -> Tuple[str, str]:
-        if index < len(cls.SYNTHETIC_CLASSES):
-            return cls.SYNTHETIC_CLASSES[index]
+    def class_for(cls, index: int) -> Tuple[str, str]:
+        if index < len(cls.CLASSES):
+            return cls.CLASSES[index]
         return f"extra_class_{index}", f"extra_class_{index}"
 
     @classmethod
-    def synthetic_classes(cls, num_classes: int) -> List[str]:
-        return [cls.synthetic_class(i)[1] for i in range(num_classes)]
+    def classes(cls, num_classes: int) -> List[str]:
+        return [cls.class_for(i)[1] for i in range(num_classes)]
 
     @classmethod
-    def synthetic_relpath(cls, folder: str, split: str) -> str:
+    def relpath(cls, folder: str, split: str) -> str:
         """File-name format (with {j}) relative to the image folder."""
-        return cls.SYNTHETIC_PATTERN.format(folder=folder)
+        return cls.PATTERN.format(folder=folder)
 
     @classmethod
-    def synthetic_files(cls, class_id, sizes, index):
-        folder = cls.synthetic_class(index)[0]
+    def files(cls, class_id, sizes, index):
+        ds = cls.dataset()
+        folder = cls.class_for(index)[0]
         specs = []
         for split in SPLITS:
-            rel = cls.synthetic_relpath(folder, split)
+            rel = cls.relpath(folder, split)
             sub, name = os.path.split(rel)
-            where = "/".join(p for p in (cls.LAYOUTS[0], cls.IMAGE_DIR, sub) if p)
+            where = "/".join(p for p in (ds.LAYOUTS[0], ds.IMAGE_DIR, sub) if p)
             specs.append(SyntheticFiles(f"{cls.NAME}/{split}", where, sizes[split], "jpg", name,
                                         is_test=split == "test", start=index * 1000 + SPLIT_OFFSET[split]))
         return specs
 
     @classmethod
-    def synthetic_entries(cls, class_ids: Sequence[str], sizes) -> Dict[str, List[Entry]]:
-        """The split entries of a synthetic tree (the files `synthetic_files` wrote)."""
+    def entries(cls, class_ids: Sequence[str], sizes) -> Dict[str, List[Entry]]:
+        """The split entries of a synthetic tree (the files `files` wrote)."""
+        ds = cls.dataset()
         out: Dict[str, List[Entry]] = {s: [] for s in SPLITS}
         for index, cid in enumerate(class_ids):
-            for spec in cls.synthetic_files(cid, sizes, index):
+            for spec in cls.files(cid, sizes, index):
                 split = spec.label.split("/")[-1]
-                prefix = "/".join(p for p in (cls.LAYOUTS[0], cls.IMAGE_DIR) if p)
+                prefix = "/".join(p for p in (ds.LAYOUTS[0], ds.IMAGE_DIR) if p)
                 sub = spec.folder[len(prefix):].strip("/")
                 for j in range(spec.count):
                     rel = "/".join(p for p in (sub, f"{spec.name.format(j=spec.start + j)}.{spec.ext}") if p)
@@ -200,6 +207,7 @@ class SplitFileDataset(DatasetBase):
         return out
 
     @classmethod
-    def synthetic_finish(cls, root, class_ids, sizes):
-        entries = cls.synthetic_entries(class_ids, sizes)
-        atomic_write_json(Path(root) / cls.LAYOUTS[0] / cls.SPLIT_FILE, {s: [list(e) for e in entries[s]] for s in SPLITS})
+    def finish(cls, root, class_ids, sizes):
+        ds = cls.dataset()
+        entries = cls.entries(class_ids, sizes)
+        atomic_write_json(Path(root) / ds.LAYOUTS[0] / ds.SPLIT_FILE, {s: [list(e) for e in entries[s]] for s in SPLITS})

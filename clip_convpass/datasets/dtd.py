@@ -1,5 +1,5 @@
-from clip_convpass.datasets.coop_split import SplitFileDataset
-from clip_convpass.registry import DATASET_REGISTRY
+from clip_convpass.datasets.coop_split import SplitFileDataset, SplitFileTree
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY
 
 
 @DATASET_REGISTRY.register
@@ -15,5 +15,10 @@ class DescribableTextures(SplitFileDataset):
     EXPECTED_CLASSES = 47
     EXPECTED_SPLITS = {"train": 2820, "val": 1128, "test": 1692}
     EXPECTED_TEST_IMAGES = 1692
-    SYNTHETIC_CLASSES = tuple((c, c) for c in ("banded", "blotchy", "braided", "bubbly", "bumpy", "chequered",
-                                               "cobwebbed", "cracked"))
+
+
+@SYNTHETIC_TREE_REGISTRY.register
+class DescribableTexturesTree(SplitFileTree):
+    NAME = "DescribableTextures"
+    CLASSES = tuple((c, c) for c in ("banded", "blotchy", "braided", "bubbly", "bumpy", "chequered",
+                                     "cobwebbed", "cracked"))

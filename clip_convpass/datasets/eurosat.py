@@ -1,5 +1,5 @@
-from clip_convpass.datasets.coop_split import SplitFileDataset
-from clip_convpass.registry import DATASET_REGISTRY
+from clip_convpass.datasets.coop_split import SplitFileDataset, SplitFileTree
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY
 
 
 @DATASET_REGISTRY.register
@@ -15,8 +15,13 @@ class EuroSAT(SplitFileDataset):
     EXPECTED_SPLITS = {"train": 13500, "val": 5400, "test": 8100}
     EXPECTED_TEST_IMAGES = 8100
     # CoOp's split names the classes by its NEW_CNAMES ("AnnualCrop" -> "Annual Crop Land")
-    SYNTHETIC_CLASSES = (("AnnualCrop", "Annual Crop Land"), ("Forest", "Forest"),
-                         ("HerbaceousVegetation", "Herbaceous Vegetation Land"), ("Highway", "Highway or Road"),
-                         ("Industrial", "Industrial Buildings"), ("Pasture", "Pasture Land"),
-                         ("PermanentCrop", "Permanent Crop Land"), ("Residential", "Residential Buildings"))
-    SYNTHETIC_PATTERN = "{folder}/{folder}_{{j}}"
+
+
+@SYNTHETIC_TREE_REGISTRY.register
+class EuroSATTree(SplitFileTree):
+    NAME = "EuroSAT"
+    CLASSES = (("AnnualCrop", "Annual Crop Land"), ("Forest", "Forest"),
+               ("HerbaceousVegetation", "Herbaceous Vegetation Land"), ("Highway", "Highway or Road"),
+               ("Industrial", "Industrial Buildings"), ("Pasture", "Pasture Land"),
+               ("PermanentCrop", "Permanent Crop Land"), ("Residential", "Residential Buildings"))
+    PATTERN = "{folder}/{folder}_{{j}}"

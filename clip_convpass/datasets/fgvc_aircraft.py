@@ -3,8 +3,8 @@ from pathlib import Path
 from typing import Dict, List
 
 from clip_convpass.data.types import DatasetLayoutError
-from clip_convpass.datasets.coop_split import SPLITS, Entry, SplitFileDataset
-from clip_convpass.registry import DATASET_REGISTRY
+from clip_convpass.datasets.coop_split import SPLITS, Entry, SplitFileDataset, SplitFileTree
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY
 
 
 @DATASET_REGISTRY.register
@@ -21,9 +21,6 @@ class FGVCAircraft(SplitFileDataset):
     EXPECTED_CLASSES = 100
     EXPECTED_SPLITS = {"train": 3334, "val": 3333, "test": 3333}
     EXPECTED_TEST_IMAGES = 3333
-    SYNTHETIC_CLASSES = tuple(("", c) for c in ("707-320", "727-200", "737-200", "737-300", "737-400", "737-500",
-                                                "737-600", "737-700"))
-    SYNTHETIC_PATTERN = "{{j:07d}}"
 
     def read_splits(self) -> Dict[str, List[Entry]]:
         variants = [ln.strip() for ln in open(self._required_file("variants.txt")) if ln.strip()]
@@ -44,9 +41,17 @@ class FGVCAircraft(SplitFileDataset):
             out[split] = rows
         return out
 
+
+@SYNTHETIC_TREE_REGISTRY.register
+class FGVCAircraftTree(SplitFileTree):
+    NAME = "FGVCAircraft"
+    CLASSES = tuple(("", c) for c in ("707-320", "727-200", "737-200", "737-300", "737-400", "737-500",
+                                      "737-600", "737-700"))
+    PATTERN = "{{j:07d}}"
+
     @classmethod
-    def synthetic_finish(cls, root, class_ids, sizes):
-        folder = Path(root) / cls.LAYOUTS[0]
+    def finish(cls, root, class_ids, sizes):
+        folder = Path(root) / cls.dataset().LAYOUTS[0]
         (folder / "variants.txt").write_text("".join(f"{c}\n" for c in class_ids))
-        for split, rows in cls.synthetic_entries(class_ids, sizes).items():
+        for split, rows in cls.entries(class_ids, sizes).items():
             (folder / f"images_variant_{split}.txt").write_text("".join(f"{rel[:-4]} {name}\n" for rel, _, name in rows))

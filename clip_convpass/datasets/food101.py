@@ -1,5 +1,5 @@
-from clip_convpass.datasets.coop_split import SplitFileDataset
-from clip_convpass.registry import DATASET_REGISTRY
+from clip_convpass.datasets.coop_split import SplitFileDataset, SplitFileTree
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY
 
 
 @DATASET_REGISTRY.register
@@ -14,6 +14,11 @@ class Food101(SplitFileDataset):
     EXPECTED_CLASSES = 101
     EXPECTED_SPLITS = {"train": 50500, "val": 20200, "test": 30300}
     EXPECTED_TEST_IMAGES = 30300
-    SYNTHETIC_CLASSES = tuple((c, c) for c in ("apple_pie", "baby_back_ribs", "baklava", "beef_carpaccio",
-                                               "beef_tartare", "beet_salad", "beignets", "bibimbap"))
-    SYNTHETIC_PATTERN = "{folder}/{{j}}"
+
+
+@SYNTHETIC_TREE_REGISTRY.register
+class Food101Tree(SplitFileTree):
+    NAME = "Food101"
+    CLASSES = tuple((c, c) for c in ("apple_pie", "baby_back_ribs", "baklava", "beef_carpaccio",
+                                     "beef_tartare", "beet_salad", "beignets", "bibimbap"))
+    PATTERN = "{folder}/{{j}}"

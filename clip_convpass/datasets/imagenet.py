@@ -12,12 +12,12 @@ from clip_convpass.data.base import (
     ClassUniverse,
     DatasetBase,
     DatasetLayoutError,
-    SyntheticFiles,
     list_images,
     read_id_list,
 )
+from clip_convpass.data.synthetic import SyntheticFiles, SyntheticTree
 from clip_convpass.models.prompts import read_classnames_file
-from clip_convpass.registry import DATASET_REGISTRY
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 logger = logging.getLogger(__name__)
@@ -106,33 +106,6 @@ class ImageNet(ImageNetFamily):
         folders = self._split_folders("train")
         return {lab: [str(folders[w] / n) for n in list_images(folders[w])] for lab, w in enumerate(self.class_ids)}
 
-    @classmethod
-    def synthetic_classes(cls, num_classes: int) -> List[str]:
-        """Deterministic mix of real wnids: in both ImageNet-A and -R, A only, R only, and neither."""
-        a = set(read_id_list(RESOURCES / "imagenet_a_wnids.txt"))
-        r = set(read_id_list(RESOURCES / "imagenet_r_wnids.txt"))
-        full = imagenet_wnids()
-        groups = [[w for w in full if w in a and w in r], [w for w in full if w in a and w not in r],
-                  [w for w in full if w in r and w not in a], [w for w in full if w not in a and w not in r]]
-        chosen: List[str] = []
-        i = 0
-        while len(chosen) < num_classes:
-            g = groups[i % 4]
-            chosen.append(g[len([c for c in chosen if c in g])])
-            i += 1
-        return sorted(chosen)
-
-    @classmethod
-    def synthetic_files(cls, class_id, sizes, index):
-        return [SyntheticFiles("train", f"imagenet/images/train/{class_id}", sizes["train"], "JPEG", class_id + "_{j}"),
-                SyntheticFiles("val", f"imagenet/images/val/{class_id}", sizes["test"], "JPEG", class_id + "_{j}",
-                               is_test=True)]
-
-    @classmethod
-    def synthetic_finish(cls, root: Path, class_ids: Sequence[str], sizes) -> None:
-        names = read_classnames_file(RESOURCES / "imagenet_classnames.txt")
-        (root / "imagenet" / "classnames.txt").write_text("".join(f"{w} {names[w]}\n" for w in imagenet_wnids()))
-
 
 class WnidSubsetTestSet(ImageNetFamily):
     """A test set over a subset of ImageNet's classes (WNID_FILE), one folder per wnid, scored on the
@@ -140,7 +113,6 @@ class WnidSubsetTestSet(ImageNetFamily):
 
     SOURCE = "ImageNet"
     WNID_FILE = ""
-    SYNTHETIC_LABEL = ""
 
     @classmethod
     def own_wnids(cls) -> List[str]:
@@ -157,10 +129,48 @@ class WnidSubsetTestSet(ImageNetFamily):
         folders = self.check_class_folders(self.dataset_dir, self.class_ids, self.own_wnids())
         return self._datums_from_class_folders(folders)
 
+
+@SYNTHETIC_TREE_REGISTRY.register
+class ImageNetTree(SyntheticTree):
+    NAME = "ImageNet"
+
     @classmethod
-    def synthetic_files(cls, class_id, sizes, index):
-        if class_id not in set(cls.own_wnids()):
+    def classes(cls, num_classes: int) -> List[str]:
+        """Deterministic mix of real wnids: in both ImageNet-A and -R, A only, R only, and neither."""
+        a = set(read_id_list(RESOURCES / "imagenet_a_wnids.txt"))
+        r = set(read_id_list(RESOURCES / "imagenet_r_wnids.txt"))
+        full = imagenet_wnids()
+        groups = [[w for w in full if w in a and w in r], [w for w in full if w in a and w not in r],
+                  [w for w in full if w in r and w not in a], [w for w in full if w not in a and w not in r]]
+        chosen: List[str] = []
+        i = 0
+        while len(chosen) < num_classes:
+            g = groups[i % 4]
+            chosen.append(g[len([c for c in chosen if c in g])])
+            i += 1
+        return sorted(chosen)
+
+    @classmethod
+    def files(cls, class_id, sizes, index):
+        return [SyntheticFiles("train", f"imagenet/images/train/{class_id}", sizes["train"], "JPEG", class_id + "_{j}"),
+                SyntheticFiles("val", f"imagenet/images/val/{class_id}", sizes["test"], "JPEG", class_id + "_{j}",
+                               is_test=True)]
+
+    @classmethod
+    def finish(cls, root: Path, class_ids: Sequence[str], sizes) -> None:
+        names = read_classnames_file(RESOURCES / "imagenet_classnames.txt")
+        (root / "imagenet" / "classnames.txt").write_text("".join(f"{w} {names[w]}\n" for w in imagenet_wnids()))
+
+
+class WnidSubsetTree(SyntheticTree):
+    """Test images for the classes of the tree that are in the set's own wnid list."""
+
+    LABEL = ""  # file-name prefix and image-count key
+
+    @classmethod
+    def files(cls, class_id, sizes, index):
+        if class_id not in set(cls.dataset().own_wnids()):
             return []
-        label = cls.SYNTHETIC_LABEL
-        return [SyntheticFiles(label, f"{cls.LAYOUTS[0]}/{class_id}", sizes["shift"], "jpg", label + "_{j:03d}",
+        label = cls.LABEL
+        return [SyntheticFiles(label, f"{cls.dataset().LAYOUTS[0]}/{class_id}", sizes["shift"], "jpg", label + "_{j:03d}",
                                is_test=True)]

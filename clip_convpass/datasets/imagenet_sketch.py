@@ -1,6 +1,6 @@
-from clip_convpass.data.base import SyntheticFiles
+from clip_convpass.data.synthetic import SyntheticFiles, SyntheticTree
 from clip_convpass.datasets.imagenet import ImageNetFamily
-from clip_convpass.registry import DATASET_REGISTRY
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY
 
 
 @DATASET_REGISTRY.register
@@ -18,7 +18,12 @@ class ImageNetSketch(ImageNetFamily):
     def _read_test(self):
         return self._datums_from_class_folders(self.wnid_folders(self.dataset_dir))
 
+
+@SYNTHETIC_TREE_REGISTRY.register
+class ImageNetSketchTree(SyntheticTree):
+    NAME = "ImageNetSketch"
+
     @classmethod
-    def synthetic_files(cls, class_id, sizes, index):
+    def files(cls, class_id, sizes, index):
         return [SyntheticFiles("sketch", f"imagenet-sketch/images/{class_id}", sizes["shift"], "JPEG", "sketch_{j:03d}",
                                gray=True, is_test=True)]

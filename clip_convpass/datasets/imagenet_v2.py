@@ -2,9 +2,10 @@ import os
 import re
 from typing import List
 
-from clip_convpass.data.base import DatasetLayoutError, Datum, SyntheticFiles, list_images
+from clip_convpass.data.base import DatasetLayoutError, Datum, list_images
+from clip_convpass.data.synthetic import SyntheticFiles, SyntheticTree
 from clip_convpass.datasets.imagenet import ImageNetFamily, imagenet_wnids
-from clip_convpass.registry import DATASET_REGISTRY
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY
 
 CLASS_INDEX = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 
@@ -48,7 +49,12 @@ class ImageNetV2(ImageNetFamily):
             items += [Datum(os.path.join(present[wnid], n), label, self.classnames[label]) for n in names]
         return items
 
+
+@SYNTHETIC_TREE_REGISTRY.register
+class ImageNetV2Tree(SyntheticTree):
+    NAME = "ImageNetV2"
+
     @classmethod
-    def synthetic_files(cls, class_id, sizes, index):
-        folder = f"{cls.LAYOUTS[0]}/{imagenet_wnids().index(class_id)}"
+    def files(cls, class_id, sizes, index):
+        folder = f"{cls.dataset().LAYOUTS[0]}/{imagenet_wnids().index(class_id)}"
         return [SyntheticFiles("v2", folder, sizes["shift"], "jpeg", "v2_{j:03d}", is_test=True)]

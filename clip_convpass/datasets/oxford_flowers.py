@@ -1,5 +1,5 @@
-from clip_convpass.datasets.coop_split import SplitFileDataset
-from clip_convpass.registry import DATASET_REGISTRY
+from clip_convpass.datasets.coop_split import SplitFileDataset, SplitFileTree
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY
 
 
 @DATASET_REGISTRY.register
@@ -16,7 +16,12 @@ class OxfordFlowers(SplitFileDataset):
     EXPECTED_CLASSES = 102
     EXPECTED_SPLITS = {"train": 4093, "val": 1633, "test": 2463}
     EXPECTED_TEST_IMAGES = 2463
-    SYNTHETIC_CLASSES = tuple(("", c) for c in ("pink primrose", "hard-leaved pocket orchid", "canterbury bells",
-                                                "sweet pea", "english marigold", "tiger lily", "moon orchid",
-                                                "bird of paradise"))
-    SYNTHETIC_PATTERN = "image_{{j:05d}}"  # one flat folder of numbered files
+
+
+@SYNTHETIC_TREE_REGISTRY.register
+class OxfordFlowersTree(SplitFileTree):
+    NAME = "OxfordFlowers"
+    CLASSES = tuple(("", c) for c in ("pink primrose", "hard-leaved pocket orchid", "canterbury bells",
+                                      "sweet pea", "english marigold", "tiger lily", "moon orchid",
+                                      "bird of paradise"))
+    PATTERN = "image_{{j:05d}}"  # one flat folder of numbered files

@@ -1,5 +1,5 @@
-from clip_convpass.datasets.coop_split import SplitFileDataset
-from clip_convpass.registry import DATASET_REGISTRY
+from clip_convpass.datasets.coop_split import SplitFileDataset, SplitFileTree
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY
 
 
 @DATASET_REGISTRY.register
@@ -15,7 +15,12 @@ class OxfordPets(SplitFileDataset):
     EXPECTED_CLASSES = 37
     EXPECTED_SPLITS = {"train": 2944, "val": 736, "test": 3669}
     EXPECTED_TEST_IMAGES = 3669
-    SYNTHETIC_CLASSES = (("Abyssinian", "abyssinian"), ("american_bulldog", "american_bulldog"),
-                         ("american_pit_bull_terrier", "american_pit_bull_terrier"), ("basset_hound", "basset_hound"),
-                         ("beagle", "beagle"), ("Bengal", "bengal"), ("Birman", "birman"), ("Bombay", "bombay"))
-    SYNTHETIC_PATTERN = "{folder}_{{j}}"  # one flat folder; the file name starts with the breed
+
+
+@SYNTHETIC_TREE_REGISTRY.register
+class OxfordPetsTree(SplitFileTree):
+    NAME = "OxfordPets"
+    CLASSES = (("Abyssinian", "abyssinian"), ("american_bulldog", "american_bulldog"),
+               ("american_pit_bull_terrier", "american_pit_bull_terrier"), ("basset_hound", "basset_hound"),
+               ("beagle", "beagle"), ("Bengal", "bengal"), ("Birman", "birman"), ("Bombay", "bombay"))
+    PATTERN = "{folder}_{{j}}"  # one flat folder; the file name starts with the breed

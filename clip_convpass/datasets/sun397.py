@@ -1,5 +1,5 @@
-from clip_convpass.datasets.coop_split import SplitFileDataset
-from clip_convpass.registry import DATASET_REGISTRY
+from clip_convpass.datasets.coop_split import SplitFileDataset, SplitFileTree
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY
 
 
 @DATASET_REGISTRY.register
@@ -15,9 +15,14 @@ class SUN397(SplitFileDataset):
     EXPECTED_TEST_IMAGES = 19850
     # CoOp's names reverse the folder parts after the letter ("a/apartment_building/outdoor" ->
     # "outdoor apartment_building")
-    SYNTHETIC_CLASSES = (("a/abbey", "abbey"), ("a/airplane_cabin", "airplane_cabin"),
-                         ("a/airport_terminal", "airport_terminal"), ("a/alley", "alley"),
-                         ("a/amphitheater", "amphitheater"), ("a/amusement_arcade", "amusement_arcade"),
-                         ("a/apartment_building/outdoor", "outdoor apartment_building"),
-                         ("a/aquarium", "aquarium"))
-    SYNTHETIC_PATTERN = "{folder}/sun_{{j:06d}}"
+
+
+@SYNTHETIC_TREE_REGISTRY.register
+class SUN397Tree(SplitFileTree):
+    NAME = "SUN397"
+    CLASSES = (("a/abbey", "abbey"), ("a/airplane_cabin", "airplane_cabin"),
+               ("a/airport_terminal", "airport_terminal"), ("a/alley", "alley"),
+               ("a/amphitheater", "amphitheater"), ("a/amusement_arcade", "amusement_arcade"),
+               ("a/apartment_building/outdoor", "outdoor apartment_building"),
+               ("a/aquarium", "aquarium"))
+    PATTERN = "{folder}/sun_{{j:06d}}"

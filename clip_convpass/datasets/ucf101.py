@@ -1,5 +1,5 @@
-from clip_convpass.datasets.coop_split import SplitFileDataset
-from clip_convpass.registry import DATASET_REGISTRY
+from clip_convpass.datasets.coop_split import SplitFileDataset, SplitFileTree
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY
 
 
 @DATASET_REGISTRY.register
@@ -14,6 +14,11 @@ class UCF101(SplitFileDataset):
     EXPECTED_CLASSES = 101
     EXPECTED_SPLITS = {"train": 7639, "val": 1898, "test": 3783}
     EXPECTED_TEST_IMAGES = 3783
-    SYNTHETIC_CLASSES = tuple((c, c) for c in ("Apply_Eye_Makeup", "Apply_Lipstick", "Archery", "Baby_Crawling",
-                                               "Balance_Beam", "Band_Marching", "Baseball_Pitch", "Basketball"))
-    SYNTHETIC_PATTERN = "{folder}/v_{folder}_g{{j:04d}}_c01"
+
+
+@SYNTHETIC_TREE_REGISTRY.register
+class UCF101Tree(SplitFileTree):
+    NAME = "UCF101"
+    CLASSES = tuple((c, c) for c in ("Apply_Eye_Makeup", "Apply_Lipstick", "Archery", "Baby_Crawling",
+                                     "Balance_Beam", "Band_Marching", "Baseball_Pitch", "Basketball"))
+    PATTERN = "{folder}/v_{folder}_g{{j:04d}}_c01"

@@ -16,7 +16,7 @@ from clip_convpass.data.synthetic import build_synthetic_tree
 from clip_convpass.datasets.coop_split import SplitFileDataset
 from clip_convpass.engine.runner import run
 from clip_convpass.models.prompts import get_templates
-from clip_convpass.registry import DATASET_REGISTRY, TRAINER_REGISTRY, method_rows
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY, TRAINER_REGISTRY, method_rows
 from clip_convpass.reporting.fewshot import AVERAGE, fewshot_curves, plot_curves, render_curves
 
 TRAINABLE = [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]
@@ -54,11 +54,12 @@ def ds_cfg(name, root, out, opts=()):
 def test_reader_gives_coops_classes_splits_and_val_shots_from_the_val_split(name, fs_tree, tmp_path):
     root, infos = fs_tree
     cls = DATASET_REGISTRY.get(name)
+    tree = SYNTHETIC_TREE_REGISTRY.get(name)
     ds = cls(ds_cfg(name, root, tmp_path, ["DATASET.NUM_SHOTS", "4"]))
     # class names and order as CoOp's reader produces them (label order of the split), not folder names
-    assert ds.classnames == [cls.synthetic_class(i)[1] for i in range(N_CLASSES)]
+    assert ds.classnames == [tree.class_for(i)[1] for i in range(N_CLASSES)]
     assert len(ds.test) == N_CLASSES * 2 and all(os.path.isfile(d.impath) for d in ds.test)
-    entries = cls.synthetic_entries(ds.class_ids, {"train": 6, "val": 3, "test": 2})
+    entries = tree.entries(ds.class_ids, {"train": 6, "val": 3, "test": 2})
     split_paths = {s: {str(ds.image_dir / rel) for rel, _, _ in rows} for s, rows in entries.items()}
     # K train shots from the train split; min(K, 4) = 4 val shots wanted, the val split has 3: all of them
     assert ds.val_shots == 4
