@@ -132,6 +132,7 @@ class Row:
     order: float = 100.0  # position in tables and grids
     tag: str = ""  # run-folder name (default: the config file's stem)
     sweep: Tuple[str, ...] = ()  # "KEY=v1,v2,..." chosen on the validation shots before the grid runs the row
+    paper_params: Optional[float] = None  # the paper's trainable-parameter budget (millions), where it gives one
     trainer: str = ""  # the method whose metafile declares it
 
     @property

@@ -70,6 +70,14 @@ class AdapterKind:
     CONFIG_KEYS: Dict[str, str] = {}
     # Trainable parameters of each preset in ViT-B/16's image encoder (the README's table; tested exactly).
     PARAMS_AT_VIT_B16: Dict[str, int] = {}
+    # Option values under which a fresh model is exactly the frozen one, for kinds whose presets are not (VPT's
+    # prompts, NOAH's Adapter): the zero-shot invariant is tested with them.
+    IDENTITY_OVERRIDES: Dict[str, object] = {}
+
+    @classmethod
+    def identity_at_init(cls, options: Dict[str, object]) -> bool:
+        """Whether a fresh model with these options computes exactly what the frozen model does."""
+        return True
 
     @classmethod
     def config_key(cls, option: str) -> str:

@@ -44,6 +44,16 @@ class LoRAQV(AdapterModule):
         return attention_from_qkv(attn, qkv, attn_mask)
 
     @torch.no_grad()
+    def wise_ft_interpolate_(self, theta0, theta1, alpha: float) -> None:
+        """WiSE-FT interpolates the weights the model computes with, W0 + alpha (W1 - W0) = W0 + alpha s B1 A1
+        (B starts at zero): A = A1 and B = alpha B1. Interpolating A and B apart would be quadratic in alpha."""
+        for side in ("q", "v"):
+            if theta0[f"b_{side}"].any():
+                raise ValueError("LoRA's WiSE-FT needs B = 0 at the start of fine-tuning (LoRA's init)")
+            getattr(self, f"a_{side}").copy_(theta1[f"a_{side}"])
+            getattr(self, f"b_{side}").copy_(alpha * theta1[f"b_{side}"])
+
+    @torch.no_grad()
     def merge(self) -> None:
         self.target.in_proj_weight.copy_(self.base_weight + self.delta_weight().to(self.base_weight.dtype))
         self.merged = True

@@ -24,6 +24,7 @@ from clip_convpass.config.defaults import (
     expand_user_paths,
     merge_config_file,
     merge_opts,
+    merge_per_dataset_configs,
     validate_engine_cfg,
 )
 from clip_convpass.registry import DATASET_REGISTRY, TRAINER_REGISTRY
@@ -74,11 +75,15 @@ def setup_cfg(
     freeze: bool = True,
     override_files: Sequence[str | os.PathLike] = (),
 ) -> CN:
-    """Build and validate a config: defaults -> dataset file -> method file -> override files -> opts."""
+    """Build and validate a config: defaults -> dataset file -> method file -> the method's per-dataset files
+    (PER_DATASET_DIRS) -> override files -> opts."""
     cfg = get_cfg_default()
-    for path in (dataset_config_file, config_file, *override_files):
+    for path in (dataset_config_file, config_file):
         if path:
             merge_config_file(cfg, path)
+    merge_per_dataset_configs(cfg)  # the method's settings for this dataset, before overrides and opts
+    for path in override_files:
+        merge_config_file(cfg, path)
     opts = list(opts)
     merge_opts(cfg, opts)
     keys = opts[0::2]

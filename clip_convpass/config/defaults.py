@@ -12,7 +12,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -138,6 +138,11 @@ _C.MODEL.TEXT_SHARED_PREFIX = True
 # kernel under autocast or with gradients). False: open_clip's own MultiheadAttention calls.
 _C.MODEL.FUSED_ATTENTION = True
 
+# Folders (relative to configs/ or absolute) of <DATASET.NAME>.yaml files: a method's per-dataset settings
+# (e.g. Tip-Adapter's search range on Flowers), merged in order right after the method's YAML when a file for
+# the run's dataset exists. Set by the method's YAML; the run's config.yaml shows the effective values.
+_C.PER_DATASET_DIRS = []
+
 _C.TRAINER = CN()
 _C.TRAINER.NAME = "ZeroShotCLIP"
 # Each method adds its own node TRAINER.<NODE> (defaults, comments, validation live in its file);
@@ -214,6 +219,27 @@ def merge_config_file(cfg: CN, path: str | os.PathLike) -> None:
             raise ConfigError(f"{p}: {e}") from e
 
 
+def per_dataset_dirs(cfg: CN) -> List[Path]:
+    out = []
+    for folder in cfg.PER_DATASET_DIRS:
+        base = Path(folder).expanduser()
+        base = base if base.is_absolute() else CONFIG_DIR / base
+        check(base.is_dir(), f"PER_DATASET_DIRS: {base} is not a folder")
+        out.append(base)
+    return out
+
+
+def merge_per_dataset_configs(cfg: CN) -> List[Path]:
+    """Merge each PER_DATASET_DIRS folder's <DATASET.NAME>.yaml (where one exists); returns the files merged."""
+    merged = []
+    for base in per_dataset_dirs(cfg):
+        path = base / f"{cfg.DATASET.NAME}.yaml"
+        if path.is_file():
+            merge_config_file(cfg, path)
+            merged.append(path)
+    return merged
+
+
 def merge_opts(cfg: CN, opts: Sequence[str]) -> None:
     if len(opts) % 2:
         raise ConfigError(f"Command-line opts must be KEY VALUE pairs, got an odd number: {list(opts)}")
@@ -244,6 +270,7 @@ def check(cond: bool, msg: str) -> None:
 
 def validate_engine_cfg(cfg: CN) -> None:
     """Reject invalid engine values before any work starts (methods check their own nodes)."""
+    per_dataset_dirs(cfg)
     check(cfg.PREC in VALID_PREC, f"PREC must be one of {VALID_PREC}, got {cfg.PREC!r}")
     check(cfg.OPTIM.NAME.lower() in VALID_OPTIM, f"OPTIM.NAME must be one of {VALID_OPTIM}, got {cfg.OPTIM.NAME!r}")
     for key in ("LR", "WEIGHT_DECAY", "MOMENTUM", "EPS", "WARMUP_CONS_LR", "WARMUP_MIN_LR", "GAMMA"):

@@ -157,6 +157,15 @@ class TrainerBase:
         Return True if there is state to checkpoint."""
         return False
 
+    def wise_ft_start(self) -> None:
+        """Make the freshly built model the one fine-tuning started from (WiSE-FT's theta_0): as built, unless
+        a method derives its starting state from data before training (Tip-Adapter-F's cache)."""
+
+    def wise_ft_tensors(self) -> Dict[str, torch.Tensor]:
+        """What WiSE-FT interpolates between theta_0 and the trained model: the gradient-trained parameters, and
+        whatever else fine-tuning changed that the method names."""
+        return dict(self.trainable_named_parameters())
+
     def extra_state(self) -> Dict[str, torch.Tensor]:
         """Non-parameter tensors the method must checkpoint (e.g. a cache)."""
         return {}

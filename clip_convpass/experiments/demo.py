@@ -20,7 +20,7 @@ from clip_convpass.config import CONFIG_DIR
 from clip_convpass.data.synthetic import build_synthetic_tree
 from clip_convpass.engine.rundir import RunDir
 from clip_convpass.experiments.grid import build_cell_cfg, run_grid
-from clip_convpass.experiments.headinit import CONVPASS_ROW, head_init_rows, head_init_table
+from clip_convpass.experiments.headinit import CONVPASS_ROW, head_init_rows, head_init_table, table2_choice
 from clip_convpass.experiments.wiseft import stage_name, wise_ft
 from clip_convpass.registry import find_row, method_rows
 from clip_convpass.reporting.format import base_name
@@ -135,7 +135,10 @@ def main(argv: Optional[List[str]] = None) -> int:
              demo_opts=True, sweeps=False)
     headinit = out / "headinit"
     # a few cells of the head-init study, one seed, each trainable head's multiplier chosen from two values
-    head_rows = head_init_rows(find_row(CONVPASS_ROW).demo_opts, inits=DEMO_HEAD_INITS, sweeps=DEMO_HEAD_SWEEPS)
+    convpass_opts = [*common, *find_row(CONVPASS_ROW).demo_opts]
+    chosen = table2_choice(str(data), runs, convpass_opts, [DEMO_CONFIG], args.seeds[0])  # the Table 2 grid's sweep
+    head_rows = head_init_rows(find_row(CONVPASS_ROW).demo_opts, inits=DEMO_HEAD_INITS, sweeps=DEMO_HEAD_SWEEPS,
+                               convpass_values=chosen)
     run_grid(head_rows, args.seeds[:1], str(data), headinit, common, force=args.force,
              override_configs=[DEMO_CONFIG], eval_step0=True)
     # WiSE-FT of the fine-tuned rows' first-seed runs, then the effective-robustness view

@@ -7,6 +7,7 @@ degenerate cells (nothing would train) are left out and refused by the config ch
 learning rate (frozen head) or head learning-rate multiplier (trainable head) is chosen on the
 validation shots by a sweep. Each run is also evaluated before training (step 0: for a text head this
 is zero-shot CLIP), so the table shows the step-0 accuracy next to the trained accuracy on all domains.
+The Convpass cells use the bypasses of Table 2's row: the s its sweep chose (`table2_choice`), not defaults.
 
     python -m clip_convpass.headinit --data DATA --output OUT [--seeds 1 2 3] [KEY VALUE ...]
 """
@@ -56,10 +57,26 @@ def cell_opts(model: str, head: str, init: str, templates: str, head_param: str 
             "TRAINER.CONVPASS.HEAD_PARAM", head_param]
 
 
+def table2_choice(data: str, output: str | Path, opts: Sequence[str] = (), override_configs: Sequence[str | Path] = (),
+                  seed: int = 1, sweep_json: Optional[Path] = None) -> Dict[str, str]:
+    """What the Table 2 row's sweep chose (its s, by the rule every PETL row shares), for the study's Convpass
+    cells: read from `sweep_json` (e.g. a Table 2 grid's) or from `output`'s sweeps, run there first if needed."""
+    from clip_convpass.experiments.grid import build_cell_cfg, select_by_sweep
+
+    row = find_row(CONVPASS_ROW)
+    if not row.sweep:
+        return {}
+    shots = build_cell_cfg(row, seed, data, output, opts, override_configs).DATASET.NUM_SHOTS
+    chosen, _ = select_by_sweep(row, seed, data, Path(output), opts, override_configs, "ImageNet", sweep_json, shots)
+    return chosen
+
+
 def head_init_rows(extra_opts: Sequence[str] = (), head_params: Sequence[str] = ("folded",),
-                   inits: Optional[Sequence[str]] = None, sweeps: Optional[Dict[str, Sequence[str]]] = None) -> List[Row]:
+                   inits: Optional[Sequence[str]] = None, sweeps: Optional[Dict[str, Sequence[str]]] = None,
+                   convpass_values: Optional[Dict[str, str]] = None) -> List[Row]:
     """Every non-degenerate cell of inits x head {trainable, frozen} x {Convpass, head-only probe} (x head
-    parameterisations), each with its sweep (HEAD_SWEEPS unless `sweeps` is given)."""
+    parameterisations), each with its sweep (HEAD_SWEEPS unless `sweeps` is given). The Convpass cells take
+    `convpass_values` (the Table 2 row's chosen s: `table2_choice`), so that they are Table 2's model."""
     base = find_row(CONVPASS_ROW)
     sweeps = HEAD_SWEEPS if sweeps is None else sweeps
     methods = []
@@ -71,7 +88,9 @@ def head_init_rows(extra_opts: Sequence[str] = (), head_params: Sequence[str] = 
                         continue
                     suffix = "" if param == "folded" else f" {param}"
                     name = f"{model} head={label} {head}{suffix}"
-                    opts = [*cell_opts(model, head, init, templates, param), *extra_opts]
+                    chosen = convpass_values if model == "Convpass" and convpass_values else {}
+                    opts = [*cell_opts(model, head, init, templates, param), *extra_opts,
+                            *[x for kv in chosen.items() for x in kv]]
                     tag = f"headinit_{model.lower()}_{label}_{head}" + (f"_{param}" if suffix else "")
                     methods.append(Row(name, base.config, opts=tuple(opts), trainer=base.trainer, tables=(),
                                        tag=tag, sweep=tuple(sweeps.get(head, ()))))
@@ -96,11 +115,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--head-params", nargs="*", default=["folded"], choices=list(HEAD_PARAMS),
                    help="head parameterisations to run (each a full set of cells)")
     p.add_argument("--inits", nargs="*", default=None, choices=[i[0] for i in INITS], help="default: all")
-    p.add_argument("--no-sweep", action="store_true", help="use the config's LR / multiplier instead of choosing it")
+    p.add_argument("--no-sweep", action="store_true",
+                   help="use the config's values (s, LR, multiplier) instead of choosing them on the validation shots")
+    p.add_argument("--table2-sweep", default=None, type=Path,
+                   help="the Convpass_CLIP row's finished sweep.json from a Table 2 grid (OUT/sweeps/ImageNet_16shots/"
+                        "ConvpassCLIP/sweep.json): its chosen s is used (default: chosen here by the same rule)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     args = p.parse_args(argv)
     setup_logger(None)
-    rows = head_init_rows(head_params=args.head_params, inits=args.inits)
+    chosen = {} if args.no_sweep else table2_choice(args.data, args.output, args.opts, args.override_config,
+                                                     min(args.seeds or [1]), args.table2_sweep)
+    rows = head_init_rows(head_params=args.head_params, inits=args.inits, convpass_values=chosen)
     run_grid(rows, args.seeds, args.data, args.output, args.opts, force=args.force,
              override_configs=args.override_config, eval_step0=True, sweeps=not args.no_sweep)
     print(head_init_table([args.output], head_params=args.head_params))

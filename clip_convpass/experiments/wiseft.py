@@ -10,7 +10,13 @@ theta_0 is rebuilt from the run's config and seed, so it is exactly the run's st
     alpha = 0 is the untrained prompted model, not zero-shot CLIP.
   * CoOp / CoCoOp: the context vectors from their init ("a photo of a" in the ctxv1 configs: alpha = 0 is
     zero-shot CLIP with that template; random init: a random prompt).
-  * Tip-Adapter-F: its keys from the training-free cache (alpha = 0 is Tip-Adapter).
+  * Tip-Adapter-F: the cache-initialised model it fine-tunes (keys = the training-free cache, INIT_ALPHA and
+    INIT_BETA); its keys, alpha and beta are interpolated (alpha = 0 is that model's evaluation before
+    fine-tuning, tested).
+  * LoRA: the weights W0 + alpha s B1 A1 (linear in alpha), not its two factors apart.
+With --zero-shot-templates SET, theta_0's text head is built from another template set (ensemble80 is
+wise-ft's zero-shot classifier); the default, run, keeps the run's own templates so that alpha = 0 is
+exactly the model fine-tuning started from.
 Only gradient-trained parameters are interpolated; methods without any (zero-shot CLIP, the linear probe,
 Tip-Adapter) are refused. Results go to <run>/eval_wise<alpha>/<dataset>/results.json (stage
 "wise<alpha>", field "wise_alpha"); `python -m clip_convpass.report OUT --robustness` plots them.
@@ -40,10 +46,24 @@ def stage_name(alpha: float) -> str:
 
 
 def interpolate_(trainer, theta0: Dict[str, torch.Tensor], theta1: Dict[str, torch.Tensor], alpha: float) -> None:
-    """Set the trainer's trained parameters to theta(alpha) (alpha = 0 and 1 give the endpoints exactly)."""
+    """Set the trainer's interpolated state (`wise_ft_tensors`) to theta(alpha); alpha = 0 and 1 give the
+    endpoints exactly. A module that defines `wise_ft_interpolate_` (LoRA: the weights its factors make)
+    interpolates its own parameters."""
+    tensors = trainer.wise_ft_tensors()
+    handled = set()
     with torch.no_grad():
-        for name, p in trainer.trainable_named_parameters():
-            p.copy_(theta1[name] if alpha == 1 else theta0[name] + alpha * (theta1[name] - theta0[name]))
+        for prefix, module in trainer.model.named_modules():
+            rule = getattr(module, "wise_ft_interpolate_", None)
+            if rule is None:
+                continue
+            own = {n: f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters(recurse=False)}
+            if not set(own.values()) <= set(tensors):
+                continue  # not trained in this run
+            rule({n: theta0[full] for n, full in own.items()}, {n: theta1[full] for n, full in own.items()}, alpha)
+            handled.update(own.values())
+        for name, t in tensors.items():
+            if name not in handled:
+                t.copy_(theta1[name] if alpha == 1 else theta0[name] + alpha * (theta1[name] - theta0[name]))
 
 
 def load_run(run_dir: str | Path, data: str = "", opts: Sequence[str] = ()):
@@ -60,10 +80,29 @@ def load_run(run_dir: str | Path, data: str = "", opts: Sequence[str] = ()):
 
 
 def wise_ft(run_dir: str | Path, alphas: Sequence[float] = DEFAULT_ALPHAS, datasets: Sequence[str] = (),
-            data: str = "", opts: Sequence[str] = ()) -> List[dict]:
+            data: str = "", opts: Sequence[str] = (), zero_shot_templates: str = "run") -> List[dict]:
     check_alphas(alphas)
     cfg, trainer = load_run(run_dir, data, opts)
-    return _wise_ft(cfg, trainer, run_dir, alphas, datasets)
+    return _wise_ft(cfg, trainer, run_dir, alphas, datasets, start_from(run_dir, cfg, trainer, data, opts, zero_shot_templates))
+
+
+def start_from(run_dir, cfg, trainer, data: str, opts: Sequence[str], zero_shot_templates: str = "run"):
+    """theta_0: the run's own starting model ("run"), or, for a text-initialised head, the same model with its
+    head built from another template set (e.g. ensemble80: wise-ft's zero-shot classifier)."""
+    if zero_shot_templates == "run":
+        return None
+    node = cfg.TRAINER.get(getattr(trainer, "CONFIG_NODE", ""), None)
+    if node is None or "HEAD_INIT" not in node or node.HEAD_INIT not in ("text", "lp"):
+        raise UserError(f"--zero-shot-templates: {cfg.TRAINER.NAME} has no text-initialised head; its WiSE-FT start is "
+                        f"the run's own initial state (use the default, run)")
+    from clip_convpass.models.prompts import check_templates
+
+    check_templates(zero_shot_templates, "--zero-shot-templates")
+    _, other = load_run(run_dir, data, [*opts, f"TRAINER.{trainer.CONFIG_NODE}.TEMPLATES", zero_shot_templates,
+                                        f"TRAINER.{trainer.CONFIG_NODE}.HEAD_INIT", "text"])
+    other.wise_ft_start()
+    trainer.annotations["wise_zero_shot_templates"] = zero_shot_templates
+    return {n: t.detach().clone() for n, t in other.wise_ft_tensors().items()}
 
 
 def check_alphas(alphas: Sequence[float]) -> None:
@@ -72,16 +111,19 @@ def check_alphas(alphas: Sequence[float]) -> None:
         raise UserError(f"WiSE-FT alphas must be in [0, 1], got {bad}")
 
 
-def _wise_ft(cfg, trainer, run_dir: str | Path, alphas: Sequence[float], datasets: Sequence[str]) -> List[dict]:
-    """WiSE-FT with the run's trainer already built (holding theta_0)."""
+def _wise_ft(cfg, trainer, run_dir: str | Path, alphas: Sequence[float], datasets: Sequence[str],
+             theta0: Optional[Dict[str, torch.Tensor]] = None) -> List[dict]:
+    """WiSE-FT with the run's trainer already built (holding theta_0 unless `theta0` is given)."""
     from clip_convpass.data import build_dataset
 
     if not trainer.trainable_named_parameters():
         raise UserError(f"{trainer.NAME} has no gradient-trained weights to interpolate (WiSE-FT is defined for "
                         f"fine-tuned models; {run_dir} holds a training-free or zero-shot method)")
-    theta0 = {n: p.detach().clone() for n, p in trainer.trainable_named_parameters()}
+    if theta0 is None:
+        trainer.wise_ft_start()
+        theta0 = {n: t.detach().clone() for n, t in trainer.wise_ft_tensors().items()}
     trainer.load_from_model_dir(run_dir)
-    theta1 = {n: p.detach().clone() for n, p in trainer.trainable_named_parameters()}
+    theta1 = {n: t.detach().clone() for n, t in trainer.wise_ft_tensors().items()}
     targets = list(datasets) or evaluation_domains(cfg.DATASET.NAME)
     built = {name: build_dataset(cfg, name) for name in targets}  # every dataset is checked before any work
     records = []
@@ -100,7 +142,7 @@ def trained_runs(root: str | Path) -> List[Path]:
 
 
 def wise_ft_all(root: str | Path, alphas: Sequence[float], datasets: Sequence[str] = (), data: str = "",
-                opts: Sequence[str] = ()) -> List[Path]:
+                opts: Sequence[str] = (), zero_shot_templates: str = "run") -> List[Path]:
     """WiSE-FT of every fine-tuned run under `root`; runs whose alphas are all evaluated are skipped,
     training-free methods are listed and left out."""
     check_alphas(alphas)
@@ -115,7 +157,10 @@ def wise_ft_all(root: str | Path, alphas: Sequence[float], datasets: Sequence[st
             print(f"[wiseft] {run}: every alpha evaluated before, skipping")
         else:
             print(f"[wiseft] {run}: alphas {', '.join(f'{a:g}' for a in alphas)}")
-            _wise_ft(cfg, trainer, run, alphas, targets)  # the trainer just built holds theta_0
+            # the trainer just built holds theta_0 (or the zero-shot head of other templates)
+            theta0 = None if zero_shot_templates == "run" or "HEAD_INIT" not in cfg.TRAINER.get(
+                getattr(trainer, "CONFIG_NODE", ""), {}) else start_from(run, cfg, trainer, data, opts, zero_shot_templates)
+            _wise_ft(cfg, trainer, run, alphas, targets, theta0)
         done.append(run)
     return done
 
@@ -131,14 +176,17 @@ def _main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--datasets", nargs="*", default=[], help="registry names (default: the training dataset "
                                                               "and every dataset that evaluates its models)")
     p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides (e.g. TEST.FEATURE_CACHE_DIR DIR)")
+    p.add_argument("--zero-shot-templates", default="run",
+                   help="theta_0's head for text-initialised heads: run (default: the run's own templates, so alpha = 0 "
+                        "is exactly where it started) or a template set (ensemble80: wise-ft's zero-shot classifier)")
     args = p.parse_args(argv)
     if not args.runs and not args.under:
         p.error("give run directories or --under OUTPUT")
     setup_logger(None)
     for run in args.runs:
-        wise_ft(run, args.alphas, args.datasets, args.data, args.opts)
+        wise_ft(run, args.alphas, args.datasets, args.data, args.opts, args.zero_shot_templates)
     if args.under:
-        wise_ft_all(args.under, args.alphas, args.datasets, args.data, args.opts)
+        wise_ft_all(args.under, args.alphas, args.datasets, args.data, args.opts, args.zero_shot_templates)
     return 0
 
 

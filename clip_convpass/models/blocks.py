@@ -4,7 +4,7 @@
 it computes the block with one projection GEMM + scaled_dot_product_attention on batch-first tensors (see
 attention.py), the path every tower takes; clip_convpass.adapters fills its slots:
 
-- beside attention / the MLP (parallel): x + a + s * f(LN(x))
+- beside attention / the MLP (parallel): x + a + s * f(LN(x)); (residual): x + a + s * f(x)
 - after attention / the MLP (sequential): x + a + s * f(a)
 - on the q/k/v projections (`qkv` slot: LoRA), applied in the fused attention path
 """
@@ -17,6 +17,9 @@ from torch import nn
 
 from clip_convpass.config import ConfigError
 from clip_convpass.models.attention import is_plain_self_attention, self_attention
+
+# where an adapter reads its input: LN(x) (parallel), x itself (residual), the branch output (sequential)
+SLOT_MODES = ("parallel", "residual", "sequential")
 
 
 class AdaptedBlock(nn.Module):
@@ -38,8 +41,9 @@ class AdaptedBlock(nn.Module):
         return bool(self.attn_adapters or self.mlp_adapters or self.qkv_adapter is not None)
 
     def add(self, where: str, mode: str, name: str, module: nn.Module, scale: float = 1.0) -> None:
-        """Put `module` beside (parallel) or after (sequential) the attn or mlp branch, as attribute `name`."""
-        if mode not in ("parallel", "sequential") or where not in ("attn", "mlp"):
+        """Put `module` beside the attn or mlp branch (parallel: on the branch's normalised input; residual: on
+        the stream entering the branch) or after it (sequential), as attribute `name`."""
+        if mode not in SLOT_MODES or where not in ("attn", "mlp"):
             raise ValueError(f"unknown adapter slot {where}/{mode}")
         setattr(self, name, module)
         (self.attn_adapters if where == "attn" else self.mlp_adapters).append((name, mode, scale))
@@ -63,9 +67,9 @@ class AdaptedBlock(nn.Module):
             return b.ls_1(b.attention(q_x=y, attn_mask=attn_mask))
         return b.ls_1(b.ln_attn(b.attn(y, attn_mask=attn_mask)))  # CustomResidualAttentionBlock
 
-    def _add_adapters(self, x: torch.Tensor, adapters, branch_in, branch_out) -> torch.Tensor:
+    def _add_adapters(self, x: torch.Tensor, adapters, stream, branch_in, branch_out) -> torch.Tensor:
         for name, mode, scale in adapters:
-            src = branch_in if mode == "parallel" else branch_out
+            src = {"parallel": branch_in, "residual": stream, "sequential": branch_out}[mode]
             module = getattr(self, name)
             if self.batch_first:
                 x = x + scale * module(src)
@@ -80,10 +84,10 @@ class AdaptedBlock(nn.Module):
         b = self.block
         y = b.ln_1(q_x)
         a = self._attn_branch(y, attn_mask)
-        x = self._add_adapters(q_x + a, self.attn_adapters, y, a)
+        x = self._add_adapters(q_x + a, self.attn_adapters, q_x, y, a)
         y = b.ln_2(x)
         m = b.ls_2(b.mlp(y))
-        return self._add_adapters(x + m, self.mlp_adapters, y, m)
+        return self._add_adapters(x + m, self.mlp_adapters, x, y, m)
 
 
 def vision_transformer_parts(visual: nn.Module, what: str):

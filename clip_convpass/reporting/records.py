@@ -7,9 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from clip_convpass.reporting.format import row_label
-
-Cell = Optional[Tuple[float, float, int]]  # mean, std, number of seeds
+from clip_convpass.reporting.format import Cell, base_name, row_label
 
 
 def collect(roots: Iterable[str | Path]) -> List[dict]:
@@ -81,14 +79,24 @@ def aggregate(records: List[dict], metric: str = "top1", split: str = "test",
 
 
 def selection_notes(records: List[dict], labels: Dict[Tuple, str]) -> List[str]:
-    """A footnote per row whose settings were chosen on the validation shots by a sweep."""
+    """A footnote per row whose settings were chosen on the validation shots by a sweep: what it searched (the
+    row's declared sweep) and what was chosen."""
+    from clip_convpass.registry import rows_by_name
+
     chosen: Dict[str, set] = defaultdict(set)
     for r in records:
         key = (r.get("name") or r["trainer"], experiment_of(r))
         if r.get("selected") and key in labels:
             chosen[labels[key]].add(", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["selected"].items()))
-    return [f"{row_label(row)}: {' / '.join(sorted(values))} chosen on the validation shots (clip_convpass.sweep)"
-            for row, values in sorted(chosen.items())]
+    registered = rows_by_name()
+    notes = []
+    for row, values in sorted(chosen.items()):
+        declared = registered.get(base_name(row))
+        searched = "; ".join(f"{k.split('.')[-1]} in {{{v.replace(',', ', ')}}}" for k, v in
+                             (e.split("=", 1) for e in declared.sweep)) if declared and declared.sweep else ""
+        notes.append(f"{row_label(row)}: {' / '.join(sorted(values))} chosen on the validation shots"
+                     + (f" (searched: {searched})" if searched else ""))
+    return notes
 
 
 def _distinguishing_fields(exps: List[Tuple]) -> List[int]:

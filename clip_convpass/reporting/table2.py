@@ -36,6 +36,8 @@ def build_table(rows: Dict[str, Dict[str, Cell]], paper: bool = False, domains: 
         row = {"method": name, "cells": cells}
         if params is not None:
             row["params"] = params.get(name)
+            budget = registered[base_name(name)].paper_params if base_name(name) in registered else None
+            row["paper_params"] = budget
         if domains == table2:
             row["target_avg"] = target_average(cells, table2[1:])
         ref = registered[base_name(name)].paper if base_name(name) in registered else None
@@ -50,20 +52,21 @@ def to_grid(table: List[dict], paper: bool) -> Tuple[List[str], List[List[str]]]
     domains = list(table[0]["cells"]) if table else table2_domains()
     targets = table2_domains()[1:]
     has_params = any("params" in r for r in table)
-    headers = ["Method"] + (["Trainable params"] if has_params else []) + [domain_label(d) for d in domains]
+    headers = ["Method"] + (["Trainable params", "Paper budget"] if has_params else []) + [domain_label(d) for d in domains]
     has_avg = any("target_avg" in r for r in table)
     if has_avg:
         headers.append("Target avg")
     body = []
     for r in table:
-        count = [f"{r['params']:,}" if r.get("params") is not None else "?"] if has_params else []
+        count = [f"{r['params']:,}" if r.get("params") is not None else "?",
+                 f"{r['paper_params']:g}M" if r.get("paper_params") is not None else "-"] if has_params else []
         line = [row_label(r["method"])] + count + [fmt_cell(r["cells"][d]) for d in domains]
         if has_avg:
             avg = r.get("target_avg")
             line.append(f"{avg[0]:.2f}" if avg else "missing")
         body.append(line)
         if paper and "paper" in r:
-            pad = [""] if has_params else []
+            pad = ["", ""] if has_params else []
             p = ["  paper"] + pad + [f"{r['paper'][d]:.2f}" if r["paper"][d] is not None else "-" for d in domains]
             dl = ["  delta"] + pad + [f"{r['delta'][d]:+.2f}" if r["delta"][d] is not None else "missing"
                                       for d in domains]

@@ -34,6 +34,9 @@ def add_head_keys(c) -> None:
     c.HEAD_PARAM = "folded"
     c.HEAD_TEMPERATURE = "fixed"  # fixed (CLIP's logit_scale) | learnable (scaled / cosine only)
     c.HEAD_LR_MULT = 1.0  # the head's learning rate is OPTIM.LR x this
+    # the adapter's learning rate is OPTIM.LR x this: what the PETL rows without a scale (VPT, BitFit) search,
+    # so that the head keeps the same learning rate in every row
+    c.ADAPTER_LR_MULT = 1.0
 
 
 def check_head_keys(c, node: str) -> None:
@@ -46,6 +49,8 @@ def check_head_keys(c, node: str) -> None:
     check(not (c.HEAD_PARAM == "folded" and c.HEAD_TEMPERATURE == "learnable"),
           f"{key}.HEAD_TEMPERATURE learnable needs HEAD_PARAM scaled or cosine (folded keeps it in the weights)")
     check(math.isfinite(c.HEAD_LR_MULT) and c.HEAD_LR_MULT > 0, f"{key}.HEAD_LR_MULT must be > 0, got {c.HEAD_LR_MULT}")
+    check(math.isfinite(c.ADAPTER_LR_MULT) and c.ADAPTER_LR_MULT > 0,
+          f"{key}.ADAPTER_LR_MULT must be > 0, got {c.ADAPTER_LR_MULT}")
     # degenerate cells: refused before any work
     check(not (c.HEAD_INIT == "zero" and not c.HEAD_TRAINABLE),
           f"{key}: a frozen zero head gives zero logits and zero gradients to everything before it: nothing "
@@ -84,7 +89,7 @@ class AdapterCLIPTrainer(TrainerBase):
         c = self.cfg.TRAINER[self.CONFIG_NODE]
         head = {id(p) for p in self.model.head.parameters()}
         params = [p for _, p in self.trainable_named_parameters()]
-        groups = [{"params": [p for p in params if id(p) not in head], "lr_mult": 1.0},
+        groups = [{"params": [p for p in params if id(p) not in head], "lr_mult": c.ADAPTER_LR_MULT},
                   {"params": [p for p in params if id(p) in head], "lr_mult": c.HEAD_LR_MULT}]
         return [g for g in groups if g["params"]]
 

@@ -210,6 +210,13 @@ class TipAdapterF(TipAdapter):
         self.search_alpha_beta()
         self.save(self.epochs_done)  # the searched alpha/beta travel with the trained keys
 
+    def wise_ft_start(self):
+        """Fine-tuning starts from the cache (keys = the training-free cache) with INIT_ALPHA / INIT_BETA."""
+        self.build_cache()
+
+    def wise_ft_tensors(self):
+        return {**super().wise_ft_tensors(), "alpha": self.model.alpha, "beta": self.model.beta}
+
     def build_loader(self, items, is_train, transform=None, stream=None):
         if is_train and transform is None:
             transform = self.augment_transform()

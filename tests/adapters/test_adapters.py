@@ -68,7 +68,13 @@ def classifier(tiny_clip, preset, **overrides):
 def test_a_fresh_adapter_model_gives_zero_shot_logits(tiny_clip, preset):
     zs, _ = classifier(tiny_clip, "bitfit")  # adds nothing: the zero-shot model behind a wrapper
     plain = CLIPClassifier(tiny_clip.model.visual, zs.head).eval()
-    overrides = {"length": 0} if preset.startswith("vpt") else {}  # VPT: only without prompts (see below)
+    kind, options = presets()[preset]
+    if not kind.identity_at_init(options):  # VPT's prompts, NOAH's Adapter: only with the declared overrides
+        assert kind.IDENTITY_OVERRIDES and kind.identity_at_init({**options, **kind.IDENTITY_OVERRIDES})
+        model, _ = classifier(tiny_clip, preset)
+        with torch.no_grad():
+            assert (model.eval()(IMAGES) - plain(IMAGES)).abs().max() > 1e-4  # the flag tells the truth
+    overrides = {} if kind.identity_at_init(options) else kind.IDENTITY_OVERRIDES
     model, injection = classifier(tiny_clip, preset, **overrides)
     for m in injection.modules:
         m.eval()

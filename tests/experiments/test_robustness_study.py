@@ -114,6 +114,20 @@ def test_degenerate_cells_are_left_out_and_refused(cfg_factory, tiny_weights):
         assert row.sweep == HEAD_SWEEPS["trainable" if "trainable" in row.name else "frozen"]
 
 
+def test_head_init_convpass_cells_use_the_table2_rows_chosen_values(synth, tmp_path):
+    """The study's Convpass cells are Table 2's model: the s its sweep chose (here from a given sweep.json),
+    never the config's default; the head-only probe (no bypasses) takes none."""
+    from clip_convpass.experiments.headinit import table2_choice
+
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"best": {"point": {"TRAINER.CONVPASS.SCALE": "10"}, "metric": 50.0}}))
+    chosen = table2_choice(synth["root"], tmp_path / "out", sweep_json=sweep)
+    assert chosen == {"TRAINER.CONVPASS.SCALE": "10"}
+    for row in head_init_rows(convpass_values=chosen):
+        opts = dict(zip(row.opts[0::2], row.opts[1::2]))
+        assert opts.get("TRAINER.CONVPASS.SCALE") == ("10" if row.name.startswith("Convpass") else None), row.name
+
+
 def test_lp_ft_starts_from_the_linear_probe(cfg_factory, tiny_weights, tmp_path):
     t = convpass(cfg_factory, tiny_weights, ["TRAINER.CONVPASS.HEAD_INIT", "lp", "OPTIM.MAX_EPOCH", "1",
                                              "TRAINER.LINEAR_PROBE.BISECTION_STEPS", "1"])
@@ -234,3 +248,61 @@ def test_wise_ft_of_every_fine_tuned_run_under_a_grid(synth, tiny_weights, tmp_p
     stamp = (done[0] / "eval_wise0" / "ImageNetA" / "results.json").stat().st_mtime_ns
     assert wise_ft_all(tmp_path / "grid", [0.0, 1.0], ["ImageNet", "ImageNetA"]) == done
     assert (done[0] / "eval_wise0" / "ImageNetA" / "results.json").stat().st_mtime_ns == stamp  # resumable
+
+
+TIPF_CFG = "configs/trainers/TipAdapterF/vit_b16.yaml"
+PETL_CFG = "configs/trainers/PETLCLIP/lora.yaml"
+
+
+def test_wise_ft_of_tip_adapter_f_starts_from_its_cache_initialised_model(cfg_factory, tiny_weights, tmp_path):
+    """alpha = 0 is the model Tip-Adapter-F fine-tunes (keys = the cache, INIT_ALPHA / INIT_BETA) evaluated before
+    fine-tuning; alpha = 1 the fine-tuned run; keys, alpha and beta move linearly between them."""
+    cfg, out = trained_run(cfg_factory, tiny_weights, tmp_path, TIPF_CFG,
+                           ["TRAINER.TIP.AUGMENT_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "16", "OPTIM.LR", "0.01"])
+    start = TRAINER_REGISTRY.get("TipAdapterF")(cfg)
+    start.build_cache()
+    assert start.model.keys.abs().sum() > 0 and start.model.alpha.item() == pytest.approx(cfg.TRAINER.TIP.INIT_ALPHA)
+    before = start.test(stage="before")
+    records = wise_ft(out, [0.0, 1.0], ["ImageNet"])
+    assert records[0]["metrics"] == before["metrics"]
+    final = json.loads((out / "eval" / "ImageNet" / "results.json").read_text())
+    assert records[1]["metrics"] == final["metrics"]
+    trainer = TRAINER_REGISTRY.get("TipAdapterF")(cfg)
+    trainer.wise_ft_start()
+    theta0 = {n: t.clone() for n, t in trainer.wise_ft_tensors().items()}
+    trainer.load_from_model_dir(out)
+    theta1 = {n: t.clone() for n, t in trainer.wise_ft_tensors().items()}
+    assert set(theta0) == {"keys", "alpha", "beta"}
+    interpolate_(trainer, theta0, theta1, 0.25)
+    torch.testing.assert_close(trainer.model.alpha, theta0["alpha"] + 0.25 * (theta1["alpha"] - theta0["alpha"]))
+
+
+def test_wise_ft_of_lora_is_linear_in_the_weights(cfg_factory, tiny_weights, tmp_path):
+    cfg, out = trained_run(cfg_factory, tiny_weights, tmp_path, PETL_CFG, ["OPTIM.LR", "0.05"])
+    trainer = TRAINER_REGISTRY.get("PETLCLIP")(cfg)
+    theta0 = {n: t.clone() for n, t in trainer.wise_ft_tensors().items()}
+    trainer.load_from_model_dir(out)
+    theta1 = {n: t.clone() for n, t in trainer.wise_ft_tensors().items()}
+    loras = [m for m in trainer.injection.modules]
+    deltas1 = [m.delta_weight().detach().clone() for m in loras]
+    assert any(d.abs().max() > 0 for d in deltas1)
+    for alpha in (0.0, 0.3, 0.5, 1.0):
+        interpolate_(trainer, theta0, theta1, alpha)
+        for m, d1 in zip(loras, deltas1):  # W(alpha) - W0 = alpha (W1 - W0): linear, not quadratic
+            torch.testing.assert_close(m.delta_weight(), alpha * d1, rtol=1e-5, atol=1e-7)
+
+
+def test_wise_ft_zero_shot_templates_option(cfg_factory, tiny_weights, tmp_path):
+    """--zero-shot-templates ensemble7: alpha = 0 is zero-shot CLIP with those templates (wise-ft's zero-shot
+    end uses an ensemble); the default keeps the run's own start."""
+    cfg, out = trained_run(cfg_factory, tiny_weights, tmp_path, CONVPASS_CFG, ["TRAINER.CONVPASS.DROPOUT", "0.0"])
+    (rec,) = wise_ft(out, [0.0], ["ImageNet"], zero_shot_templates="ensemble7")
+    zs = TRAINER_REGISTRY.get("ZeroShotCLIP")(cfg_factory(opts=["MODEL.PRETRAINED", tiny_weights,
+                                                                "TRAINER.ZSCLIP.TEMPLATES", "ensemble7"],
+                                                          output_dir=tmp_path / "zs7"))
+    assert rec["metrics"] == zs.test()["metrics"] and rec["wise_zero_shot_templates"] == "ensemble7"
+    from clip_convpass.utils.errors import UserError
+
+    _, coop = trained_run(cfg_factory, tiny_weights, tmp_path / "coop", COOP_CTXV1, ["OPTIM.MAX_EPOCH", "1"])
+    with pytest.raises(UserError, match="no text-initialised head"):
+        wise_ft(coop, [0.0], ["ImageNet"], zero_shot_templates="ensemble7")
