@@ -11,7 +11,7 @@ import copy
 import json
 from typing import Dict, List, Optional
 
-from clip_convpass.utils.errors import UserError, run_cli
+from clip_convpass.utils.errors import UserError, entry_point
 
 
 def adapter_param_counts(backbone: str = "ViT-B-16-quickgelu") -> Dict[str, int]:
@@ -26,7 +26,8 @@ def adapter_param_counts(backbone: str = "ViT-B-16-quickgelu") -> Dict[str, int]
     return {name: inject(copy.deepcopy(visual), name).count() for name in presets()}
 
 
-def _main(argv: Optional[List[str]] = None) -> int:
+@entry_point
+def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print {adapter: count} as JSON")
     p.add_argument("--backbone", default="ViT-B-16-quickgelu", help="an open_clip ViT")
@@ -39,9 +40,6 @@ def _main(argv: Optional[List[str]] = None) -> int:
             print(f"{name:16s} {n:>10,}")
     return 0
 
-
-def main(argv: Optional[List[str]] = None) -> int:
-    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from clip_convpass.engine.rundir import RunDir, cell_dir
+from clip_convpass.utils.errors import entry_point
 
 
 def table_methods(table: str) -> List[str]:
@@ -48,6 +49,7 @@ def listed_datasets(trainable: bool = False, source: str = "") -> List[str]:
     return [files[n].stem for n in names]
 
 
+@entry_point
 def main(argv: Optional[List[str]] = None) -> int:
     """For the shell scripts: print a run directory, or the results file of a dataset in one."""
     from clip_convpass.config import resolve_config_path, setup_cfg

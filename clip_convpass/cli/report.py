@@ -14,8 +14,10 @@ from clip_convpass.registry import REPORT_VIEW_REGISTRY, method_rows, table_name
 from clip_convpass.reporting.format import base_name, write_or_print
 from clip_convpass.reporting.records import aggregate, collect
 from clip_convpass.reporting.table2 import build_table, paper_setting_warnings, plot, render
+from clip_convpass.utils.errors import entry_point
 
 
+@entry_point
 def main(argv: Optional[List[str]] = None) -> int:
     views = {cls.NAME: cls for cls in REPORT_VIEW_REGISTRY.classes()}
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -23,7 +25,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--format", choices=["terminal", "markdown", "csv", "json"], default="terminal")
     p.add_argument("--metric", default="top1", choices=list(METRICS))
     p.add_argument("--paper", action="store_true", help="show the paper's numbers and deltas")
-    p.add_argument("--methods", nargs="*", default=None, help="only these row names")
+    p.add_argument("--methods", nargs="+", default=None, help="only these row names")
     p.add_argument("--table", choices=["all", *table_names()], default="all",
                    help="only the rows of this table; petl adds the trainable-parameter column")
     p.add_argument("--plot", default="", help="write a PNG bar chart (the view's plot with a view flag) here")
@@ -36,6 +38,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not records:
         print(f"No results.json under {args.roots}", file=sys.stderr)
         return 1
+    if args.methods:
+        known = {r.name for r in method_rows()} | {rec.get("name") or rec["trainer"] for rec in records}
+        unknown = sorted(set(args.methods) - known)
+        if unknown:
+            p.error(f"--methods: no row named {unknown} is registered or has results here; known: {sorted(known)}")
     notes: List[str] = []
     if args.view:
         return emit_view(views[args.view], records, args, notes)

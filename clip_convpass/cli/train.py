@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from clip_convpass.utils.errors import run_cli
+from clip_convpass.utils.errors import entry_point
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +54,8 @@ def eval_dataset_names(values: List[str]) -> List[str]:
     return [name.strip() for v in values for name in v.split(",") if name.strip()]
 
 
-def _main(argv: Optional[List[str]] = None) -> int:
+@entry_point
+def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     from clip_convpass.engine.runner import run
 
@@ -63,9 +64,6 @@ def _main(argv: Optional[List[str]] = None) -> int:
         eval_datasets=eval_dataset_names(args.eval_datasets), force=args.force)
     return 0
 
-
-def main(argv: Optional[List[str]] = None) -> int:
-    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ from clip_convpass.config.defaults import (
     merge_opts,
     merge_per_dataset_configs,
     parse_epochs_by_shots,
+    read_model_config,
+    read_yaml,
     resolve_config_path,
     validate_engine_cfg,
 )
@@ -40,6 +42,6 @@ __all__ = [
     "PATH_KEYS", "VALID_PREC", "VALID_TRANSFORMS", "ConfigError", "apply_epochs_by_shots", "check",
     "check_crop_scale", "config_hash", "dataset_config_file", "dataset_config_files", "engine_defaults",
     "expand_user_paths", "experiment_hash", "flat_items", "get_cfg_default", "merge_config_file",
-    "merge_opts", "merge_per_dataset_configs", "method_config_nodes", "parse_epochs_by_shots",
+    "merge_opts", "merge_per_dataset_configs", "method_config_nodes", "parse_epochs_by_shots", "read_model_config", "read_yaml",
     "resolve_config_path", "setup_cfg", "validate_cfg", "validate_engine_cfg",
 ]

@@ -150,6 +150,7 @@ _C.TRAINER.NAME = "ZeroShotCLIP"
 
 VALID_PREC = ("auto", "fp32", "amp", "bf16")  # engine/precision.py says what each means
 VALID_OPTIM = ("sgd", "adam", "adamw")
+MAX_WORKERS = 256  # more DataLoader processes than any machine runs usefully: a typo
 VALID_SCHED = ("cosine", "step", "constant")
 VALID_WARMUP = ("constant", "linear")
 VALID_TRANSFORMS = ("random_resized_crop", "random_flip", "resize", "resize_square", "center_crop", "normalize")
@@ -172,6 +173,58 @@ def resolve_config_path(path: str | os.PathLike) -> Path:
     return packaged if packaged.is_file() else p
 
 
+def read_yaml(path: Path) -> dict:
+    """A config file's mapping; malformed YAML, unsafe tags and non-mappings are one-line errors."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"{path} is not valid YAML{at}: {getattr(e, 'problem', None) or str(e).splitlines()[0]}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not a text file ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+MODEL_CONFIG_INTS = ("layers", "width", "head_width", "patch_size", "heads", "context_length", "vocab_size", "mlp_ratio")
+
+
+def read_model_config(path: str | os.PathLike) -> dict:
+    """MODEL.CONFIG_FILE: an open_clip model-config JSON ({"embed_dim", "vision_cfg", "text_cfg"}, or a Hub repo's
+    open_clip_config.json nesting it under "model_cfg") whose sizes are positive; one-line errors otherwise."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"MODEL.CONFIG_FILE={file} does not exist (an open_clip model-config JSON)")
+    try:
+        data = json.loads(file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"MODEL.CONFIG_FILE={file} is not valid JSON ({e})") from e
+    model_cfg = data.get("model_cfg", data) if isinstance(data, dict) else None
+    if not isinstance(model_cfg, dict) or not all(isinstance(model_cfg.get(k), d) for k, d in
+                                                  (("embed_dim", int), ("vision_cfg", dict), ("text_cfg", dict))):
+        raise ConfigError(f"MODEL.CONFIG_FILE={file} needs embed_dim (an integer), vision_cfg and text_cfg (objects): "
+                          f"open_clip's model-config format")
+
+    def positive(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+    bad = [("embed_dim", model_cfg["embed_dim"])] if not positive(model_cfg["embed_dim"]) else []
+    for tower in ("vision_cfg", "text_cfg"):
+        for key in MODEL_CONFIG_INTS:
+            if key in model_cfg[tower] and not positive(model_cfg[tower][key]):
+                bad.append((f"{tower}.{key}", model_cfg[tower][key]))
+    size = model_cfg["vision_cfg"].get("image_size", 224)
+    if not (positive(size) or (isinstance(size, list) and len(size) == 2 and all(positive(v) for v in size))):
+        bad.append(("vision_cfg.image_size", size))
+    if bad:
+        raise ConfigError(f"MODEL.CONFIG_FILE={file}: sizes must be positive numbers, got "
+                          + ", ".join(f"{k}={v!r}" for k, v in bad))
+    return model_cfg
+
+
 def _load_yaml_chain(path: Path, seen: Optional[set] = None) -> list[Path]:
     """Return [base, ..., path] following ``_BASE_`` links."""
     seen = seen or set()
@@ -181,11 +234,10 @@ def _load_yaml_chain(path: Path, seen: Optional[set] = None) -> list[Path]:
     if path in seen:
         raise ConfigError(f"Circular _BASE_ reference at {path}")
     seen.add(path)
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"Config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    data = read_yaml(path)
     base = data.get("_BASE_")
+    if base is not None and (not isinstance(base, str) or not base.strip()):
+        raise ConfigError(f"{path}: _BASE_ must be a path to another YAML file (relative to this one), got {base!r}")
     chain = _load_yaml_chain(path.parent / base, seen) if base else []
     return chain + [path]
 
@@ -207,8 +259,7 @@ def _coerce_tree(defaults: CN, data: dict) -> dict:
 
 def merge_config_file(cfg: CN, path: str | os.PathLike) -> None:
     for p in _load_yaml_chain(resolve_config_path(path)):
-        with open(p) as f:
-            data = yaml.safe_load(f) or {}
+        data = read_yaml(p)
         data.pop("_BASE_", None)
         data = _coerce_tree(cfg, data)
         try:
@@ -271,6 +322,8 @@ def check(cond: bool, msg: str) -> None:
 def validate_engine_cfg(cfg: CN) -> None:
     """Reject invalid engine values before any work starts (methods check their own nodes)."""
     per_dataset_dirs(cfg)
+    if cfg.MODEL.CONFIG_FILE:
+        read_model_config(cfg.MODEL.CONFIG_FILE)
     check(cfg.PREC in VALID_PREC, f"PREC must be one of {VALID_PREC}, got {cfg.PREC!r}")
     check(cfg.OPTIM.NAME.lower() in VALID_OPTIM, f"OPTIM.NAME must be one of {VALID_OPTIM}, got {cfg.OPTIM.NAME!r}")
     for key in ("LR", "WEIGHT_DECAY", "MOMENTUM", "EPS", "WARMUP_CONS_LR", "WARMUP_MIN_LR", "GAMMA"):
@@ -293,7 +346,10 @@ def validate_engine_cfg(cfg: CN) -> None:
            f"DATASET.SUBSAMPLE must be all|base|new, got {cfg.DATASET.SUBSAMPLE!r}")
     check(cfg.DATALOADER.TRAIN_X.BATCH_SIZE > 0, "DATALOADER.TRAIN_X.BATCH_SIZE must be > 0")
     check(cfg.DATALOADER.TEST.BATCH_SIZE > 0, "DATALOADER.TEST.BATCH_SIZE must be > 0")
-    check(cfg.DATALOADER.NUM_WORKERS >= -1, "DATALOADER.NUM_WORKERS must be >= 0 (or -1: one per core, at most 8)")
+    check(-1 <= cfg.DATALOADER.NUM_WORKERS <= MAX_WORKERS,
+          f"DATALOADER.NUM_WORKERS must be in 0..{MAX_WORKERS} (or -1: one per core, at most 8), got "
+          f"{cfg.DATALOADER.NUM_WORKERS}")
+    check(0 <= cfg.SEED < 2**32, f"SEED must be an integer in 0..2**32-1, got {cfg.SEED}")
     check(cfg.TRAIN.CHECKPOINT_FREQ >= 1, "TRAIN.CHECKPOINT_FREQ must be >= 1")
     check(cfg.TRAIN.KEEP_CHECKPOINTS >= 1, "TRAIN.KEEP_CHECKPOINTS must be >= 1")
     if cfg.TRAIN.TENSORBOARD:

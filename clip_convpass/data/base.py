@@ -20,6 +20,7 @@ from clip_convpass.data.types import (  # noqa: F401  (their home before data/ty
     read_id_list,
     stable_int,
 )
+from clip_convpass.utils.text import prompt_identity
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,13 @@ class ClassUniverse:
         self.index = {w: i for i, w in enumerate(self.ids)}
         self.source = source  # where the names came from (recorded in every results.json)
         self.subset = subset  # restricted to a class list: published counts do not apply
+
+    def indistinguishable(self) -> List[List[str]]:
+        """Groups of class ids whose names give the same prompt text (e.g. "Abyssinian" and "abyssinian")."""
+        groups: Dict[str, List[str]] = {}
+        for cid, name in zip(self.ids, self.classnames):
+            groups.setdefault(prompt_identity(name), []).append(cid)
+        return [g for g in groups.values() if len(g) > 1]
 
     @property
     def names_hash(self) -> str:
@@ -169,6 +177,11 @@ class DatasetBase:
 
     def _read_test(self) -> List[Datum]:
         raise NotImplementedError
+
+    def split_source_files(self) -> List[Path]:
+        """Files that list this dataset's splits (a split file), whose contents fingerprint a cached few-shot
+        split; none: the listed images themselves are the fingerprint (data/fewshot.py)."""
+        return []
 
     def _read_train_per_class(self) -> Dict[int, List[str]]:
         raise NotImplementedError(f"{self.NAME} has no training split")

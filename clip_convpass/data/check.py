@@ -15,7 +15,7 @@ from clip_convpass.config import setup_cfg
 from clip_convpass.data.images import ImageLoadError, load_rgb
 from clip_convpass.data.types import DatasetLayoutError
 from clip_convpass.registry import DATASET_REGISTRY
-from clip_convpass.utils.errors import UserError
+from clip_convpass.utils.errors import UserError, entry_point
 from clip_convpass.utils.logging import Progress, setup_logger
 
 
@@ -52,6 +52,13 @@ def check_dataset(name: str, root: str, class_list: str = "", verify_images: boo
     if problems:
         row["status"] = "incomplete"
         row["problem"] = "; ".join(problems)
+    # not errors, but things a user should know: listed twice, or names no prompt tells apart (CLIP's own
+    # ImageNet names have two such pairs, which the reference keeps)
+    notes = [f"{split}: {n} image(s) listed more than once" for split, n in getattr(ds, "duplicates", {}).items()]
+    notes += [f"classes {group} have names no prompt tells apart" for group in ds.universe.indistinguishable()]
+    if notes:
+        row["notes"] = notes
+        row["problem"] = "; ".join(filter(None, [row["problem"], *notes]))
     if verify_images:
         paths = [d.impath for d in items]
         if cls.HAS_TRAIN:  # the training split too: few-shot sampling may pick any of its files
@@ -76,12 +83,13 @@ def _short(text: str, width: int = 80) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+@entry_point
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="DATASET.ROOT")
     p.add_argument("--class-list", default="", help="DATASET.CLASS_LIST for ImageNet's universe (default: the 1000 "
                                                     "classes; a synthetic tree's synthetic_classes.txt is found by itself)")
-    p.add_argument("--datasets", nargs="*", default=None, help="registry names (default: all)")
+    p.add_argument("--datasets", nargs="+", default=None, help="registry names (default: all)")
     p.add_argument("--verify-images", action="store_true", help="decode every test image")
     p.add_argument("--json", default="", help="also write the report here")
     args = p.parse_args(argv)

@@ -33,6 +33,8 @@ def split_file(ds: "DatasetBase") -> Path:
 
 def load_or_sample(ds: "DatasetBase") -> Tuple[List[Datum], List[Datum]]:
     path = split_file(ds)
+    source = source_fingerprint(ds)
+    data = None
     if path.is_file():
         try:
             data = read_json(path)
@@ -40,9 +42,14 @@ def load_or_sample(ds: "DatasetBase") -> Tuple[List[Datum], List[Datum]]:
             raise DatasetLayoutError(f"Split file {path} is not valid JSON ({e}); delete it to resample") from e
         if data.get("class_ids", data.get("class_wnids")) != ds.class_ids:
             raise ValueError(f"Split file {path} was made for other classes; delete it to resample")
-        logger.info(f"Loaded few-shot split {path}")
-    else:
-        data = ds.sample_fewshot()
+        if data.get("source") != source:  # derived state: made from other files than the dataset has now
+            logger.warning(f"{path} was sampled from other files than {ds.NAME} lists now (its split file or "
+                           f"folders changed): sampling again")
+            data = None
+        else:
+            logger.info(f"Loaded few-shot split {path}")
+    if data is None:
+        data = {**ds.sample_fewshot(), "source": source}
         try:
             atomic_write_json(path, data)
         except OSError as e:  # read-only mount, permissions, full disk...
@@ -56,6 +63,20 @@ def load_or_sample(ds: "DatasetBase") -> Tuple[List[Datum], List[Datum]]:
         return [Datum(str(ds.root / rel), lab, ds.classnames[lab]) for rel, lab in rows]
 
     return to_datums(data["train"]), to_datums(data["val"])
+
+
+def source_fingerprint(ds: "DatasetBase") -> str:
+    """What a split is drawn from: every candidate file per class of the train (and val) split, hashed, so that
+    a cached split made from other files (a changed split file, images moved) is never reused."""
+    parts = [ds.cfg.DATASET.FEWSHOT_SAMPLER]
+    files = ds.split_source_files()
+    if files:  # the split files themselves (their order matters to CoOp's sampler)
+        return hashlib.sha256(b"".join([parts[0].encode(), *(Path(f).read_bytes() for f in files)])).hexdigest()[:16]
+    sources = [ds._read_train_per_class()] + ([ds._read_val_per_class()] if ds.VAL_SPLIT else [])
+    for per_class in sources:
+        for label in sorted(per_class):
+            parts.append(f"{label}:" + "|".join(sorted(os.path.relpath(f, ds.root) for f in per_class[label])))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def sample_per_class(ds: "DatasetBase") -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY, evaluation_domains
+from clip_convpass.utils.errors import entry_point
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ def build_synthetic_tree(root: str | Path, num_classes: int = 6, train_per_class
             "test_counts": test_counts}
 
 
-def main(argv=None) -> None:
+@entry_point
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Write a synthetic dataset tree")
     p.add_argument("root")
     p.add_argument("--num-classes", type=int, default=6)
@@ -123,7 +125,8 @@ def main(argv=None) -> None:
     info = build_synthetic_tree(args.root, args.num_classes, source=args.source)
     hint = f"; set DATASET.CLASS_LIST {info['class_list']}" if info["class_list"] else ""
     print(f"Synthetic tree at {info['root']}{hint}; images: {info['counts']}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -8,6 +8,7 @@ published split sizes and a few real class names for synthetic trees.
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections import defaultdict
@@ -18,6 +19,8 @@ from typing import Dict, List, Sequence, Tuple
 from clip_convpass.data.base import ClassUniverse, DatasetBase, DatasetLayoutError, Datum
 from clip_convpass.data.synthetic import SyntheticFiles, SyntheticTree
 from clip_convpass.utils.io import atomic_write_json, read_json
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 # Synthetic file numbers: class index * 1000 + split offset, unique in folders that several classes share.
@@ -63,9 +66,41 @@ class SplitFileDataset(DatasetBase):
             out[split] = rows
         return out
 
+    def split_source_files(self) -> List[Path]:
+        return [self._required_file(self.SPLIT_FILE)]
+
     @cached_property
     def splits(self) -> Dict[str, List[Entry]]:
-        return self.read_splits()
+        return self.checked(self.read_splits())
+
+    def checked(self, splits: Dict[str, List[Entry]]) -> Dict[str, List[Entry]]:
+        """Every listed path stays inside the image folder; no image in two splits (test contamination);
+        an image listed twice in a split is kept once, with a warning (the data check reports it too)."""
+        source = self.dataset_dir / self.SPLIT_FILE
+        seen: Dict[str, str] = {}
+        out: Dict[str, List[Entry]] = {}
+        self.duplicates: Dict[str, int] = {}
+        for split in SPLITS:
+            rows, here = [], set()
+            for rel, label, name in splits[split]:
+                norm = os.path.normpath(rel)
+                if os.path.isabs(rel) or norm == ".." or norm.startswith(".." + os.sep) or not norm or norm == ".":
+                    raise DatasetLayoutError(f"{self.NAME}: {source} lists {rel!r} in {split}: every path must lie "
+                                             f"inside {self.image_dir} (no absolute paths, no '..')")
+                if norm in here:
+                    self.duplicates[split] = self.duplicates.get(split, 0) + 1
+                    continue
+                if norm in seen:
+                    raise DatasetLayoutError(f"{self.NAME}: {source} lists {rel!r} in both {seen[norm]} and {split}: "
+                                             f"an image may belong to one split only (a test image trained on "
+                                             f"contaminates the test)")
+                here.add(norm)
+                seen[norm] = split
+                rows.append((norm, label, name))
+            out[split] = rows
+        for split, n in self.duplicates.items():
+            logger.warning(f"{self.NAME}: {source} lists {n} {split} image(s) more than once; each is used once")
+        return out
 
     def class_universe(self) -> ClassUniverse:
         if self.cfg.DATASET.CLASS_LIST:
@@ -85,7 +120,12 @@ class SplitFileDataset(DatasetBase):
         if len(set(names)) != len(names):
             raise DatasetLayoutError(f"{self.NAME}: {self.SPLIT_FILE} gives several labels the same class name")
         # the class name is the class id: split files and results name classes by it
-        return ClassUniverse(names, {n: n for n in names}, str(self.dataset_dir / self.SPLIT_FILE))
+        universe = ClassUniverse(names, {n: n for n in names}, str(self.dataset_dir / self.SPLIT_FILE))
+        clashes = universe.indistinguishable()
+        if clashes:
+            raise DatasetLayoutError(f"{self.NAME}: {self.SPLIT_FILE} names classes that no prompt can tell apart "
+                                     f"(CLIP lower-cases, '_' is a space): {clashes[:3]}; give them distinct names")
+        return universe
 
     def _split_items(self, split: str) -> Dict[int, List[str]]:
         """Absolute image paths per label of this dataset (classes outside SUBSAMPLE dropped), all checked."""

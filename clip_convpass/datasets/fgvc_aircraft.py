@@ -22,6 +22,9 @@ class FGVCAircraft(SplitFileDataset):
     EXPECTED_SPLITS = {"train": 3334, "val": 3333, "test": 3333}
     EXPECTED_TEST_IMAGES = 3333
 
+    def split_source_files(self) -> List[Path]:
+        return [self._required_file(n) for n in ("variants.txt", *(f"images_variant_{s}.txt" for s in SPLITS))]
+
     def read_splits(self) -> Dict[str, List[Entry]]:
         variants = [ln.strip() for ln in open(self._required_file("variants.txt")) if ln.strip()]
         label = {v: i for i, v in enumerate(variants)}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from clip_convpass.datasets.imagenet import imagenet_wnids
-from clip_convpass.utils.errors import UserError, run_cli
+from clip_convpass.utils.errors import UserError, entry_point
 
 FULL_SET = (1000, 50)  # classes, images per class
 
@@ -101,7 +101,8 @@ def verify(out: Path, ground_truth: Dict[str, str]) -> List[str]:
     return problems
 
 
-def _main(argv: Optional[List[str]] = None) -> int:
+@entry_point
+def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--val-dir", required=True, type=Path, help="the extracted ILSVRC2012_img_val.tar (flat)")
     truth = p.add_mutually_exclusive_group(required=True)
@@ -120,9 +121,6 @@ def _main(argv: Optional[List[str]] = None) -> int:
     print(f"{sum(placed.values())} images in {len(placed)} class folders under {args.out} ({args.mode}); verified")
     return 0
 
-
-def main(argv: Optional[List[str]] = None) -> int:
-    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

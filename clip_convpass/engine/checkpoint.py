@@ -64,6 +64,27 @@ def check_resume_config(run_dir: RunDir, cfg) -> None:
             f"directory, or --force to discard its checkpoints and start afresh")
 
 
+class MissingCheckpointError(UserError, FileNotFoundError):
+    """A run directory holds no checkpoint to load."""
+
+
+class StaleResultsError(UserError, ValueError):
+    """Stored results were made with another configuration than the one asked for."""
+
+
+def check_stored_config(run_dir: RunDir, cfg, remedy: str) -> None:
+    """Results count as done only for the configuration that made them (grid cells, sweep points): refuse
+    stored results of another, naming the keys that differ."""
+    if not run_dir.config.is_file():
+        return
+    diffs = config_differences(run_dir.config.read_text(), cfg)
+    if diffs:
+        shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diffs[:5])
+        more = f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else ""
+        raise StaleResultsError(f"{run_dir.root} holds results of another configuration ({shown}{more}); {remedy}, "
+                                f"or use another --output")
+
+
 def discard_training_state(run_dir: RunDir) -> None:
     """--force: forget checkpoints and history so that training starts from scratch."""
     import shutil
@@ -71,6 +92,15 @@ def discard_training_state(run_dir: RunDir) -> None:
     if run_dir.checkpoints.is_dir():
         shutil.rmtree(run_dir.checkpoints)
     run_dir.history.unlink(missing_ok=True)
+
+
+def checkpoint_digest(output_dir: str | Path) -> str:
+    """The newest checkpoint's identity (a hash of its bytes): what state derived from a trained model records,
+    so that a retrained run (same configuration, new weights) is recognised."""
+    import hashlib
+
+    path = latest_checkpoint(output_dir)
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None else ""
 
 
 def remove_stale_temp_files(output_dir: str | Path) -> None:
@@ -142,7 +172,32 @@ def load_checkpoint(path: str | Path) -> dict:
                                       f"({type(e).__name__}); it is corrupt or not a checkpoint of this project") from e
 
 
+# Settings that compute the same model whatever their value (exact shortcuts): may differ at evaluation.
+SAME_MODEL_KEYS = ("MODEL.FUSED_ATTENTION", "MODEL.TEXT_TRUNCATE", "MODEL.TEXT_SHARED_PREFIX")
+SAME_MODEL_SUFFIXES = (".FAST_ATTENTION", ".PROMPTS_PER_CHUNK")
+
+
+def model_differences(saved_yaml: str, cfg, node: str) -> list[tuple[str, object, object]]:
+    """(key, trained value, current value) of the keys that define the trained model (MODEL.*, the method's
+    TRAINER node) and differ: evaluating the checkpoint under them would score another model."""
+    saved, current = flat_items(saved_yaml), flat_items(cfg)
+    prefixes = ("MODEL.", "TRAINER.NAME", *((f"TRAINER.{node}.",) if node else ()))
+    keys = sorted(k for k in set(saved) | set(current) if k.startswith(prefixes))
+    return [(k, saved.get(k), current.get(k)) for k in keys
+            if saved.get(k) != current.get(k) and k not in (*LOCATION_KEYS, *NEUTRAL_KEYS, *SAME_MODEL_KEYS)
+            and not k.endswith(SAME_MODEL_SUFFIXES)]
+
+
 def check_compatible(saved_meta: dict, current_meta: dict, path: str | Path) -> None:
+    saved_classes, current_classes = saved_meta.get("classes"), current_meta.get("classes")
+    if saved_classes and current_classes and saved_classes["sha256"] != current_classes["sha256"]:
+        def describe(c):
+            return f"{c['dataset']}'s {c['subsample'] + ' ' if c.get('subsample', 'all') != 'all' else ''}" \
+                   f"{c['n']} classes (names {c['sha256']})"
+        raise CheckpointMismatchError(
+            f"{path} was trained over {describe(saved_classes)}, but this run is built over "
+            f"{describe(current_classes)}: its class-bound weights would score other classes; evaluate it on its "
+            f"own classes")
     for key in ("trainer", "backbone", "num_classes"):
         if saved_meta.get(key) != current_meta.get(key):
             raise CheckpointMismatchError(
@@ -180,7 +235,10 @@ class CheckpointManager:
     def meta(self) -> dict:
         t = self.trainer
         state = {**self.trainable_state_dict(), **{f"extra.{k}": v for k, v in t.extra_state().items()}}
+        universe = t.dataset.universe
         return {"trainer": t.NAME, "backbone": t.cfg.MODEL.BACKBONE, "num_classes": len(t.classnames),
+                "classes": {"dataset": t.train_dataset, "n": len(universe), "sha256": universe.names_hash,
+                            "subsample": t.cfg.DATASET.SUBSAMPLE},
                 "shapes": {k: list(v.shape) for k, v in state.items()}}
 
     def save(self, epoch: int) -> Optional[Path]:
@@ -210,6 +268,13 @@ class CheckpointManager:
         t = self.trainer
         ckpt = load_checkpoint(path)
         check_compatible(ckpt["meta"], self.meta(), path)
+        if not with_optimizer and ckpt.get("config"):  # an evaluation: the model must be the one trained
+            diffs = model_differences(ckpt["config"], t.cfg, t.CONFIG_NODE)
+            if diffs:
+                shown = "; ".join(f"{k}: {a!r} when trained, {b!r} now" for k, a, b in diffs[:6])
+                raise CheckpointMismatchError(
+                    f"{path} was trained with other model settings ({shown}); evaluating it under these would "
+                    f"score a model that was never trained; drop those keys (the run's config.yaml has the trained ones)")
         params = dict(t.trainable_named_parameters())
         with torch.no_grad():
             for name, tensor in ckpt["state_dict"].items():
@@ -236,7 +301,8 @@ class CheckpointManager:
         path = checkpoint_path(model_dir, epoch) if epoch is not None else latest_checkpoint(model_dir)
         if path is None or not Path(path).is_file():
             which = f"for epoch {epoch} " if epoch is not None else ""
-            raise FileNotFoundError(f"No checkpoint {which}in {RunDir(model_dir).checkpoints}")
+            raise MissingCheckpointError(f"No checkpoint {which}in {RunDir(model_dir).checkpoints} (--model-dir must "
+                                         f"be a trained run's directory)")
         return self.load(path)
 
     def latest(self) -> Optional[Path]:

@@ -13,6 +13,7 @@ from clip_convpass.config import config_hash, experiment_hash, flat_items
 from clip_convpass.data import build_transform
 from clip_convpass.engine import feature_cache
 from clip_convpass.utils import distributed
+from clip_convpass.utils.errors import UserError
 from clip_convpass.utils.logging import Progress
 
 if TYPE_CHECKING:
@@ -160,6 +161,11 @@ def evaluate(trainer: "TrainerBase", dataset, split: str, stage: str = "final") 
     predictions are gathered, so the metrics equal a single-process run's.
     """
     cfg = trainer.cfg
+    own = trainer.dataset.universe
+    if dataset.universe.names_hash != own.names_hash:
+        raise UserError(f"{dataset.NAME}'s classes ({len(dataset.universe)}, names {dataset.universe.names_hash}) are not "
+                        f"the {len(own)} classes this {trainer.NAME} model was built over ({trainer.dataset.NAME}, names "
+                        f"{own.names_hash}): its scores would be read off the wrong columns")
     items = distributed.shard(dataset.test if split == "test" else dataset.val)
     trainer.set_model_mode(False)
     evaluator = Evaluator(dataset.num_classes, dataset.classnames, cfg.TEST.PER_CLASS_RESULT)

@@ -10,6 +10,7 @@ The shell scripts ask clip_convpass.cli.paths for them instead of rebuilding the
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Dict, List
 
@@ -98,5 +99,12 @@ def cell_dir(output: str | Path, train_dataset: str, trainer: str, config_stem: 
     return RunDir(Path(output) / train_dataset / trainer / f"{config_stem}_{shots}shots" / f"seed{seed}")
 
 
+def safe_name(text: str) -> str:
+    """A file-name part made from any text: path separators and anything but letters, digits and . , = + -
+    become _, and no part is "." or ".." (a sweep value cannot place its run outside the output)."""
+    name = re.sub(r"[^A-Za-z0-9.,=+-]", "_", text)
+    return "_" if name.strip(".") == "" else name.replace("..", "__")
+
+
 def sweep_point_dir(output: str | Path, point: Dict[str, str]) -> RunDir:
-    return RunDir(Path(output) / "_".join(f"{k.split('.')[-1]}={v}" for k, v in point.items()))
+    return RunDir(Path(output) / "_".join(safe_name(f"{k.split('.')[-1]}={v}") for k, v in point.items()))

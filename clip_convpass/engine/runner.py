@@ -60,15 +60,36 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
         return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations)
 
 
+def check_splits_before_work(trainer, eval_sets, eval_only: bool) -> None:
+    """Every split the run will read is read now, so that a missing image, an empty split or an evaluation
+    set over other classes fails before minutes of training, not after."""
+    from clip_convpass.data.types import DatasetLayoutError
+
+    evaluated = eval_only or trainer.cfg.TEST.AFTER_TRAIN
+    if evaluated and trainer.cfg.TEST.SPLIT == "test" and not trainer.dataset.test:
+        raise DatasetLayoutError(f"{trainer.dataset.NAME}: the test split is empty")
+    if not eval_only and trainer.is_trainable and not trainer.dataset.train_x:
+        raise DatasetLayoutError(f"{trainer.dataset.NAME}: the training split gives no shots")
+    for ds in eval_sets:
+        if not ds.test:
+            raise DatasetLayoutError(f"{ds.NAME}: the test split is empty")
+        if ds.universe.names_hash != trainer.dataset.universe.names_hash:
+            raise DatasetLayoutError(f"{ds.NAME} is not scored over the classes this model is built over "
+                                     f"({trainer.dataset.NAME}, {len(trainer.dataset.universe)} classes); evaluate "
+                                     f"models of {ds.SOURCE or ds.NAME} on it")
+
+
 def _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations) -> List[dict]:
     trainer = build_trainer(cfg)
     trainer.annotations.update(annotations or {})
+    eval_sets = [build_dataset(cfg, name) for name in eval_datasets]
+    check_splits_before_work(trainer, eval_sets, eval_only)
     results = []
     if eval_step0 and not eval_only and latest_checkpoint(cfg.OUTPUT_DIR) is None:
         trainer.initialize()  # step 0 is the model training starts from (LP-FT: the probed head)
         results.append(trainer.test(stage="step0"))
-        for name in eval_datasets:
-            results.append(trainer.test(build_dataset(cfg, name), stage="step0"))
+        for ds in eval_sets:
+            results.append(trainer.test(ds, stage="step0"))
     if eval_only:
         if model_dir:
             trainer.load_from_model_dir(model_dir, load_epoch)
@@ -78,6 +99,6 @@ def _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step
         trainer.train()
     if eval_only or cfg.TEST.AFTER_TRAIN:
         results.append(trainer.test())
-    for name in eval_datasets:
-        results.append(trainer.test(build_dataset(cfg, name)))
+    for ds in eval_sets:
+        results.append(trainer.test(ds))
     return results

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,6 @@ from clip_convpass.engine.checkpoint import CheckpointManager
 from clip_convpass.engine.optim import build_lr_scheduler, build_optimizer
 from clip_convpass.engine.rundir import RunDir
 from clip_convpass.models.prompts import resolve_templates
-from clip_convpass.registry import Row
 from clip_convpass.utils import distributed
 from clip_convpass.utils.errors import UserError
 from clip_convpass.utils.logging import Progress, RunClock, format_seconds
@@ -38,7 +37,6 @@ class TrainerBase:
     NAME = ""
     FROZEN_IMAGE_ENCODER = False
     CONFIG_NODE = ""  # TRAINER.<CONFIG_NODE> holds this method's keys
-    ROWS: Tuple[Row, ...] = ()
 
     def __init__(self, cfg):
         self.cfg = cfg

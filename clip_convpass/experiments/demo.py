@@ -27,6 +27,8 @@ from clip_convpass.reporting.format import base_name
 from clip_convpass.reporting.records import aggregate, collect
 from clip_convpass.reporting.robustness import plot_points, render_points, robustness_points
 from clip_convpass.reporting.table2 import build_table, plot, render
+from clip_convpass.utils.args import join_numeric_lists, number_list
+from clip_convpass.utils.errors import entry_point
 from clip_convpass.utils.logging import format_seconds, set_console_level, setup_logger
 
 BANNER = "#" * 100
@@ -92,16 +94,18 @@ def fewshot_demo(out: Path, seeds: List[int], force: bool) -> None:
     print(f"Tables: {out}/fewshot.{{md,json}}, plot: {out}/fewshot.png; results: {runs}")
 
 
+@entry_point
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="")
-    p.add_argument("--seeds", nargs="*", type=int, default=None, help="default: 1 2 (few-shot demo: 1)")
+    p.add_argument("--seeds", type=number_list(int), default=None, metavar="SEED [SEED ...]",
+                   help="default: 1 2 (few-shot demo: 1)")
     p.add_argument("--force", action="store_true")
     p.add_argument("--verbose", action="store_true", help="print every run's log (default: one line per run; "
                                                            "each run's log.txt holds the full log)")
     p.add_argument("--fewshot", action="store_true",
                    help=f"few-shot curves on synthetic {' and '.join(FEWSHOT_DEMO_DATASETS)} instead of Table 2")
-    args = p.parse_args(argv)
+    args = p.parse_args(join_numeric_lists(argv or [], {"--seeds": int}))
     t0 = time.time()
     if not args.verbose:
         import logging

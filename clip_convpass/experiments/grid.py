@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from clip_convpass.config import ConfigError
+from clip_convpass.engine.checkpoint import check_stored_config
 from clip_convpass.engine.rundir import RunDir, cell_dir
 from clip_convpass.registry import Row, evaluation_domains, method_rows, table_names
+from clip_convpass.utils.args import join_numeric_lists, number_list
+from clip_convpass.utils.errors import entry_point
+from clip_convpass.utils.locks import LockedError, is_locked
 from clip_convpass.utils.logging import format_seconds, setup_logger
 
 logger = logging.getLogger(__name__)
@@ -54,7 +58,7 @@ def build_cell_cfg(row: Row, seed: int, data: str, output: Path, extra_opts: Seq
 
 def select_by_sweep(row: Row, seed: int, data: str, output: Path, opts: Sequence[str],
                     override_configs: Sequence[str | Path], source: str, sweep_json: Optional[Path] = None,
-                    shots: int = 16):
+                    shots: int = 16, force: bool = False):
     """The values a row's sweep chooses on the validation shots: read from `sweep_json` if given, else
     from <output>/sweeps/<dataset>_<shots>shots/<row>/ (a choice is made per training set and shot count),
     running the sweep there first if it has not finished."""
@@ -62,20 +66,29 @@ def select_by_sweep(row: Row, seed: int, data: str, output: Path, opts: Sequence
     from clip_convpass.experiments.sweep import parse_grid, run_sweep
     from clip_convpass.utils.io import read_json
 
+    swept = parse_grid(row.sweep)
     if sweep_json is None:
         where = output / "sweeps" / f"{source}_{shots}shots"
         sweep_json = where / (row.tag or row.name.replace(" ", "_")) / "sweep.json"
         done = sweep_json.is_file() and "best" in read_json(sweep_json)
         if not done:
-            print(f"[grid] {row.name}: choosing {', '.join(e.split('=')[0] for e in row.sweep)} on the validation "
-                  f"shots (sweep in {sweep_json.parent})")
-            run_sweep(parse_grid(row.sweep), sweep_json.parent, str(dataset_config_file(source)), row.config or None,
-                      ["DATASET.ROOT", data, "SEED", str(seed), "TRAINER.NAME", row.trainer, *row.opts, *opts],
-                      override_files=override_configs)
-    summary = read_json(sweep_json)
-    if "best" not in summary:
-        raise ConfigError(f"{sweep_json} holds no finished sweep (no 'best' entry); finish it or remove it")
-    return dict(summary["best"]["point"]), sweep_json
+            print(f"[grid] {row.name}: choosing {', '.join(swept)} on the validation shots (sweep in {sweep_json.parent})")
+        # finished points of this configuration are reused; points made with another are refused (force: retrained)
+        run_sweep(swept, sweep_json.parent, str(dataset_config_file(source)), row.config or None,
+                  ["DATASET.ROOT", data, "SEED", str(seed), "TRAINER.NAME", row.trainer, *row.opts, *opts],
+                  override_files=override_configs, force=force)
+    try:
+        summary = read_json(sweep_json)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{sweep_json} is not valid JSON ({e})") from e
+    best = summary.get("best", {}).get("point") if isinstance(summary, dict) else None
+    if not isinstance(best, dict):
+        raise ConfigError(f"{sweep_json} holds no finished sweep (no 'best' point); finish it or remove it")
+    foreign = sorted(set(best) - set(swept))
+    if foreign:
+        raise ConfigError(f"{sweep_json}: its best point sets {foreign}, which row {row.name!r} does not sweep "
+                          f"(it sweeps {sorted(swept)}); use a sweep.json of this row")
+    return {k: str(v) for k, v in best.items()}, sweep_json
 
 
 def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str | Path,
@@ -108,6 +121,7 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
     print(f"[grid] {len(cells)} cells ({len(rows)} rows x {len(seeds)} seeds), {sum(pending)} to run, "
           f"{len(cells) - sum(pending)} done before")
     done_dirs = []
+    busy: List[Path] = []  # cells another process holds
     durations: List[float] = []  # of cells that ran: the ETA comes from measured cells only
     t0 = time.time()
     for i, (row, seed) in enumerate(cells, 1):
@@ -118,7 +132,7 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
         if sweeps and row.sweep:
             if row.name not in selections:
                 selections[row.name] = select_by_sweep(row, seeds[0], data, output, opts, override_configs, source,
-                                                       (sweep_files or {}).get(row.name), cfg.DATASET.NUM_SHOTS)
+                                                       (sweep_files or {}).get(row.name), cfg.DATASET.NUM_SHOTS, force)
             chosen, sweep_json = selections[row.name]
             opts = [*opts, *[x for kv in chosen.items() for x in kv]]
             annotations = {"selected": chosen, "selected_by": str(sweep_json)}
@@ -126,14 +140,23 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
         run_dir = RunDir(cfg.OUTPUT_DIR)
         prefix = f"[grid {i}/{len(cells)}] {row.name} seed {seed}"
         if run_dir.has_results(domains, stages) and not force:
-            check_cell_config(run_dir, cfg)
+            check_stored_config(run_dir, cfg, "rerun the grid with --force to replace them")
             print(f"{prefix}: results exist in {run_dir.root}, skipping (use --force to rerun)")
         else:
+            if is_locked(run_dir.lock):  # another grid (or a job) is running this cell: never twice
+                print(f"{prefix}: running in another process ({run_dir.root}), left to it")
+                busy.append(run_dir.root)
+                continue
             if force and run_dir.root.exists():
                 shutil.rmtree(run_dir.root)  # a forced rerun trains from scratch, as scripts/train.sh --force
             print(f"{prefix}: running in {run_dir.root}")
-            run(cfg, eval_datasets=[d for d in domains if d != cfg.DATASET.NAME], eval_step0=eval_step0,
-                annotations=annotations)
+            try:
+                run(cfg, eval_datasets=[d for d in domains if d != cfg.DATASET.NAME], eval_step0=eval_step0,
+                    annotations=annotations)
+            except LockedError:  # taken by another process between the check and the run
+                print(f"{prefix}: running in another process ({run_dir.root}), left to it")
+                busy.append(run_dir.root)
+                continue
             gc.collect()
             durations.append(time.time() - t_cell)
             left = sum(pending[i:])
@@ -141,21 +164,10 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
             print(f"{prefix}: done in {format_seconds(durations[-1])}; grid elapsed "
                   f"{format_seconds(time.time() - t0)}, eta {eta} ({left} cells left to run)")
         done_dirs.append(run_dir.root)
+    if busy:
+        print(f"[grid] {len(busy)} cell(s) were running in another process and are finished by it: "
+              f"{', '.join(str(b) for b in busy[:5])}{' ...' if len(busy) > 5 else ''}")
     return done_dirs
-
-
-def check_cell_config(run_dir: RunDir, cfg) -> None:
-    """A cell counts as done only for the configuration that made it: refuse stored results of another."""
-    from clip_convpass.engine.checkpoint import config_differences
-
-    if not run_dir.config.is_file():
-        return
-    diffs = config_differences(run_dir.config.read_text(), cfg)
-    if diffs:
-        shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diffs[:5])
-        more = f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else ""
-        raise ConfigError(f"{run_dir.root} holds results of another configuration ({shown}{more}); rerun the grid "
-                          f"with --force to replace them, or use another --output")
 
 
 def run_fewshot_grid(rows: Sequence[Row], datasets: Sequence[str], shots: Sequence[int], seeds: Sequence[int],
@@ -171,16 +183,17 @@ def run_fewshot_grid(rows: Sequence[Row], datasets: Sequence[str], shots: Sequen
     return dirs
 
 
+@entry_point
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="", help="DATASET.ROOT")
     p.add_argument("--output", default="", help="output root")
-    p.add_argument("--methods", nargs="*", default=None,
+    p.add_argument("--methods", nargs="+", default=None,
                    help="row names (default: the Table 2 rows); see `python -m clip_convpass.grid --list`")
     p.add_argument("--list", action="store_true", help="list every registered row and exit")
     p.add_argument("--table", choices=table_names(), default="table2",
                    help="which table's rows to run when --methods is not given (petl: every adapter on CLIP)")
-    p.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
+    p.add_argument("--seeds", type=number_list(int), default=[1, 2, 3], metavar="SEED [SEED ...]")
     p.add_argument("--force", action="store_true", help="rerun cells whose results exist")
     p.add_argument("--override-config", action="append", default=[],
                    help="YAML merged after each method's config (repeat the flag for several, merged in order)")
@@ -192,9 +205,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--fewshot", nargs="*", default=None, metavar="DATASET",
                    help="few-shot curves instead of Table 2: train and test on these datasets (registry names; "
                         "none given: every dataset with a training split) at each of --shots")
-    p.add_argument("--shots", nargs="*", type=int, default=[1, 2, 4, 8, 16], help="shot counts for --fewshot")
+    p.add_argument("--shots", type=number_list(int), default=[1, 2, 4, 8, 16], metavar="SHOTS [SHOTS ...]",
+                   help="shot counts for --fewshot")
     p.add_argument("opts", nargs="*", help="KEY VALUE overrides for every cell")
-    args = p.parse_intermixed_args(argv)
+    args = p.parse_intermixed_args(join_numeric_lists(argv or [], {"--seeds": int, "--shots": int}))
     if not args.list and not (args.data and args.output):
         p.error("--data and --output are required")
     every = method_rows()
@@ -223,8 +237,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from clip_convpass.reporting.fewshot import fewshot_curves, render_curves
 
         datasets = args.fewshot or [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]
-        for name in datasets:
-            DATASET_REGISTRY.get(name)  # unknown names fail before any work
+        test_only = [name for name in datasets if not DATASET_REGISTRY.get(name).HAS_TRAIN]  # unknown names fail too
+        if test_only:
+            p.error(f"--fewshot {test_only}: test-only datasets have no shots to train on; few-shot datasets: "
+                    f"{[c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]}")
         if args.methods is None:
             rows = table_rows("fewshot")
         run_fewshot_grid(rows, datasets, args.shots, args.seeds, args.data, args.output, args.opts, **common)

@@ -22,6 +22,8 @@ from clip_convpass.models.heads import HEAD_PARAMS
 from clip_convpass.registry import Row, find_row
 from clip_convpass.reporting.records import aggregate, collect
 from clip_convpass.reporting.table2 import build_table, render, table2_domains
+from clip_convpass.utils.args import join_numeric_lists, number_list
+from clip_convpass.utils.errors import entry_point
 from clip_convpass.utils.logging import setup_logger
 
 CONVPASS_ROW = "ConvpassCLIP"  # the registered row whose config the study varies
@@ -105,23 +107,24 @@ def head_init_table(roots: Sequence[str | Path], fmt: str = "terminal", head_par
     return render(table, fmt, notes=notes)
 
 
+@entry_point
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--output", required=True)
-    p.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
+    p.add_argument("--seeds", type=number_list(int), default=[1, 2, 3], metavar="SEED [SEED ...]")
     p.add_argument("--force", action="store_true")
     p.add_argument("--override-config", action="append", default=[], help="YAML merged after the method's (repeatable)")
-    p.add_argument("--head-params", nargs="*", default=["folded"], choices=list(HEAD_PARAMS),
+    p.add_argument("--head-params", nargs="+", default=["folded"], choices=list(HEAD_PARAMS),
                    help="head parameterisations to run (each a full set of cells)")
-    p.add_argument("--inits", nargs="*", default=None, choices=[i[0] for i in INITS], help="default: all")
+    p.add_argument("--inits", nargs="+", default=None, choices=[i[0] for i in INITS], help="default: all")
     p.add_argument("--no-sweep", action="store_true",
                    help="use the config's values (s, LR, multiplier) instead of choosing them on the validation shots")
     p.add_argument("--table2-sweep", default=None, type=Path,
                    help="the Convpass_CLIP row's finished sweep.json from a Table 2 grid (OUT/sweeps/ImageNet_16shots/"
                         "ConvpassCLIP/sweep.json): its chosen s is used (default: chosen here by the same rule)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
-    args = p.parse_args(argv)
+    args = p.parse_args(join_numeric_lists(argv or [], {"--seeds": int}))
     setup_logger(None)
     chosen = {} if args.no_sweep else table2_choice(args.data, args.output, args.opts, args.override_config,
                                                      min(args.seeds or [1]), args.table2_sweep)

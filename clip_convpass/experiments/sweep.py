@@ -14,14 +14,18 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from clip_convpass.config import ConfigError, setup_cfg
+from clip_convpass.engine.checkpoint import StaleResultsError, check_stored_config
 from clip_convpass.engine.evaluation import METRICS
 from clip_convpass.engine.rundir import sweep_point_dir
 from clip_convpass.registry import method_rows
+from clip_convpass.utils.errors import entry_point
 from clip_convpass.utils.io import atomic_write_json, read_json
+from clip_convpass.utils.locks import blocking_lock
 from clip_convpass.utils.logging import setup_logger
 
 logger = logging.getLogger(__name__)
@@ -45,10 +49,19 @@ def presets() -> Dict[str, List[str]]:
 
 
 def run_sweep(grid: Dict[str, List[str]], output: str | Path, dataset_config: Optional[str], config_file: Optional[str],
-              opts: Sequence[str] = (), metric: str = "top1", override_files: Sequence[str | Path] = ()) -> dict:
+              opts: Sequence[str] = (), metric: str = "top1", override_files: Sequence[str | Path] = (),
+              force: bool = False) -> dict:
+    """Every point trained (finished points of the same configuration reused; points of another configuration
+    refused, or retrained with force) and the choice; one process at a time per output (a second waits)."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    with blocking_lock(output / ".sweep.lock"):
+        return _run_sweep(grid, output, dataset_config, config_file, opts, metric, override_files, force)
+
+
+def _run_sweep(grid, output: Path, dataset_config, config_file, opts, metric, override_files, force) -> dict:
     from clip_convpass.engine.runner import run
 
-    output = Path(output)
     points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
     rows = []
     for i, point in enumerate(points, 1):
@@ -60,6 +73,13 @@ def run_sweep(grid: Dict[str, List[str]], output: str | Path, dataset_config: Op
         if cfg.DATASET.VAL_SHOTS == 0:
             raise ConfigError("A sweep selects on the VAL_SHOTS split; set DATASET.VAL_SHOTS > 0")
         result_file = run_dir.results(cfg.DATASET.NAME, "val")
+        if result_file.is_file():
+            try:
+                check_stored_config(run_dir, cfg, "rerun with --force to retrain the stale points")
+            except StaleResultsError:
+                if not force:
+                    raise
+                shutil.rmtree(run_dir.root)
         if result_file.is_file():
             print(f"[sweep {i}/{len(points)}] {point}: done before, reusing {result_file}")
             rec = read_json(result_file)
@@ -78,6 +98,7 @@ def run_sweep(grid: Dict[str, List[str]], output: str | Path, dataset_config: Op
     return summary
 
 
+@entry_point
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True)
@@ -89,6 +110,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--grid", nargs="*", default=[], help="KEY=v1,v2,... (several give their product)")
     p.add_argument("--preset", choices=sorted(presets()), default=None, help="the sweep a registered row declares")
     p.add_argument("--metric", default="top1", choices=list(METRICS))
+    p.add_argument("--force", action="store_true", help="retrain points whose stored configuration differs")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every point")
     args = p.parse_args(argv)
     entries = list(args.grid) + (presets()[args.preset] if args.preset else [])
@@ -98,7 +120,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     files = list(args.config_file)
     run_sweep(parse_grid(entries), args.output, args.dataset_config_file or None, files[0] if files else None,
               ["DATASET.ROOT", args.root, *args.opts], args.metric,
-              override_files=files[1:] + list(args.override_config))
+              override_files=files[1:] + list(args.override_config), force=args.force)
     return 0
 
 

@@ -33,9 +33,11 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from clip_convpass.engine.checkpoint import checkpoint_digest
 from clip_convpass.engine.rundir import RunDir
 from clip_convpass.registry import evaluation_domains
-from clip_convpass.utils.errors import UserError, run_cli
+from clip_convpass.utils.args import join_numeric_lists, number_list
+from clip_convpass.utils.errors import UserError, entry_point
 
 logger = logging.getLogger(__name__)
 DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -123,6 +125,7 @@ def _wise_ft(cfg, trainer, run_dir: str | Path, alphas: Sequence[float], dataset
         trainer.wise_ft_start()
         theta0 = {n: t.detach().clone() for n, t in trainer.wise_ft_tensors().items()}
     trainer.load_from_model_dir(run_dir)
+    trainer.annotations["wise_of"] = checkpoint_digest(run_dir)  # which trained weights (a retrained run differs)
     theta1 = {n: t.detach().clone() for n, t in trainer.wise_ft_tensors().items()}
     targets = list(datasets) or evaluation_domains(cfg.DATASET.NAME)
     built = {name: build_dataset(cfg, name) for name in targets}  # every dataset is checked before any work
@@ -133,6 +136,18 @@ def _wise_ft(cfg, trainer, run_dir: str | Path, alphas: Sequence[float], dataset
         for ds in built.values():
             records.append(trainer.test(ds, stage=stage_name(alpha)))
     return records
+
+
+def is_current(run: Path, targets: Sequence[str], alphas: Sequence[float]) -> bool:
+    """Every alpha's results exist and were made from the run's present weights (not a retrained run's)."""
+    from clip_convpass.utils.io import read_json
+
+    run_dir = RunDir(run)
+    if not run_dir.has_results(targets, [stage_name(a) for a in alphas]):
+        return False
+    digest = checkpoint_digest(run)
+    return all(read_json(run_dir.results(d, stage=stage_name(a))).get("wise_of") == digest
+               for d in targets for a in alphas)
 
 
 def trained_runs(root: str | Path) -> List[Path]:
@@ -147,13 +162,16 @@ def wise_ft_all(root: str | Path, alphas: Sequence[float], datasets: Sequence[st
     training-free methods are listed and left out."""
     check_alphas(alphas)
     done = []
-    for run in trained_runs(root):
+    runs = trained_runs(root)
+    if not runs:
+        raise UserError(f"no trained run (config.yaml + checkpoints/) under {root}")
+    for run in runs:
         cfg, trainer = load_run(run, data, opts)
         targets = list(datasets) or evaluation_domains(cfg.DATASET.NAME)
         if not trainer.trainable_named_parameters():
             print(f"[wiseft] {run}: {cfg.TRAINER.NAME} has no trained weights, left out")
             continue
-        if RunDir(run).has_results(targets, [stage_name(a) for a in alphas]):
+        if is_current(run, targets, alphas):
             print(f"[wiseft] {run}: every alpha evaluated before, skipping")
         else:
             print(f"[wiseft] {run}: alphas {', '.join(f'{a:g}' for a in alphas)}")
@@ -165,23 +183,26 @@ def wise_ft_all(root: str | Path, alphas: Sequence[float], datasets: Sequence[st
     return done
 
 
-def _main(argv: Optional[List[str]] = None) -> int:
+@entry_point
+def main(argv: Optional[List[str]] = None) -> int:
     from clip_convpass.utils.logging import setup_logger
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="*", help="run directories of trained runs (config.yaml + checkpoints)")
     p.add_argument("--under", default="", help="every fine-tuned run under this output root (e.g. a grid's)")
     p.add_argument("--data", default="", help="DATASET.ROOT (default: the one in each run's config)")
-    p.add_argument("--alphas", nargs="*", type=float, default=list(DEFAULT_ALPHAS))
-    p.add_argument("--datasets", nargs="*", default=[], help="registry names (default: the training dataset "
+    p.add_argument("--alphas", type=number_list(float), default=list(DEFAULT_ALPHAS), metavar="ALPHA [ALPHA ...]")
+    p.add_argument("--datasets", nargs="+", default=[], help="registry names (default: the training dataset "
                                                               "and every dataset that evaluates its models)")
     p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides (e.g. TEST.FEATURE_CACHE_DIR DIR)")
     p.add_argument("--zero-shot-templates", default="run",
                    help="theta_0's head for text-initialised heads: run (default: the run's own templates, so alpha = 0 "
                         "is exactly where it started) or a template set (ensemble80: wise-ft's zero-shot classifier)")
-    args = p.parse_args(argv)
+    args = p.parse_args(join_numeric_lists(argv or [], {"--alphas": float}))
     if not args.runs and not args.under:
         p.error("give run directories or --under OUTPUT")
+    if args.under and not Path(args.under).is_dir():
+        raise UserError(f"--under {args.under}: no such folder (a grid's output root)")
     setup_logger(None)
     for run in args.runs:
         wise_ft(run, args.alphas, args.datasets, args.data, args.opts, args.zero_shot_templates)
@@ -189,9 +210,6 @@ def _main(argv: Optional[List[str]] = None) -> int:
         wise_ft_all(args.under, args.alphas, args.datasets, args.data, args.opts, args.zero_shot_templates)
     return 0
 
-
-def main(argv: Optional[List[str]] = None) -> int:
-    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

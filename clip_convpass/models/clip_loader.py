@@ -12,7 +12,7 @@ import open_clip
 import torch
 from torch import nn
 
-from clip_convpass.config import ConfigError
+from clip_convpass.config import ConfigError, read_model_config
 from clip_convpass.utils.errors import UserError, refuse_unsafe_load_override
 from clip_convpass.utils.paths import MODEL_CONFIG_DIR
 
@@ -227,20 +227,8 @@ def _load_hf_hub(backbone: str, pretrained: str, cache_dir: str, device) -> Clip
 
 
 def register_model_config(path: str, backbone: str) -> None:
-    """MODEL.CONFIG_FILE: an open_clip model-config JSON ({"embed_dim", "vision_cfg", "text_cfg"}, or a Hub
-    repo's open_clip_config.json) registered under MODEL.BACKBONE."""
-    import json
-
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ConfigError(f"MODEL.CONFIG_FILE={file} does not exist (an open_clip model-config JSON)")
-    try:
-        data = json.loads(file.read_text())
-    except ValueError as e:
-        raise ConfigError(f"MODEL.CONFIG_FILE={file} is not valid JSON ({e})") from e
-    model_cfg = data.get("model_cfg", data)  # a Hub repo's open_clip_config.json nests it
-    if not all(k in model_cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
-        raise ConfigError(f"MODEL.CONFIG_FILE={file} needs embed_dim, vision_cfg and text_cfg (open_clip's format)")
+    """MODEL.CONFIG_FILE (checked by config.read_model_config) registered under MODEL.BACKBONE."""
+    model_cfg = read_model_config(path)
     from open_clip import factory
 
     factory._MODEL_CONFIGS[backbone] = model_cfg  # open_clip keeps its model configs in this table

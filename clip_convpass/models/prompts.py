@@ -11,6 +11,7 @@ from open_clip import zero_shot_metadata
 
 from clip_convpass.config import ConfigError
 from clip_convpass.models.text_encoder import TextEncoder
+from clip_convpass.utils.text import prompt_classname  # noqa: F401  (re-exported: prompts use it)
 
 
 def _as_format_strings(templates) -> List[str]:
@@ -52,12 +53,6 @@ def get_templates(spec: Union[str, Sequence[str]]) -> List[str]:
     if bad or not templates:
         raise ValueError(f"Each template needs a '{{}}' placeholder for the class name; got {bad or templates}")
     return templates
-
-
-def prompt_classname(name: str) -> str:
-    """A class name as prompt text: "_" becomes a space ("great_white_shark" -> "great white shark"),
-    as CoOp and Tip-Adapter do on every path. The one place every prompt gets its class names."""
-    return name.replace("_", " ").strip()
 
 
 def template_info(templates, resolved: Sequence[str] | None = None) -> dict:

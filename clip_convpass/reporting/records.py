@@ -8,17 +8,57 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from clip_convpass.reporting.format import Cell, base_name, row_label
+from clip_convpass.utils.errors import UserError
+
+
+class ResultsFileError(UserError, ValueError):
+    """A results.json that is not what this project writes."""
+
+
+def check_record(rec, path) -> dict:
+    """A results.json as this project writes it (the fields reports use, typed, finite, in range), or a
+    one-line error naming the file."""
+    def bad(what: str):
+        raise ResultsFileError(f"{path}: {what}; not a results.json this project wrote (fix or remove the file)")
+
+    if not isinstance(rec, dict):
+        bad(f"expected a JSON object, got {type(rec).__name__}")
+    for key in ("dataset", "trainer"):
+        if not isinstance(rec.get(key), str) or not rec.get(key):
+            bad(f"{key!r} must be a non-empty string, got {rec.get(key)!r}")
+    if not isinstance(rec.get("metrics"), dict) or not rec["metrics"]:
+        bad(f"'metrics' must be an object of numbers, got {rec.get('metrics')!r}")
+    for name, value in rec["metrics"].items():
+        if isinstance(value, dict) and name == "per_class_acc":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not 0 <= value <= 100:
+            bad(f"metric {name!r} must be a finite percentage in [0, 100], got {value!r}")
+    for key in ("seed", "shots"):
+        if key in rec and (isinstance(rec[key], bool) or not isinstance(rec[key], int)):
+            bad(f"{key!r} must be an integer, got {rec[key]!r}")
+    if "seed" not in rec:
+        bad("'seed' is missing")
+    for key in ("name", "split", "stage", "train_dataset", "experiment"):
+        if key in rec and rec[key] is not None and not isinstance(rec[key], str):
+            bad(f"{key!r} must be a string, got {rec[key]!r}")
+    return rec
 
 
 def collect(roots: Iterable[str | Path]) -> List[dict]:
+    """Every results.json under the roots, each checked (check_record); other JSON files are not read."""
     records = []
     for root in roots:
+        if not Path(root).exists():
+            raise ResultsFileError(f"{root}: no such folder")
         for path in sorted(Path(root).rglob("results.json")):
-            with open(path) as f:
-                rec = json.load(f)
-            if "dataset" in rec and "metrics" in rec:
-                rec["_path"] = str(path)
-                records.append(rec)
+            try:
+                rec = json.loads(path.read_text(), parse_constant=lambda c: math.nan)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ResultsFileError(f"{path}: not valid JSON ({e})") from e
+            rec = check_record(rec, path)
+            rec["_path"] = str(path)
+            records.append(rec)
     return records
 
 

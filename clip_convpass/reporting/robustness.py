@@ -48,7 +48,7 @@ def render_points(points: List[Point], fmt: str = "terminal", metric: str = "top
     from clip_convpass.reporting.format import domain_label, order_rows, render_rows, row_label
 
     if fmt == "json":
-        return json.dumps({"metric": metric, "points": points, "notes": list(notes)}, indent=2)
+        return json.dumps({"metric": metric, "points": points, "notes": list(notes)}, indent=2, allow_nan=False)
     domains = list(points[0]["cells"]) if points else evaluation_domains("ImageNet")
     headers = ["Method", "WiSE-FT alpha"] + [domain_label(d) for d in domains] + ["Shifted avg", "Seeds"]
     order = {m: i for i, m in enumerate(order_rows({p["method"] for p in points}))}

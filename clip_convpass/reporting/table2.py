@@ -83,7 +83,7 @@ def to_grid(table: List[dict], paper: bool) -> Tuple[List[str], List[List[str]]]
 def render(table: List[dict], fmt: str = "terminal", paper: bool = False, notes: Sequence[str] = ()) -> str:
     """The table as text; `notes` become footnotes (a "notes" entry in JSON, comment lines in CSV)."""
     if fmt == "json":
-        return json.dumps({"rows": table, "notes": list(notes)} if notes else table, indent=2)
+        return json.dumps({"rows": table, "notes": list(notes)} if notes else table, indent=2, allow_nan=False)
     headers, body = to_grid(table, paper)
     return render_rows(headers, body, fmt, notes)
 

@@ -5,6 +5,7 @@ traceback); anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Callable, List, Optional
@@ -37,3 +38,14 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def entry_point(main: Callable[[Optional[List[str]]], int]) -> Callable[[Optional[List[str]]], int]:
+    """Decorator for every command's main(argv): the one place that turns the project's errors into one line
+    on stderr and exit code 2 (`--debug` shows the traceback)."""
+
+    @functools.wraps(main)
+    def wrapped(argv: Optional[List[str]] = None) -> int:
+        return run_cli(main, argv)
+
+    return wrapped

@@ -54,3 +54,19 @@ def exclusive_lock(path: str | os.PathLike, what: str):
 def blocking_lock(path: str | os.PathLike):
     """Wait for another process holding the lock (e.g. computing the same cache entry)."""
     return _flock(path, True, str(path))
+
+
+def is_locked(path: str | os.PathLike) -> bool:
+    """Whether another process holds the lock now (a lock file left by a killed process is not held)."""
+    import fcntl
+
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False

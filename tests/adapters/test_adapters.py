@@ -216,7 +216,7 @@ from clip_convpass.config import setup_cfg
 from clip_convpass.engine import run
 out = sys.argv[1]
 for preset, (kind, _) in sorted(presets().items()):
-    no_dropout = ["TRAINER.PETL.DROPOUT", "0.0"] if "dropout" in kind.OPTIONS else []
+    no_dropout = ["TRAINER.PETL." + kind.config_key("dropout"), "0.0"] if "dropout" in kind.OPTIONS else []
     cfg = setup_cfg("datasets/imagenet.yaml", "{REPO / PETL}", [
         "TRAINER.PETL.ADAPTER", preset, "DATASET.ROOT", "{synth['root']}", "DATASET.CLASS_LIST",
         "{synth['class_list']}", "MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)",
