@@ -46,11 +46,11 @@ def import_location(package: str) -> None:
     """Import a package and every module in it (once per process): its plugins register themselves."""
     if package in _imported_locations:
         return
-    _imported_locations.add(package)
     pkg = importlib.import_module(package)
     for info in pkgutil.iter_modules(pkg.__path__, prefix=f"{package}."):
         if not info.name.rsplit(".", 1)[-1].startswith("_"):
             importlib.import_module(info.name)
+    _imported_locations.add(package)  # only once every module imported: a failure is retried, not half-loaded
 
 
 def load_entry_point_plugins() -> None:
@@ -62,7 +62,7 @@ def load_entry_point_plugins() -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        importlib.import_module(ep.value)
+        importlib.import_module(ep.module)  # "pkg.mod" or "pkg.mod:attr": importing the module registers
 
 
 class Registry:
@@ -133,6 +133,7 @@ class Row:
     tag: str = ""  # run-folder name (default: the config file's stem)
     sweep: Tuple[str, ...] = ()  # "KEY=v1,v2,..." chosen on the validation shots before the grid runs the row
     paper_params: Optional[float] = None  # the paper's trainable-parameter budget (millions), where it gives one
+    family: str = ""  # figures give a family one hue (reporting/style.py): zero-shot, probe, prompt, cache, convpass...
     trainer: str = ""  # the method whose metafile declares it
 
     @property

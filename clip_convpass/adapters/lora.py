@@ -14,6 +14,7 @@ from torch import nn
 from clip_convpass.adapters.base import AdapterKind, AdapterModule, Injection, adapted_blocks
 from clip_convpass.models.attention import attention_from_qkv, project_qkv
 from clip_convpass.registry import ADAPTER_REGISTRY
+from clip_convpass.utils.errors import UserError
 
 
 class LoRAQV(AdapterModule):
@@ -49,7 +50,7 @@ class LoRAQV(AdapterModule):
         (B starts at zero): A = A1 and B = alpha B1. Interpolating A and B apart would be quadratic in alpha."""
         for side in ("q", "v"):
             if theta0[f"b_{side}"].any():
-                raise ValueError("LoRA's WiSE-FT needs B = 0 at the start of fine-tuning (LoRA's init)")
+                raise UserError("LoRA's WiSE-FT needs B = 0 at the start of fine-tuning (LoRA's init)")
             getattr(self, f"a_{side}").copy_(theta1[f"a_{side}"])
             getattr(self, f"b_{side}").copy_(alpha * theta1[f"b_{side}"])
 

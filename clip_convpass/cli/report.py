@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Dict, List, Optional
 
 from clip_convpass.engine.evaluation import METRICS
 from clip_convpass.registry import REPORT_VIEW_REGISTRY, method_rows, table_names
 from clip_convpass.reporting.format import base_name, write_or_print
 from clip_convpass.reporting.records import aggregate, collect
+from clip_convpass.reporting.style import PLOT_FORMATS
 from clip_convpass.reporting.table2 import build_table, paper_setting_warnings, plot, render
 from clip_convpass.utils.errors import entry_point
 
@@ -28,12 +30,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--methods", nargs="+", default=None, help="only these row names")
     p.add_argument("--table", choices=["all", *table_names()], default="all",
                    help="only the rows of this table; petl adds the trainable-parameter column")
-    p.add_argument("--plot", default="", help="write a PNG bar chart (the view's plot with a view flag) here")
+    p.add_argument("--plot", default="", help="write the plot here: .png, or .pdf / .svg for vector output (the bar "
+                                              "chart; a view's own plot with a view flag)")
     group = p.add_mutually_exclusive_group()
     for name, view in views.items():
         group.add_argument(f"--{name.replace('_', '-')}", dest="view", action="store_const", const=name, help=view.HELP)
     p.add_argument("--output", default="", help="write the table here instead of stdout")
     args = p.parse_args(argv)
+    if args.plot and Path(args.plot).suffix.lower() not in PLOT_FORMATS:
+        p.error(f"--plot {args.plot}: give a .png (raster) or .pdf / .svg (vector) path")
     records = collect(args.roots)
     if not records:
         print(f"No results.json under {args.roots}", file=sys.stderr)

@@ -82,8 +82,13 @@ def setup_cfg(
         if path:
             merge_config_file(cfg, path)
     merge_per_dataset_configs(cfg)  # the method's settings for this dataset, before overrides and opts
+    method_dirs = list(cfg.PER_DATASET_DIRS)
     for path in override_files:
         merge_config_file(cfg, path)
+    opts = list(opts)
+    if list(cfg.PER_DATASET_DIRS) != method_dirs or "PER_DATASET_DIRS" in opts[0::2]:
+        raise ConfigError("PER_DATASET_DIRS belongs to a method's YAML (its per-dataset settings are merged right after "
+                          "it); set the values themselves in an override file or as KEY VALUE pairs instead")
     opts = list(opts)
     merge_opts(cfg, opts)
     keys = opts[0::2]

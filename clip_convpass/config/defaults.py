@@ -205,8 +205,8 @@ def read_model_config(path: str | os.PathLike) -> dict:
     model_cfg = data.get("model_cfg", data) if isinstance(data, dict) else None
     if not isinstance(model_cfg, dict) or not all(isinstance(model_cfg.get(k), d) for k, d in
                                                   (("embed_dim", int), ("vision_cfg", dict), ("text_cfg", dict))):
-        raise ConfigError(f"MODEL.CONFIG_FILE={file} needs embed_dim (an integer), vision_cfg and text_cfg (objects): "
-                          f"open_clip's model-config format")
+        raise ConfigError(f"MODEL.CONFIG_FILE={file} needs embed_dim, vision_cfg and text_cfg (an integer and two "
+                          f"objects: open_clip's model-config format)")
 
     def positive(value) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
@@ -265,7 +265,8 @@ def merge_config_file(cfg: CN, path: str | os.PathLike) -> None:
         try:
             cfg.merge_from_other_cfg(CN(data))
         except KeyError as e:
-            raise ConfigError(f"{p}: {e.args[0]} (valid keys: clip_convpass/config.py, and each method's config_node())") from e
+            raise ConfigError(f"{p}: {e.args[0]} (valid keys: clip_convpass/config/defaults.py, and each method's "
+                              f"config_node())") from e
         except ValueError as e:
             raise ConfigError(f"{p}: {e}") from e
 

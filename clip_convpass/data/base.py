@@ -178,6 +178,11 @@ class DatasetBase:
     def _read_test(self) -> List[Datum]:
         raise NotImplementedError
 
+    def split_source_stamp(self) -> Optional[List[str]]:
+        """A cheap fingerprint of the training images' listing (e.g. class folders' modification times) for
+        datasets too large to list at every start; None: list them (data/fewshot.py)."""
+        return None
+
     def split_source_files(self) -> List[Path]:
         """Files that list this dataset's splits (a split file), whose contents fingerprint a cached few-shot
         split; none: the listed images themselves are the fingerprint (data/fewshot.py)."""

@@ -40,11 +40,14 @@ def load_or_sample(ds: "DatasetBase") -> Tuple[List[Datum], List[Datum]]:
             data = read_json(path)
         except (ValueError, UnicodeDecodeError) as e:
             raise DatasetLayoutError(f"Split file {path} is not valid JSON ({e}); delete it to resample") from e
+        if not isinstance(data, dict) or not isinstance(data.get("train"), list):
+            raise DatasetLayoutError(f"Split file {path} is not a few-shot split of this project; delete it to resample")
         if data.get("class_ids", data.get("class_wnids")) != ds.class_ids:
-            raise ValueError(f"Split file {path} was made for other classes; delete it to resample")
+            raise DatasetLayoutError(f"Split file {path} was made for other classes; delete it to resample")
         if data.get("source") != source:  # derived state: made from other files than the dataset has now
-            logger.warning(f"{path} was sampled from other files than {ds.NAME} lists now (its split file or "
-                           f"folders changed): sampling again")
+            why = ("it predates source fingerprints" if "source" not in data else
+                   f"it was sampled from other files than {ds.NAME} lists now (its split file or folders changed)")
+            logger.warning(f"{path}: {why}; sampling again")
             data = None
         else:
             logger.info(f"Loaded few-shot split {path}")
@@ -69,6 +72,9 @@ def source_fingerprint(ds: "DatasetBase") -> str:
     """What a split is drawn from: every candidate file per class of the train (and val) split, hashed, so that
     a cached split made from other files (a changed split file, images moved) is never reused."""
     parts = [ds.cfg.DATASET.FEWSHOT_SAMPLER]
+    stamp = ds.split_source_stamp()
+    if stamp is not None:  # a cheap stand-in the dataset gives for its listing (ImageNet: folder mtimes)
+        return hashlib.sha256("\n".join([*parts, *stamp]).encode()).hexdigest()[:16]
     files = ds.split_source_files()
     if files:  # the split files themselves (their order matters to CoOp's sampler)
         return hashlib.sha256(b"".join([parts[0].encode(), *(Path(f).read_bytes() for f in files)])).hexdigest()[:16]

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY, evaluation_domains
-from clip_convpass.utils.errors import entry_point
+from clip_convpass.utils.errors import UserError, entry_point
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def build_synthetic_tree(root: str | Path, num_classes: int = 6, train_per_class
     domains = [DATASET_REGISTRY.get(n) for n in evaluation_domains(source)]
     missing = [d.NAME for d in domains if d.NAME not in SYNTHETIC_TREE_REGISTRY]
     if missing:
-        raise ValueError(f"no synthetic tree is registered for {missing} (a SyntheticTree named after the dataset)")
+        raise UserError(f"no synthetic tree is registered for {missing} (a SyntheticTree named after the dataset)")
     trees = {d.NAME: SYNTHETIC_TREE_REGISTRY.get(d.NAME) for d in domains}
     class_ids = trees[source].classes(num_classes)
     sizes = {"train": train_per_class, "test": val_per_class, "shift": shift_per_class, "val": split_val_per_class}

@@ -27,7 +27,7 @@ def read_id_list(path: Path) -> List[str]:
     """One class id per line (e.g. ImageNet wnids); blank lines ignored, duplicates refused."""
     ids = [ln.strip() for ln in open(path) if ln.strip()]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{path} lists some class ids twice")
+        raise DatasetLayoutError(f"{path} lists some class ids twice")
     return ids
 
 

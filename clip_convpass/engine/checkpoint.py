@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
 
-from clip_convpass.config import LOCATION_KEYS, NEUTRAL_KEYS, config_hash, flat_items
+from clip_convpass.config import LOCATION_KEYS, NEUTRAL_KEYS, ConfigError, config_hash, flat_items
 from clip_convpass.engine.rundir import CHECKPOINT_PREFIX, RunDir
 from clip_convpass.utils import distributed
 from clip_convpass.utils.errors import UserError, refuse_unsafe_load_override
@@ -68,7 +68,7 @@ class MissingCheckpointError(UserError, FileNotFoundError):
     """A run directory holds no checkpoint to load."""
 
 
-class StaleResultsError(UserError, ValueError):
+class StaleResultsError(ConfigError):
     """Stored results were made with another configuration than the one asked for."""
 
 
@@ -177,18 +177,25 @@ SAME_MODEL_KEYS = ("MODEL.FUSED_ATTENTION", "MODEL.TEXT_TRUNCATE", "MODEL.TEXT_S
 SAME_MODEL_SUFFIXES = (".FAST_ATTENTION", ".PROMPTS_PER_CHUNK")
 
 
-def model_differences(saved_yaml: str, cfg, node: str) -> list[tuple[str, object, object]]:
+def model_differences(saved_yaml: str, cfg, node: str, training_only=()) -> list[tuple[str, object, object]]:
     """(key, trained value, current value) of the keys that define the trained model (MODEL.*, the method's
-    TRAINER node) and differ: evaluating the checkpoint under them would score another model."""
+    TRAINER node less its training-only keys) and differ: evaluating the checkpoint under them would score
+    another model."""
     saved, current = flat_items(saved_yaml), flat_items(cfg)
     prefixes = ("MODEL.", "TRAINER.NAME", *((f"TRAINER.{node}.",) if node else ()))
-    keys = sorted(k for k in set(saved) | set(current) if k.startswith(prefixes))
+    skip = {f"TRAINER.{node}.{k}" for k in training_only}
+    keys = sorted(k for k in set(saved) | set(current) if k.startswith(prefixes) and k not in skip)
     return [(k, saved.get(k), current.get(k)) for k in keys
             if saved.get(k) != current.get(k) and k not in (*LOCATION_KEYS, *NEUTRAL_KEYS, *SAME_MODEL_KEYS)
             and not k.endswith(SAME_MODEL_SUFFIXES)]
 
 
 def check_compatible(saved_meta: dict, current_meta: dict, path: str | Path) -> None:
+    for key in ("trainer", "backbone", "num_classes"):
+        if saved_meta.get(key) != current_meta.get(key):
+            raise CheckpointMismatchError(
+                f"{path} was saved for {key}={saved_meta.get(key)!r}, but this run has {key}={current_meta.get(key)!r}"
+            )
     saved_classes, current_classes = saved_meta.get("classes"), current_meta.get("classes")
     if saved_classes and current_classes and saved_classes["sha256"] != current_classes["sha256"]:
         def describe(c):
@@ -198,11 +205,6 @@ def check_compatible(saved_meta: dict, current_meta: dict, path: str | Path) -> 
             f"{path} was trained over {describe(saved_classes)}, but this run is built over "
             f"{describe(current_classes)}: its class-bound weights would score other classes; evaluate it on its "
             f"own classes")
-    for key in ("trainer", "backbone", "num_classes"):
-        if saved_meta.get(key) != current_meta.get(key):
-            raise CheckpointMismatchError(
-                f"{path} was saved for {key}={saved_meta.get(key)!r}, but this run has {key}={current_meta.get(key)!r}"
-            )
     saved, cur = saved_meta.get("shapes", {}), current_meta.get("shapes", {})
     if set(saved) != set(cur):
         extra, missing = sorted(set(saved) - set(cur)), sorted(set(cur) - set(saved))
@@ -269,7 +271,7 @@ class CheckpointManager:
         ckpt = load_checkpoint(path)
         check_compatible(ckpt["meta"], self.meta(), path)
         if not with_optimizer and ckpt.get("config"):  # an evaluation: the model must be the one trained
-            diffs = model_differences(ckpt["config"], t.cfg, t.CONFIG_NODE)
+            diffs = model_differences(ckpt["config"], t.cfg, t.CONFIG_NODE, t.TRAINING_ONLY_KEYS)
             if diffs:
                 shown = "; ".join(f"{k}: {a!r} when trained, {b!r} now" for k, a, b in diffs[:6])
                 raise CheckpointMismatchError(

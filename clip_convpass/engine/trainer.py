@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,9 @@ class TrainerBase:
     NAME = ""
     FROZEN_IMAGE_ENCODER = False
     CONFIG_NODE = ""  # TRAINER.<CONFIG_NODE> holds this method's keys
+    # keys of its node that only steer training (searches, learning-rate multipliers): they may differ when a
+    # checkpoint is evaluated; every other key of the node defines the evaluated model and must match
+    TRAINING_ONLY_KEYS: Tuple[str, ...] = ()
 
     def __init__(self, cfg):
         self.cfg = cfg

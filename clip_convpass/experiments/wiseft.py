@@ -88,13 +88,17 @@ def wise_ft(run_dir: str | Path, alphas: Sequence[float] = DEFAULT_ALPHAS, datas
     return _wise_ft(cfg, trainer, run_dir, alphas, datasets, start_from(run_dir, cfg, trainer, data, opts, zero_shot_templates))
 
 
+def has_text_head(cfg, trainer) -> bool:
+    node = cfg.TRAINER.get(getattr(trainer, "CONFIG_NODE", ""), None)
+    return node is not None and "HEAD_INIT" in node and node.HEAD_INIT in ("text", "lp")
+
+
 def start_from(run_dir, cfg, trainer, data: str, opts: Sequence[str], zero_shot_templates: str = "run"):
     """theta_0: the run's own starting model ("run"), or, for a text-initialised head, the same model with its
     head built from another template set (e.g. ensemble80: wise-ft's zero-shot classifier)."""
     if zero_shot_templates == "run":
         return None
-    node = cfg.TRAINER.get(getattr(trainer, "CONFIG_NODE", ""), None)
-    if node is None or "HEAD_INIT" not in node or node.HEAD_INIT not in ("text", "lp"):
+    if not has_text_head(cfg, trainer):
         raise UserError(f"--zero-shot-templates: {cfg.TRAINER.NAME} has no text-initialised head; its WiSE-FT start is "
                         f"the run's own initial state (use the default, run)")
     from clip_convpass.models.prompts import check_templates
@@ -138,16 +142,18 @@ def _wise_ft(cfg, trainer, run_dir: str | Path, alphas: Sequence[float], dataset
     return records
 
 
-def is_current(run: Path, targets: Sequence[str], alphas: Sequence[float]) -> bool:
-    """Every alpha's results exist and were made from the run's present weights (not a retrained run's)."""
+def is_current(run: Path, targets: Sequence[str], alphas: Sequence[float], zero_shot_templates: str = "run") -> bool:
+    """Every alpha's results exist and were made from the run's present weights (not a retrained run's) with the
+    same zero-shot end."""
     from clip_convpass.utils.io import read_json
 
     run_dir = RunDir(run)
     if not run_dir.has_results(targets, [stage_name(a) for a in alphas]):
         return False
     digest = checkpoint_digest(run)
-    return all(read_json(run_dir.results(d, stage=stage_name(a))).get("wise_of") == digest
-               for d in targets for a in alphas)
+    records = [read_json(run_dir.results(d, stage=stage_name(a))) for d in targets for a in alphas]
+    return all(r.get("wise_of") == digest and r.get("wise_zero_shot_templates", "run") == zero_shot_templates
+               for r in records)
 
 
 def trained_runs(root: str | Path) -> List[Path]:
@@ -171,14 +177,15 @@ def wise_ft_all(root: str | Path, alphas: Sequence[float], datasets: Sequence[st
         if not trainer.trainable_named_parameters():
             print(f"[wiseft] {run}: {cfg.TRAINER.NAME} has no trained weights, left out")
             continue
-        if is_current(run, targets, alphas):
+        templates = zero_shot_templates if has_text_head(cfg, trainer) else "run"
+        if templates != zero_shot_templates:
+            print(f"[wiseft] {run}: {cfg.TRAINER.NAME} has no text-initialised head: its own start is used")
+        if is_current(run, targets, alphas, templates):
             print(f"[wiseft] {run}: every alpha evaluated before, skipping")
         else:
             print(f"[wiseft] {run}: alphas {', '.join(f'{a:g}' for a in alphas)}")
             # the trainer just built holds theta_0 (or the zero-shot head of other templates)
-            theta0 = None if zero_shot_templates == "run" or "HEAD_INIT" not in cfg.TRAINER.get(
-                getattr(trainer, "CONFIG_NODE", ""), {}) else start_from(run, cfg, trainer, data, opts, zero_shot_templates)
-            _wise_ft(cfg, trainer, run, alphas, targets, theta0)
+            _wise_ft(cfg, trainer, run, alphas, targets, start_from(run, cfg, trainer, data, opts, templates))
         done.append(run)
     return done
 

@@ -97,25 +97,31 @@ def render_curves(curves: Curves, fmt: str = "terminal", metric: str = "top1", n
 
 
 def plot_curves(curves: Curves, path: str | Path, metric: str = "top1") -> None:
-    """One panel per dataset (and the average), one line per method, error bars = std over seeds."""
+    """One panel per dataset (and the average), one line per method in its style, error bars = std over
+    seeds; one legend below the panels. PNG, PDF or SVG by the path's suffix."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from clip_convpass.reporting.format import domain_label, order_rows, row_label
+    from clip_convpass.reporting.style import figure_styles, legend_outside, save
 
     datasets, shots, _ = curve_rows(curves)
+    methods = order_rows(curves)
+    styles = figure_styles(methods)
     cols = min(4, len(datasets))
     n_rows = (len(datasets) + cols - 1) // cols
-    fig, axes = plt.subplots(n_rows, cols, figsize=(3.6 * cols, 3.0 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.4 * cols, 2.8 * n_rows), squeeze=False)
+    handles = {}
     for ax, dataset in zip(axes.flat, datasets):
-        for method in order_rows(curves):
+        for method in methods:
             points = sorted(curves[method].get(dataset, {}).items())
             if points:
                 xs = [k for k, _ in points]
-                ax.errorbar(xs, [c[0] for _, c in points], yerr=[c[1] for _, c in points], marker="o", ms=3,
-                            capsize=2, label=row_label(method))
+                h = ax.errorbar(xs, [c[0] for _, c in points], yerr=[c[1] for _, c in points], ms=4, capsize=2,
+                                lw=1.2, **styles[method].kwargs())
+                handles.setdefault(method, h)
         ax.set_xscale("log", base=2)
         ax.set_xticks(shots)
         ax.set_xticklabels([str(k) for k in shots])
@@ -124,12 +130,10 @@ def plot_curves(curves: Curves, path: str | Path, metric: str = "top1") -> None:
         ax.set_ylabel(f"{METRIC_LABELS[metric]} (%)", fontsize=8)
     for ax in list(axes.flat)[len(datasets):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=7)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.tight_layout()
+    legend_outside(fig, list(handles.values()), [row_label(m) for m in handles], below=True,
+                   ncol=min(4, max(1, len(handles))))
+    save(fig, path)
 
 
 @REPORT_VIEW_REGISTRY.register

@@ -90,6 +90,9 @@ def aggregate(records: List[dict], metric: str = "top1", split: str = "test",
     for r in sorted(records, key=lambda r: r.get("timestamp", "")):
         if r.get("split", "test") != split:
             continue
+        if metric not in r["metrics"]:
+            raise ResultsFileError(f"{r.get('_path', 'a results.json')} has no {metric!r} metric (it has "
+                                   f"{sorted(r['metrics'])})")
         dataset = r["dataset"] if r.get("stage", "final") == "final" else f"{r['dataset']}@{r['stage']}"
         by_seed[(r.get("name") or r["trainer"], experiment_of(r), dataset)][r["seed"]] = r["metrics"][metric]
     experiments: Dict[str, List[Tuple]] = defaultdict(list)

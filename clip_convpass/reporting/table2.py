@@ -89,30 +89,37 @@ def render(table: List[dict], fmt: str = "terminal", paper: bool = False, notes:
 
 
 def plot(table: List[dict], path: str | Path, metric: str = "top1", title: str = "", paper: bool = False) -> None:
-    """Grouped bars per domain (and the target average), error bars = std over seeds clipped at 0, the seed
-    count in each label; zero-height bars keep an outline; with `paper` the paper's numbers are black ticks."""
+    """Grouped bars per domain (and the target average) in each method's style, error bars = std over seeds
+    clipped at 0, the seed count in each label; zero-height bars keep an outline; with `paper` the paper's
+    numbers are black ticks; the legend sits right of the axes. PNG, PDF or SVG by the path's suffix."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from clip_convpass.reporting.style import figure_styles, legend_outside, save
+
     domains = list(table[0]["cells"]) if table else table2_domains()
     groups = domains + (["Target avg"] if any("target_avg" in r for r in table) else [])
-    fig, ax = plt.subplots(figsize=(1.8 * len(groups) + 2, 4))
+    styles = figure_styles(r["method"] for r in table)
+    fig, ax = plt.subplots(figsize=(1.6 * len(groups) + 1.5, 4))
     width = 0.8 / max(1, len(table))
+    paper_shown = False
     for i, r in enumerate(table):
+        style = styles[r["method"]]
         cells = [r["cells"].get(d) if d != "Target avg" else r.get("target_avg") for d in groups]
         xs = [j + i * width for j, c in enumerate(cells) if c]
         ys = [c[0] for c in cells if c]
         es = [c[1] for c in cells if c]
         seeds = sorted({c[2] for c in cells if c})
         label = f"{row_label(r['method'])} (n={'/'.join(map(str, seeds))})" if seeds else row_label(r["method"])
+        hatch = {"-": None, "--": "//", "-.": "..", ":": "xx"}[style.linestyle]  # a variant of a row: hatched
         bars = ax.bar(xs, ys, width, yerr=[[min(e, y) for e, y in zip(es, ys)], es], label=label, capsize=2,
-                      linewidth=0.8)
+                      linewidth=0.8, color="white" if hatch else style.color, edgecolor=style.color, hatch=hatch,
+                      error_kw={"ecolor": "#444444", "lw": 0.8})
         for bar in bars:  # a 0 % bar is a result, not a missing one: keep it visible
-            bar.set_edgecolor(bar.get_facecolor())
             if bar.get_height() == 0:
-                ax.plot([bar.get_x(), bar.get_x() + bar.get_width()], [0, 0], color=bar.get_facecolor(), lw=3)
+                ax.plot([bar.get_x(), bar.get_x() + bar.get_width()], [0, 0], color=style.color, lw=3)
         if paper and r.get("paper"):
             ref = dict(r["paper"])
             targets = [ref.get(d) for d in table2_domains()[1:]]
@@ -120,18 +127,15 @@ def plot(table: List[dict], path: str | Path, metric: str = "top1", title: str =
                 ref["Target avg"] = sum(targets) / len(targets)
             px = [j + i * width for j, d in enumerate(groups) if ref.get(d) is not None]
             py = [ref[d] for d in groups if ref.get(d) is not None]
-            ax.scatter(px, py, marker="_", s=200, color="black", zorder=5,
-                       label="paper" if i == next(k for k, t in enumerate(table) if t.get("paper")) else None)
+            ax.scatter(px, py, marker="_", s=200, color="black", zorder=5, label=None if paper_shown else "paper")
+            paper_shown = True
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))])
     ax.set_xticklabels([domain_label(d) if d != "Target avg" else d for d in groups])
     ax.set_ylabel(f"{METRIC_LABELS[metric]} (%)")
     ax.set_ylim(bottom=0)
-    ax.set_title(title or f"{METRIC_LABELS[metric]} per domain")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.set_title(title or f"{METRIC_LABELS[metric]} per domain", fontsize=10)
+    legend_outside(ax)
+    save(fig, path)
 
 
 # The setting the paper's Table 2 numbers come from: --paper warns when results were made otherwise.

@@ -61,6 +61,8 @@ def check_head_keys(c, node: str) -> None:
 
 
 class AdapterCLIPTrainer(TrainerBase):
+    TRAINING_ONLY_KEYS = ("HEAD_LR_MULT", "ADAPTER_LR_MULT")
+
     def adapter(self) -> Tuple[str, Dict[str, object]]:
         """(registered adapter preset, option overrides) from this trainer's config node."""
         raise NotImplementedError

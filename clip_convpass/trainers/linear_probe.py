@@ -52,6 +52,7 @@ class LinearProbeCLIP(TrainerBase):
     NAME = "LinearProbeCLIP"
     FROZEN_IMAGE_ENCODER = True
     CONFIG_NODE = "LINEAR_PROBE"
+    TRAINING_ONLY_KEYS = ("C_GRID", "SEARCH", "BISECTION_STEPS", "REFINE_POINTS", "MAX_ITER")  # the fit's search
 
     @classmethod
     def config_node(cls):

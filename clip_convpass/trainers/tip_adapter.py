@@ -82,6 +82,9 @@ class TipAdapter(TrainerBase):
     TRAIN_KEYS = False
     FROZEN_IMAGE_ENCODER = True
     CONFIG_NODE = "TIP"  # shared with Tip-Adapter-F
+    # the cache, alpha and beta are checkpointed: how they were built and searched does not change the model
+    TRAINING_ONLY_KEYS = ("AUGMENT_EPOCH", "CROP_SCALE", "INIT_ALPHA", "INIT_BETA", "SEARCH", "SEARCH_SPLIT",
+                          "ALPHA_RANGE", "BETA_RANGE", "ALPHA_STEPS", "BETA_STEPS")
 
     @classmethod
     def config_node(cls):

@@ -301,6 +301,9 @@ def test_wise_ft_zero_shot_templates_option(cfg_factory, tiny_weights, tmp_path)
                                                                 "TRAINER.ZSCLIP.TEMPLATES", "ensemble7"],
                                                           output_dir=tmp_path / "zs7"))
     assert rec["metrics"] == zs.test()["metrics"] and rec["wise_zero_shot_templates"] == "ensemble7"
+    from clip_convpass.experiments.wiseft import is_current
+
+    assert is_current(out, ["ImageNet"], [0.0], "ensemble7") and not is_current(out, ["ImageNet"], [0.0], "run")
     from clip_convpass.utils.errors import UserError
 
     _, coop = trained_run(cfg_factory, tiny_weights, tmp_path / "coop", COOP_CTXV1, ["OPTIM.MAX_EPOCH", "1"])

@@ -349,6 +349,16 @@ def test_two_grids_into_one_output_run_every_cell_once(synth, tiny_weights, tmp_
     assert len(list((tmp_path / "g").rglob("eval/ImageNet/results.json"))) == 2
 
 
+def test_old_import_paths_still_work():
+    from clip_convpass.cli import main as train_main
+    from clip_convpass.cli.train import main
+    from clip_convpass.utils import atomic_write_json, setup_logger
+    from clip_convpass.utils.io import atomic_write_json as moved
+    from clip_convpass.utils.logging import setup_logger as moved_logger
+
+    assert train_main is main and atomic_write_json is moved and setup_logger is moved_logger
+
+
 def test_user_errors_are_user_errors():
     assert issubclass(StaleResultsError, UserError) and issubclass(CheckpointMismatchError, UserError)
 

@@ -73,4 +73,6 @@ def test_newest_record_for_a_seed_wins_and_stages_are_separate(tmp_path):
 def test_cli(results, tmp_path, capsys):
     assert main([str(results), "--paper"]) == 0
     assert "Convpass_CLIP" in capsys.readouterr().out
-    assert main([str(tmp_path / "empty")]) == 1
+    assert main([str(tmp_path / "missing")]) == 2  # no such folder: a user error
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 1  # a folder without results: nothing to show

@@ -45,8 +45,21 @@ def test_command_line_opts_override_the_per_dataset_settings():
     assert cfg.TRAINER.TIP.INIT_ALPHA == 2.5 and tuple(cfg.TRAINER.TIP.BETA_RANGE) == (0.1, 50.0)
 
 
-def test_a_missing_per_dataset_folder_is_a_one_line_error():
+def test_a_missing_per_dataset_folder_is_a_one_line_error(tmp_path):
     from clip_convpass.config import ConfigError
 
+    method = tmp_path / "method.yaml"
+    method.write_text("TRAINER:\n  NAME: TipAdapter\nPER_DATASET_DIRS: ['trainers/nowhere']\n")
     with pytest.raises(ConfigError, match="PER_DATASET_DIRS: .*nowhere is not a folder"):
-        setup_cfg(None, "trainers/TipAdapter/vit_b16.yaml", ["PER_DATASET_DIRS", "['trainers/nowhere']"])
+        setup_cfg(None, method)
+
+
+def test_per_dataset_dirs_come_from_the_methods_yaml_only(tmp_path):
+    from clip_convpass.config import ConfigError
+
+    with pytest.raises(ConfigError, match="PER_DATASET_DIRS belongs to a method's YAML"):
+        setup_cfg(None, "trainers/TipAdapter/vit_b16.yaml", ["PER_DATASET_DIRS", "[]"])
+    override = tmp_path / "o.yaml"
+    override.write_text("PER_DATASET_DIRS: []\n")
+    with pytest.raises(ConfigError, match="PER_DATASET_DIRS belongs to a method's YAML"):
+        setup_cfg(None, "trainers/TipAdapter/vit_b16.yaml", override_files=[override])
