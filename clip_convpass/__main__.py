@@ -1,4 +1,4 @@
 """`python -m clip_convpass <command> ...`: the clip-convpass console command."""
-from clip_convpass.cli.main import main
+from clip_convpass.cli.command import main
 
 raise SystemExit(main())

@@ -19,7 +19,7 @@ LEGACY_MODULES = {
     "distributed": ("utils.distributed", None), "errors": ("utils.errors", None),
     "evaluation": ("engine.evaluation", None), "feature_cache": ("engine.feature_cache", None),
     "fewshot_report": ("reporting.fewshot", None), "grid": ("experiments.grid", None),
-    "headinit": ("experiments.headinit", None), "heads": ("models.heads", None), "main": ("cli.main", None),
+    "headinit": ("experiments.headinit", None), "heads": ("models.heads", None), "main": ("cli.command", None),
     "optim": ("engine.optim", None), "params": ("cli.params", None), "precision": ("engine.precision", None),
     "prompt_learner": ("models.prompt_learner", None), "prompts": ("models.prompts", None),
     "report": ("reporting", "cli.report"), "robustness": ("reporting.robustness", None),

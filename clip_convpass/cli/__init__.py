@@ -1,4 +1,4 @@
-"""Entry points only: the clip-convpass command (main), train, params, report and the scripts' paths helper."""
+"""Entry points only: the clip-convpass command (command.py), train, params, report and the scripts' paths helper."""
 
 
 def __getattr__(name):  # `from clip_convpass.cli import main`: train.py's entry point, as before the layers

@@ -8,7 +8,7 @@ import shlex
 import pytest
 from conftest import REPO
 
-from clip_convpass.cli.main import COMMANDS
+from clip_convpass.cli.command import COMMANDS
 from clip_convpass.legacy import LEGACY_MODULES
 
 
