@@ -144,18 +144,29 @@ def plot_points(points: List[Point], path: str | Path, metric: str = "top1") -> 
                            label=None if curve else row_label(method))
     xs = [p["x"] for p in points] or [50.0]
     ys = [p["y"] for p in points] or [50.0]
-    lo, hi = max(0.5, min(xs + ys) - 5), min(99.5, max(xs + ys) + 5)
-    grid = np.linspace(lo, hi, 50)
+
+    def limits(values):  # every point visible (0 % and 100 % sit at the clipped ends), a margin in probit units
+        z = [probit(v) for v in values]
+        return inverse_probit(min(z) - 0.3), inverse_probit(max(z) + 0.3)
+
+    xlim, ylim = limits(xs), limits(ys)
+    grid = from_probit(np.linspace(to_probit(min(xlim[0], ylim[0])), to_probit(max(xlim[1], ylim[1])), 200))
     ax.plot(grid, grid, linestyle=":", color="#888888", lw=1, label="y = x")
     fit = baseline_fit(points)
     if fit is not None:
         ax.plot(grid, from_probit(fit[0] * to_probit(grid) + fit[1]), color="#555555", lw=1,
                 label="baseline fit (final models, probit)")
-    ax.set_xlim(max(0.5, min(xs) - 5), min(99.5, max(xs) + 5))
-    ax.set_ylim(max(0.5, min(ys) - 5), min(99.5, max(ys) + 5))
-    ticks = [t for t in (1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99)]
-    ax.set_xticks([t for t in ticks if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]])
-    ax.set_yticks([t for t in ticks if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]])
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ticks = (0.1, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.9)
+    for lim, set_ticks, set_labels in ((xlim, ax.set_xticks, ax.set_xticklabels),
+                                       (ylim, ax.set_yticks, ax.set_yticklabels)):
+        shown, gap = [], (probit(lim[1]) - probit(lim[0])) / 10  # at most ~10 labels that do not collide
+        for t in (t for t in ticks if lim[0] <= t <= lim[1]):
+            if not shown or probit(t) - probit(shown[-1]) >= gap:
+                shown.append(t)
+        set_ticks(shown)
+        set_labels([f"{t:g}" for t in shown])
     ax.set_xlabel(f"ImageNet {METRIC_LABELS[metric]} (%, probit scale)")
     ax.set_ylabel(f"shifted test sets, average {METRIC_LABELS[metric]} (%, probit scale)")
     ax.set_title("Effective robustness", fontsize=10)
