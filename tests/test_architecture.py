@@ -267,3 +267,14 @@ def test_a_report_view_in_one_module_is_a_report_flag(tmp_path, capsys):
     finally:
         REPORT_VIEW_REGISTRY.unregister("toy_count")
         sys.modules.pop("toy_view_plugin", None)
+
+
+def test_the_readme_python_api_is_the_package_top_level():
+    import clip_convpass
+    from clip_convpass.config import setup_cfg
+    from clip_convpass.engine.runner import build_trainer, run
+
+    assert (clip_convpass.setup_cfg, clip_convpass.run, clip_convpass.build_trainer) == (setup_cfg, run, build_trainer)
+    from clip_convpass.engine import run as engine_run
+
+    assert engine_run is run  # the old `from clip_convpass.engine import run` still gives the function

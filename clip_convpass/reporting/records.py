@@ -39,6 +39,12 @@ def check_record(rec, path) -> dict:
             bad(f"{key!r} must be an integer, got {rec[key]!r}")
     if "seed" not in rec:
         bad("'seed' is missing")
+    params = rec.get("trainable_params")
+    if params is not None and not (isinstance(params, dict) and isinstance(params.get("image_encoder"), int)):
+        bad(f"'trainable_params' must be an object with an integer 'image_encoder', got {params!r}")
+    selected = rec.get("selected")
+    if selected is not None and not (isinstance(selected, dict) and all(isinstance(k, str) for k in selected)):
+        bad(f"'selected' must be an object of KEY: value, got {selected!r}")
     for key in ("name", "split", "stage", "train_dataset", "experiment"):
         if key in rec and rec[key] is not None and not isinstance(rec[key], str):
             bad(f"{key!r} must be a string, got {rec[key]!r}")

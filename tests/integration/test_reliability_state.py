@@ -169,6 +169,7 @@ def result(tmp_path, name, **changes):
 @pytest.mark.parametrize("changes, match", [
     ({"metrics": {"top1": 150.0}}, "finite percentage"), ({"metrics": {"top1": math.nan}}, "finite percentage"),
     ({"seed": "1"}, "'seed' must be an integer"), ({"metrics": "high"}, "'metrics' must be an object"),
+    ({"trainable_params": 5}, "'trainable_params' must be an object"), ({"selected": [1]}, "'selected' must be"),
 ])
 def test_reports_validate_every_results_file(tmp_path, capsys, changes, match):
     from clip_convpass.cli.report import main
