@@ -42,6 +42,11 @@ class RunDir:
         return self.root / "train_history.json"
 
     @property
+    def error(self) -> Path:
+        """The error that stopped the last training attempt, one line (removed when a run finishes)."""
+        return self.root / "error.txt"
+
+    @property
     def lock(self) -> Path:
         return self.root / ".lock"
 

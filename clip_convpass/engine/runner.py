@@ -10,6 +10,7 @@ from clip_convpass.engine.checkpoint import check_resume_config, discard_trainin
 from clip_convpass.engine.rundir import RunDir
 from clip_convpass.registry import DATASET_REGISTRY, TRAINER_REGISTRY
 from clip_convpass.utils import distributed
+from clip_convpass.utils.io import atomic_write_text
 from clip_convpass.utils.locks import exclusive_lock
 from clip_convpass.utils.logging import setup_logger
 from clip_convpass.utils.runtime import environment_info, resolve_device
@@ -57,7 +58,16 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
         logger.info(f"Config (hash {config_hash(cfg)}):\n{cfg.dump()}")
         # an evaluation of a trained run must not overwrite the training run's config
         (run_dir.eval_config(cfg.DATASET.NAME) if eval_only else run_dir.config).write_text(cfg.dump())
-        return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations)
+        if eval_only:
+            return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations)
+        try:
+            results = _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations)
+        except BaseException as e:  # recorded for `grid --status` (the run directory alone tells why it stopped)
+            line = (str(e).splitlines() or [""])[0]
+            atomic_write_text(run_dir.error, f"{type(e).__name__}: {line}\n")
+            raise
+        run_dir.error.unlink(missing_ok=True)
+        return results
 
 
 def check_splits_before_work(trainer, eval_sets, eval_only: bool) -> None:

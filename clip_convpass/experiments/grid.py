@@ -15,7 +15,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from clip_convpass.config import ConfigError
 from clip_convpass.engine.checkpoint import check_stored_config
@@ -170,6 +170,49 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
     return done_dirs
 
 
+CELL_STATES = ("done", "running", "failed", "interrupted", "pending")
+
+
+def cell_status(run_dir: RunDir, domains: Sequence[str], stages: Sequence[str] = ("final",)) -> Tuple[str, str]:
+    """(state, detail) of a cell from its run directory alone: done (every result written), running (another
+    process holds its lock), failed (the error that stopped it), interrupted (checkpoints, no process: it
+    resumes when run again) or pending."""
+    from clip_convpass.engine.checkpoint import latest_checkpoint
+
+    if run_dir.has_results(domains, stages):
+        return "done", ""
+    if is_locked(run_dir.lock):
+        return "running", ""
+    if run_dir.error.is_file():
+        return "failed", run_dir.error.read_text().strip()
+    checkpoint = latest_checkpoint(run_dir.root)
+    if checkpoint is not None:
+        return "interrupted", f"resumes after {checkpoint.name}"
+    return "pending", ""
+
+
+Cell = Tuple[Row, int, str, List[str], List[str]]  # row, seed, training dataset, opts, evaluated datasets
+
+
+def grid_status(cells: Sequence[Cell], data: str, output: Path, override_configs: Sequence[str | Path] = (),
+                eval_step0: bool = False) -> List[Tuple[str, str, Row, int, Path]]:
+    """(state, detail, row, seed, run directory) of every cell."""
+    stages = ("final", "step0") if eval_step0 else ("final",)
+    out = []
+    for row, seed, source, opts, domains in cells:
+        run_dir = RunDir(build_cell_cfg(row, seed, data, output, opts, override_configs, source).OUTPUT_DIR)
+        state, detail = cell_status(run_dir, domains, stages)
+        out.append((state, detail, row, seed, run_dir.root))
+    return out
+
+
+def print_status(statuses) -> None:
+    counts = {s: sum(1 for st in statuses if st[0] == s) for s in CELL_STATES}
+    for state, detail, row, seed, root in statuses:
+        print(f"{state:12s} {row.name:28s} seed {seed:<3d} {root}" + (f"  ({detail})" if detail else ""))
+    print("[grid] " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" of {len(statuses)} cells")
+
+
 def run_fewshot_grid(rows: Sequence[Row], datasets: Sequence[str], shots: Sequence[int], seeds: Sequence[int],
                      data: str, output: str | Path, extra_opts: Sequence[str] = (), **kwargs) -> List[Path]:
     """Few-shot curves: every (dataset, shots, row, seed) cell, trained and tested on the dataset itself
@@ -207,6 +250,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "none given: every dataset with a training split) at each of --shots")
     p.add_argument("--shots", type=number_list(int), default=[1, 2, 4, 8, 16], metavar="SHOTS [SHOTS ...]",
                    help="shot counts for --fewshot")
+    p.add_argument("--status", action="store_true",
+                   help="print each cell's state (done / running / failed with its error / interrupted / pending) "
+                        "from the run directories alone, and exit; the same selection flags as a run")
     p.add_argument("opts", nargs="*", help="KEY VALUE overrides for every cell")
     args = p.parse_intermixed_args(join_numeric_lists(argv or [], {"--seeds": int, "--shots": int}))
     if not args.list and not (args.data and args.output):
@@ -243,9 +289,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                     f"{[c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]}")
         if args.methods is None:
             rows = table_rows("fewshot")
+        if args.status:
+            cells = [(r, s, d, [*args.opts, "DATASET.NUM_SHOTS", str(k)], [d])
+                     for d in datasets for k in args.shots for r in rows for s in args.seeds]
+            print_status(grid_status(cells, args.data, Path(args.output), args.override_config))
+            return 0
         run_fewshot_grid(rows, datasets, args.shots, args.seeds, args.data, args.output, args.opts, **common)
         notes = []
         print(render_curves(fewshot_curves(collect([args.output]), notes=notes), notes=notes))
+        return 0
+    if args.status:
+        domains = evaluation_domains(TABLE2_SOURCE)
+        cells = [(r, s, TABLE2_SOURCE, list(args.opts), domains) for r in rows for s in args.seeds]
+        print_status(grid_status(cells, args.data, Path(args.output), args.override_config))
         return 0
     run_grid(rows, args.seeds, args.data, args.output, args.opts, **common)
 

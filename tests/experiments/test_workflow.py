@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -117,3 +118,43 @@ def test_demo_end_to_end(tmp_path, capsys, toy_method):
     # WiSE-FT of Convpass_CLIP starts at zero-shot CLIP: the robustness table's alpha-0 row equals ZS CLIP's
     assert "Effective robustness" in out and (tmp_path / "demo" / "robustness.png").stat().st_size > 1000
     assert (tmp_path / "demo" / "table2.png").stat().st_size > 1000
+
+
+def test_grid_status_tells_each_cell_from_its_run_directory(synth, tiny_weights, tmp_path, capsys):
+    """done / running (lock held) / failed (with the error that stopped it) / interrupted / pending, read from the
+    run directories alone; a failed run's error line is removed when it later finishes."""
+    from conftest import TINY
+
+    from clip_convpass.data.types import DatasetLayoutError
+    from clip_convpass.experiments.grid import main, run_grid
+    from clip_convpass.registry import find_row
+    from clip_convpass.utils.locks import exclusive_lock
+
+    common = ["--data", synth["root"], "--output", str(tmp_path / "g"), "--methods", "CoOp", "--seeds", "1", "2", "3", "4",
+              "--override-config", str(TINY), "DATASET.CLASS_LIST", synth["class_list"], "MODEL.PRETRAINED", tiny_weights,
+              "DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0",
+              "DATASET.SPLIT_DIR", str(tmp_path / "splits")]
+    opts = common[common.index(str(TINY)) + 1:]
+    run_grid([find_row("CoOp")], [1], synth["root"], tmp_path / "g", opts, override_configs=[TINY])
+    with pytest.raises(DatasetLayoutError):  # seed 2 asks for more shots than the tree has: it fails inside the run
+        run_grid([find_row("CoOp")], [2], synth["root"], tmp_path / "g", [*opts, "DATASET.NUM_SHOTS", "500"],
+                 override_configs=[TINY])
+    capsys.readouterr()
+    # the failed cell's directory is the NUM_SHOTS 500 one; ask for it with those opts
+    assert main([*common, "--status", "DATASET.NUM_SHOTS", "500"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    seed2 = next(line for line in lines if " seed 2 " in line)
+    assert seed2.startswith("failed") and "DatasetLayoutError" in seed2
+    assert main([*common, "--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    states = {int(line.split(" seed ")[1].split()[0]): line.split()[0] for line in lines if " seed " in line}
+    assert states == {1: "done", 2: "pending", 3: "pending", 4: "pending"}
+    seed1 = next((tmp_path / "g").rglob("seed1"))
+    with exclusive_lock(seed1.parent / "seed3" / ".lock", "test"):  # another process holds it
+        main([*common, "--status"])
+        assert next(line for line in capsys.readouterr().out.splitlines() if " seed 3 " in line).startswith("running")
+    shutil.copytree(seed1 / "checkpoints", seed1.parent / "seed4" / "checkpoints")  # killed after an epoch
+    main([*common, "--status"])
+    out = capsys.readouterr().out
+    assert next(line for line in out.splitlines() if " seed 4 " in line).startswith("interrupted")
+    assert "[grid] 1 done, 1 interrupted, 2 pending of 4 cells" in out
