@@ -46,6 +46,12 @@ def config_differences(saved_yaml: str, cfg) -> list[tuple[str, object, object]]
             and not k.startswith(RESUME_MAY_DIFFER_PREFIXES)]
 
 
+def format_differences(diffs: list[tuple[str, object, object]], then: str, limit: int = 6) -> str:
+    """"KEY: a <then>, b now; ..." for the first `limit` differences, and how many more there are."""
+    shown = "; ".join(f"{k}: {a!r} {then}, {b!r} now" for k, a, b in diffs[:limit])
+    return shown + (f" (and {len(diffs) - limit} more)" if len(diffs) > limit else "")
+
+
 def check_resume_config(run_dir: RunDir, cfg) -> None:
     """Refuse to continue a run directory whose newest checkpoint was made with another configuration."""
     path = latest_checkpoint(run_dir.root)
@@ -57,11 +63,9 @@ def check_resume_config(run_dir: RunDir, cfg) -> None:
         return
     diffs = config_differences(saved, cfg)
     if diffs:
-        shown = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in diffs[:6])
-        more = f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""
         raise CheckpointMismatchError(
-            f"{run_dir.root} holds a run of another configuration ({shown}{more}); use another output "
-            f"directory, or --force to discard its checkpoints and start afresh")
+            f"{run_dir.root} holds a run of another configuration ({format_differences(diffs, 'in the checkpoint')}); "
+            f"use another output directory, or --force to discard its checkpoints and start afresh")
 
 
 class MissingCheckpointError(UserError, FileNotFoundError):
@@ -79,10 +83,8 @@ def check_stored_config(run_dir: RunDir, cfg, remedy: str) -> None:
         return
     diffs = config_differences(run_dir.config.read_text(), cfg)
     if diffs:
-        shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diffs[:5])
-        more = f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else ""
-        raise StaleResultsError(f"{run_dir.root} holds results of another configuration ({shown}{more}); {remedy}, "
-                                f"or use another --output")
+        raise StaleResultsError(f"{run_dir.root} holds results of another configuration "
+                                f"({format_differences(diffs, 'then', 5)}); {remedy}, or use another --output")
 
 
 def discard_training_state(run_dir: RunDir) -> None:
@@ -273,9 +275,9 @@ class CheckpointManager:
         if not with_optimizer and ckpt.get("config"):  # an evaluation: the model must be the one trained
             diffs = model_differences(ckpt["config"], t.cfg, t.CONFIG_NODE, t.TRAINING_ONLY_KEYS)
             if diffs:
-                shown = "; ".join(f"{k}: {a!r} when trained, {b!r} now" for k, a, b in diffs[:6])
                 raise CheckpointMismatchError(
-                    f"{path} was trained with other model settings ({shown}); evaluating it under these would "
+                    f"{path} was trained with other model settings ({format_differences(diffs, 'when trained')}); "
+                    f"evaluating it under these would "
                     f"score a model that was never trained; drop those keys (the run's config.yaml has the trained ones)")
         params = dict(t.trainable_named_parameters())
         with torch.no_grad():

@@ -11,9 +11,9 @@ import torch
 
 from clip_convpass.config import config_hash, experiment_hash, flat_items
 from clip_convpass.data import build_transform
+from clip_convpass.data.types import DatasetLayoutError
 from clip_convpass.engine import feature_cache
 from clip_convpass.utils import distributed
-from clip_convpass.utils.errors import UserError
 from clip_convpass.utils.logging import Progress
 
 if TYPE_CHECKING:
@@ -153,6 +153,17 @@ class CachedFeatures:
 
 
 @torch.no_grad()
+def check_same_classes(trainer: "TrainerBase", dataset) -> None:
+    """A dataset is scored only over the classes the model is built over (its universe), or its scores would
+    be read off the wrong columns."""
+    own, other = trainer.dataset.universe, dataset.universe
+    if other.names_hash != own.names_hash:
+        raise DatasetLayoutError(
+            f"{dataset.NAME} is not scored over the classes this {trainer.NAME} model is built over "
+            f"({trainer.dataset.NAME}, {len(own)} classes, names {own.names_hash}; {dataset.NAME} has {len(other)}, "
+            f"names {other.names_hash}); evaluate models of {dataset.SOURCE or dataset.NAME} on it")
+
+
 def evaluate(trainer: "TrainerBase", dataset, split: str, stage: str = "final") -> dict:
     """Score `trainer` on a dataset split and write its results.json (rank 0). stage "step0" marks an
     evaluation before any training.
@@ -161,11 +172,7 @@ def evaluate(trainer: "TrainerBase", dataset, split: str, stage: str = "final") 
     predictions are gathered, so the metrics equal a single-process run's.
     """
     cfg = trainer.cfg
-    own = trainer.dataset.universe
-    if dataset.universe.names_hash != own.names_hash:
-        raise UserError(f"{dataset.NAME}'s classes ({len(dataset.universe)}, names {dataset.universe.names_hash}) are not "
-                        f"the {len(own)} classes this {trainer.NAME} model was built over ({trainer.dataset.NAME}, names "
-                        f"{own.names_hash}): its scores would be read off the wrong columns")
+    check_same_classes(trainer, dataset)
     items = distributed.shard(dataset.test if split == "test" else dataset.val)
     trainer.set_model_mode(False)
     evaluator = Evaluator(dataset.num_classes, dataset.classnames, cfg.TEST.PER_CLASS_RESULT)

@@ -7,6 +7,7 @@ from typing import List, Optional, Sequence
 from clip_convpass.config import config_hash
 from clip_convpass.data import build_dataset
 from clip_convpass.engine.checkpoint import check_resume_config, discard_training_state, latest_checkpoint
+from clip_convpass.engine.evaluation import check_same_classes
 from clip_convpass.engine.rundir import RunDir
 from clip_convpass.registry import DATASET_REGISTRY, TRAINER_REGISTRY
 from clip_convpass.utils import distributed
@@ -58,15 +59,14 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
         logger.info(f"Config (hash {config_hash(cfg)}):\n{cfg.dump()}")
         # an evaluation of a trained run must not overwrite the training run's config
         (run_dir.eval_config(cfg.DATASET.NAME) if eval_only else run_dir.config).write_text(cfg.dump())
-        if eval_only:
-            return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations)
         try:
             results = _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations)
-        except BaseException as e:  # recorded for `grid --status` (the run directory alone tells why it stopped)
-            line = (str(e).splitlines() or [""])[0]
-            atomic_write_text(run_dir.error, f"{type(e).__name__}: {line}\n")
+        except BaseException as e:  # a training run records why it stopped, for `grid --status`
+            if not eval_only:
+                atomic_write_text(run_dir.error, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}\n")
             raise
-        run_dir.error.unlink(missing_ok=True)
+        if not eval_only:
+            run_dir.error.unlink(missing_ok=True)
         return results
 
 
@@ -83,10 +83,7 @@ def check_splits_before_work(trainer, eval_sets, eval_only: bool) -> None:
     for ds in eval_sets:
         if not ds.test:
             raise DatasetLayoutError(f"{ds.NAME}: the test split is empty")
-        if ds.universe.names_hash != trainer.dataset.universe.names_hash:
-            raise DatasetLayoutError(f"{ds.NAME} is not scored over the classes this model is built over "
-                                     f"({trainer.dataset.NAME}, {len(trainer.dataset.universe)} classes); evaluate "
-                                     f"models of {ds.SOURCE or ds.NAME} on it")
+        check_same_classes(trainer, ds)
 
 
 def _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations) -> List[dict]:
