@@ -53,7 +53,8 @@ class ClassUniverse:
         return len(self.ids)
 
     def subsample(self, mode: str) -> "ClassUniverse":
-        """CoCoOp's base-to-new protocol: first half of the classes = base, the rest = new."""
+        """CoCoOp's base-to-new protocol (CoOp's subsample_classes): in label order, base = the first ceil(n/2)
+        classes, new = the rest; labels are re-indexed within the half (a class's label is its position here)."""
         if mode == "all":
             return self
         half = (len(self.ids) + 1) // 2
@@ -108,6 +109,12 @@ class DatasetBase:
 
     def class_universe(self) -> ClassUniverse:
         raise NotImplementedError
+
+    def class_identity(self) -> dict:
+        """Which classes a model built on this dataset is built over: what checkpoints and results.json record,
+        and what a loaded checkpoint's classes are compared with."""
+        u = self.universe
+        return {"dataset": self.NAME, "subsample": self.cfg.DATASET.SUBSAMPLE, "n": len(u), "sha256": u.names_hash}
 
     @classmethod
     def column_label(cls) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional, Sequence
 
 import torch
 
@@ -192,22 +192,45 @@ def model_differences(saved_yaml: str, cfg, node: str, training_only=()) -> list
             and not k.endswith(SAME_MODEL_SUFFIXES)]
 
 
-def check_compatible(saved_meta: dict, current_meta: dict, path: str | Path) -> None:
-    for key in ("trainer", "backbone", "num_classes"):
+def is_class_bound(name: str, class_bound: Sequence[str]) -> bool:
+    """Whether a checkpointed tensor (a parameter's name, or extra.<key>) is one a method declares class-bound:
+    a listed name, or under a listed prefix ending in '.'."""
+    return any(name == p or (p.endswith(".") and name.startswith(p)) for p in class_bound)
+
+
+def describe_classes(c: dict) -> str:
+    sub = c.get("subsample", "all")
+    n = f"{c['n']} classes" if "n" in c else "classes"
+    names = f" (names {c['sha256']})" if "sha256" in c else ""
+    return f"{c['dataset']}'s {sub + ' ' if sub != 'all' else ''}{n}{names}"
+
+
+def same_classes(a: dict, b: dict) -> bool:
+    """Two class identities (DatasetBase.class_identity) name the same classes in the same order; without names
+    (a run with nothing trained records only its dataset and subsample), the dataset and subsample decide."""
+    if "sha256" in a and "sha256" in b:
+        return a["sha256"] == b["sha256"]
+    return (a.get("dataset"), a.get("subsample", "all")) == (b.get("dataset"), b.get("subsample", "all"))
+
+
+def check_compatible(saved_meta: dict, current_meta: dict, path: str | Path,
+                     class_bound: Optional[Sequence[str]] = None) -> None:
+    """The checkpoint fits this model. class_bound (a transfer evaluation): the tensors so declared are left out,
+    as the model rebuilds them for its own classes; everything else must match as always."""
+    for key in ("trainer", "backbone") + (("num_classes",) if class_bound is None else ()):
         if saved_meta.get(key) != current_meta.get(key):
             raise CheckpointMismatchError(
                 f"{path} was saved for {key}={saved_meta.get(key)!r}, but this run has {key}={current_meta.get(key)!r}"
             )
     saved_classes, current_classes = saved_meta.get("classes"), current_meta.get("classes")
-    if saved_classes and current_classes and saved_classes["sha256"] != current_classes["sha256"]:
-        def describe(c):
-            return f"{c['dataset']}'s {c['subsample'] + ' ' if c.get('subsample', 'all') != 'all' else ''}" \
-                   f"{c['n']} classes (names {c['sha256']})"
+    if class_bound is None and saved_classes and current_classes and not same_classes(saved_classes, current_classes):
         raise CheckpointMismatchError(
-            f"{path} was trained over {describe(saved_classes)}, but this run is built over "
-            f"{describe(current_classes)}: its class-bound weights would score other classes; evaluate it on its "
-            f"own classes")
-    saved, cur = saved_meta.get("shapes", {}), current_meta.get("shapes", {})
+            f"{path} was trained over {describe_classes(saved_classes)}, but this run is built over "
+            f"{describe_classes(current_classes)}: its class-bound weights would score other classes; evaluate it on "
+            f"other classes only as a transfer evaluation (--eval-only --model-dir), or on its own classes")
+    bound = class_bound or ()
+    saved = {k: v for k, v in saved_meta.get("shapes", {}).items() if not is_class_bound(k, bound)}
+    cur = {k: v for k, v in current_meta.get("shapes", {}).items() if not is_class_bound(k, bound)}
     if set(saved) != set(cur):
         extra, missing = sorted(set(saved) - set(cur)), sorted(set(cur) - set(saved))
         raise CheckpointMismatchError(
@@ -239,11 +262,8 @@ class CheckpointManager:
     def meta(self) -> dict:
         t = self.trainer
         state = {**self.trainable_state_dict(), **{f"extra.{k}": v for k, v in t.extra_state().items()}}
-        universe = t.dataset.universe
         return {"trainer": t.NAME, "backbone": t.cfg.MODEL.BACKBONE, "num_classes": len(t.classnames),
-                "classes": {"dataset": t.train_dataset, "n": len(universe), "sha256": universe.names_hash,
-                            "subsample": t.cfg.DATASET.SUBSAMPLE},
-                "shapes": {k: list(v.shape) for k, v in state.items()}}
+                "classes": t.dataset.class_identity(), "shapes": {k: list(v.shape) for k, v in state.items()}}
 
     def save(self, epoch: int) -> Optional[Path]:
         t = self.trainer
@@ -267,23 +287,38 @@ class CheckpointManager:
         distributed.barrier()
         return path
 
-    def load(self, path: Path, with_optimizer: bool = False) -> int:
-        """Load weights (and optionally optimizer state); returns the number of epochs done."""
+    def check_trained_model(self, saved_config: str, path) -> None:
+        """An evaluation scores the model that was trained: refuse model settings other than the trained ones."""
         t = self.trainer
+        diffs = model_differences(saved_config, t.cfg, t.CONFIG_NODE, t.TRAINING_ONLY_KEYS)
+        if diffs:
+            raise CheckpointMismatchError(
+                f"{path} was trained with other model settings ({format_differences(diffs, 'when trained')}); "
+                f"evaluating it under these would "
+                f"score a model that was never trained; drop those keys (the run's config.yaml has the trained ones)")
+
+    def load(self, path: Path, with_optimizer: bool = False, transfer: bool = False) -> int:
+        """Load weights (and optionally optimizer state); returns the number of epochs done.
+
+        transfer: the checkpoint was trained over other classes; only its class-agnostic tensors are loaded, and
+        the class-bound ones the method declares (class_bound_state) stay as built for this run's classes."""
+        t = self.trainer
+        if transfer and with_optimizer:
+            raise ValueError("a transfer to other classes is an evaluation; it never resumes training")
         ckpt = load_checkpoint(path)
-        check_compatible(ckpt["meta"], self.meta(), path)
+        bound = t.class_bound_state() if transfer else None
+        check_compatible(ckpt["meta"], self.meta(), path, bound)
         if not with_optimizer and ckpt.get("config"):  # an evaluation: the model must be the one trained
-            diffs = model_differences(ckpt["config"], t.cfg, t.CONFIG_NODE, t.TRAINING_ONLY_KEYS)
-            if diffs:
-                raise CheckpointMismatchError(
-                    f"{path} was trained with other model settings ({format_differences(diffs, 'when trained')}); "
-                    f"evaluating it under these would "
-                    f"score a model that was never trained; drop those keys (the run's config.yaml has the trained ones)")
+            self.check_trained_model(ckpt["config"], path)
+        state, extra = ckpt["state_dict"], ckpt.get("extra_state", {})
+        if bound:
+            state = {k: v for k, v in state.items() if not is_class_bound(k, bound)}
+            extra = {k: v for k, v in extra.items() if not is_class_bound(f"extra.{k}", bound)}
         params = dict(t.trainable_named_parameters())
         with torch.no_grad():
-            for name, tensor in ckpt["state_dict"].items():
+            for name, tensor in state.items():
                 params[name].copy_(tensor)
-        t.load_extra_state({k: v.to(t.device) for k, v in ckpt.get("extra_state", {}).items()})
+        t.load_extra_state({k: v.to(t.device) for k, v in extra.items()})
         if with_optimizer:
             if t.optim is not None and ckpt.get("optimizer") is not None:
                 t.optim.load_state_dict(ckpt["optimizer"])
@@ -295,19 +330,67 @@ class CheckpointManager:
         t.epochs_done = int(ckpt["epoch"])
         t.train_dataset = ckpt.get("train_dataset", t.train_dataset)
         t.train_config = ckpt.get("config", t.train_config)
+        t.train_classes = ckpt["meta"].get("classes", t.train_classes)
         return t.epochs_done
 
-    def load_from_model_dir(self, model_dir: str | Path, epoch: Optional[int] = None) -> int:
+    def load_from_model_dir(self, model_dir: str | Path, epoch: Optional[int] = None,
+                            allow_transfer: bool = False) -> int:
+        """Load a trained run's weights for an evaluation. allow_transfer: a run trained over other classes than
+        this run's is evaluated by the method's transfer rule (TrainerBase.class_bound_state /
+        transfer_undefined): its class-bound state is rebuilt for these classes, or, where the method defines
+        none, the evaluation is marked not applicable (trainer.transfer)."""
         t = self.trainer
         if not t.trainable_named_parameters() and not t.extra_state():
-            logger.info(f"{t.NAME} has no trained state; nothing to load from {model_dir}")
+            self.adopt_untrained_run(model_dir)
             return 0
         path = checkpoint_path(model_dir, epoch) if epoch is not None else latest_checkpoint(model_dir)
         if path is None or not Path(path).is_file():
             which = f"for epoch {epoch} " if epoch is not None else ""
             raise MissingCheckpointError(f"No checkpoint {which}in {RunDir(model_dir).checkpoints} (--model-dir must "
                                          f"be a trained run's directory)")
-        return self.load(path)
+        saved = load_checkpoint(path)["meta"].get("classes")
+        own = t.dataset.class_identity()
+        if not allow_transfer or saved is None or same_classes(saved, own):
+            return self.load(path)
+        reason = t.transfer_undefined()
+        if reason:  # nothing to evaluate, but it must be the run it claims to be
+            ckpt = load_checkpoint(path)
+            check_compatible(ckpt["meta"], self.meta(), path, t.class_bound_state())
+            if ckpt.get("config"):
+                self.check_trained_model(ckpt["config"], path)
+            t.train_dataset, t.train_config = ckpt.get("train_dataset", t.train_dataset), ckpt.get("config", t.train_config)
+            t.train_classes, t.epochs_done = saved, int(ckpt["epoch"])
+            t.transfer = {"rebuilt": False, "not_applicable": reason}
+            logger.warning(f"{path} was trained over {describe_classes(saved)}; on {describe_classes(own)} "
+                           f"{t.NAME} is not applicable: {reason}")
+            return t.epochs_done
+        done = self.load(path, transfer=True)
+        t.transfer = {"rebuilt": True, "not_applicable": ""}
+        logger.info(f"Transfer evaluation: {path} was trained over {describe_classes(saved)}; its class-agnostic state "
+                    f"is loaded and its class-bound state ({', '.join(t.class_bound_state()) or 'none'}) is rebuilt "
+                    f"for {describe_classes(own)}")
+        return done
+
+    def adopt_untrained_run(self, model_dir: str | Path) -> None:
+        """A method with nothing trained (zero-shot) evaluated from a run directory: the run's configuration and
+        classes are what its results belong to."""
+        t = self.trainer
+        config = RunDir(model_dir).config
+        if not config.is_file():
+            logger.info(f"{t.NAME} has no trained state; nothing to load from {model_dir}")
+            return
+        text = config.read_text()
+        self.check_trained_model(text, config)
+        from clip_convpass.data import build_dataset
+
+        items = flat_items(text)
+        trained = t.cfg.clone()  # the run's dataset and classes, read from this run's data root
+        trained.defrost()
+        trained.DATASET.SUBSAMPLE = items.get("DATASET.SUBSAMPLE", "all")
+        t.train_config, t.train_dataset = text, items["DATASET.NAME"]
+        t.train_classes = build_dataset(trained, items["DATASET.NAME"]).class_identity()
+        logger.info(f"{t.NAME} has no trained state; evaluating it as the run in {model_dir} "
+                    f"({describe_classes(t.train_classes)})")
 
     def latest(self) -> Optional[Path]:
         return latest_checkpoint(self.output_dir)

@@ -13,6 +13,7 @@ from clip_convpass.config import config_hash, experiment_hash, flat_items
 from clip_convpass.data import build_transform
 from clip_convpass.data.types import DatasetLayoutError
 from clip_convpass.engine import feature_cache
+from clip_convpass.engine.checkpoint import same_classes
 from clip_convpass.utils import distributed
 from clip_convpass.utils.logging import Progress
 
@@ -173,6 +174,8 @@ def evaluate(trainer: "TrainerBase", dataset, split: str, stage: str = "final") 
     """
     cfg = trainer.cfg
     check_same_classes(trainer, dataset)
+    if trainer.transfer.get("not_applicable"):
+        return write_not_applicable(trainer, dataset, split, stage)
     items = distributed.shard(dataset.test if split == "test" else dataset.val)
     trainer.set_model_mode(False)
     evaluator = Evaluator(dataset.num_classes, dataset.classnames, cfg.TEST.PER_CLASS_RESULT)
@@ -207,6 +210,18 @@ def evaluate(trainer: "TrainerBase", dataset, split: str, stage: str = "final") 
     return result
 
 
+def write_not_applicable(trainer: "TrainerBase", dataset, split: str, stage: str) -> dict:
+    """The results.json of an evaluation the method has no definition for (a transfer to classes its trained state
+    cannot cover): metrics are null and the reason is given, so that no table shows a number or a 0 for it."""
+    result = result_record(trainer, dataset, split, {"n": 0, **{m: None for m in METRICS}}, 0.0, [])
+    result.update(stage=stage, n_images=0, not_applicable=trainer.transfer["not_applicable"])
+    if distributed.is_main():
+        path = trainer.run_dir.write_results(result)
+        logger.info(f"=> {result['dataset']}/{split}: n/a ({result['not_applicable']}) -> {path}")
+    distributed.barrier()
+    return result
+
+
 def trainable_encoder_params(model) -> int:
     visual = getattr(model, "visual", None)
     return sum(p.numel() for p in visual.parameters() if p.requires_grad) if visual is not None else 0
@@ -237,6 +252,13 @@ def result_record(trainer: "TrainerBase", dataset, split: str, metrics: dict, el
         "config_hash": config_hash(cfg),
         "experiment": experiment_hash(trainer.train_config),
         "class_names": {"source": dataset.universe.source, "sha256": dataset.universe.names_hash},
+        # which classes the weights were trained over and which this evaluation is built over; a transfer
+        # evaluation (they differ) says whether the method's class-bound state was rebuilt for these
+        "subsample": cfg.DATASET.SUBSAMPLE,
+        "train_classes": trainer.train_classes,
+        "eval_classes": dataset.class_identity(),
+        "transfer": not same_classes(trainer.train_classes, trainer.dataset.class_identity()),
+        "class_bound_rebuilt": bool(trainer.transfer.get("rebuilt")),
         "prompts": trainer.prompt_info,
         # what trains: in all, and in the image encoder (the PETL budgets, head excluded)
         "trainable_params": {"total": sum(p.numel() for _, p in trainer.trainable_named_parameters()),

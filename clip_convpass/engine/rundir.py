@@ -1,9 +1,10 @@
 """Every path of a run directory, and where grids, sweeps and scripts put runs: one module.
 
-    OUTPUT/<train dataset>/<trainer>/<config>_<shots>shots/seed<S>/   (grid cells and scripts/train.sh)
-      config.yaml  config_eval_<dataset>.yaml  log.txt  train_history.{json,csv}  .lock
+    OUTPUT/<train dataset>/<trainer>/<config>_<shots>shots[_base]/seed<S>/   (grid cells and scripts/train.sh;
+                                                             _base: trained on the base classes only)
+      config.yaml  config_eval_<dataset>[-<subsample>].yaml  log.txt  train_history.{json,csv}  .lock
       checkpoints/model-epoch<N>.pt
-      eval/<dataset>[_<split>]/results.json  (.lock)     eval_step0/...: before training
+      eval/<dataset>[-base|-new][_<split>]/results.json  (.lock)     eval_step0/...: before training
 
 The shell scripts ask clip_convpass.cli.paths for them instead of rebuilding them.
 """
@@ -30,8 +31,8 @@ class RunDir:
     def config(self) -> Path:
         return self.root / "config.yaml"
 
-    def eval_config(self, dataset: str) -> Path:
-        return self.root / f"config_eval_{dataset}.yaml"
+    def eval_config(self, dataset: str, subsample: str = "all") -> Path:
+        return self.root / f"config_eval_{eval_tag(dataset, subsample)}.yaml"
 
     @property
     def log_name(self) -> str:
@@ -57,21 +58,21 @@ class RunDir:
     def checkpoint(self, epoch: int) -> Path:
         return self.checkpoints / f"{CHECKPOINT_PREFIX}{epoch}.pt"
 
-    def eval_dir(self, dataset: str, split: str = "test", stage: str = "final") -> Path:
-        tag = dataset if split == "test" else f"{dataset}_{split}"
+    def eval_dir(self, dataset: str, split: str = "test", stage: str = "final", subsample: str = "all") -> Path:
+        tag = eval_tag(dataset, subsample) + ("" if split == "test" else f"_{split}")
         return self.root / ("eval" if stage == "final" else f"eval_{stage}") / tag
 
-    def results(self, dataset: str, split: str = "test", stage: str = "final") -> Path:
-        return self.eval_dir(dataset, split, stage) / "results.json"
+    def results(self, dataset: str, split: str = "test", stage: str = "final", subsample: str = "all") -> Path:
+        return self.eval_dir(dataset, split, stage, subsample) / "results.json"
 
-    def eval_lock(self, dataset: str) -> Path:
-        return self.eval_dir(dataset) / ".lock"
+    def eval_lock(self, dataset: str, subsample: str = "all") -> Path:
+        return self.eval_dir(dataset, subsample=subsample) / ".lock"
 
-    def has_results(self, datasets: List[str], stages=("final",), split: str = "test") -> bool:
-        return all(self.results(d, split, s).is_file() for d in datasets for s in stages)
+    def has_results(self, datasets: List[str], stages=("final",), split: str = "test", subsample: str = "all") -> bool:
+        return all(self.results(d, split, s, subsample).is_file() for d in datasets for s in stages)
 
     def write_results(self, rec: dict) -> Path:
-        path = self.results(rec["dataset"], rec["split"], rec.get("stage", "final"))
+        path = self.results(rec["dataset"], rec["split"], rec.get("stage", "final"), rec.get("subsample", "all"))
         atomic_write_json(path, rec)
         return path
 
@@ -100,8 +101,15 @@ class RunDir:
         atomic_write_text(self.history_csv, buf.getvalue())
 
 
-def cell_dir(output: str | Path, train_dataset: str, trainer: str, config_stem: str, shots: int, seed: int) -> RunDir:
-    return RunDir(Path(output) / train_dataset / trainer / f"{config_stem}_{shots}shots" / f"seed{seed}")
+def eval_tag(dataset: str, subsample: str = "all") -> str:
+    """An evaluation's folder name: the dataset, and the half of its classes when it is one (base-to-new)."""
+    return dataset if subsample == "all" else f"{dataset}-{subsample}"
+
+
+def cell_dir(output: str | Path, train_dataset: str, trainer: str, config_stem: str, shots: int, seed: int,
+             subsample: str = "all") -> RunDir:
+    half = "" if subsample == "all" else f"_{subsample}"
+    return RunDir(Path(output) / train_dataset / trainer / f"{config_stem}_{shots}shots{half}" / f"seed{seed}")
 
 
 def safe_name(text: str) -> str:

@@ -32,6 +32,10 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
     eval_step0: also evaluate the freshly built model before training (OUTPUT_DIR/eval_step0/), e.g. to
     put zero-shot accuracy next to trained accuracy in the head-initialisation experiments.
     force: discard the run directory's checkpoints and history and train afresh.
+    model_dir (with eval_only): the trained run to evaluate on this configuration's dataset and classes. Trained
+    over other classes (DATASET.SUBSAMPLE new after base, another dataset), it is a transfer evaluation: the
+    method's class-agnostic state is loaded and its class-bound state rebuilt for these classes, or its results
+    say n/a where the method has no transfer rule (TrainerBase.class_bound_state / transfer_undefined).
     annotations: facts written into every results.json of this run (e.g. {"selected": ...} by a sweep).
     Resuming a run whose checkpoint was made with another configuration is refused before any work.
     """
@@ -47,7 +51,7 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
         return _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations)
     # One process at a time may train into a directory (checkpoints, history); evaluations of
     # different datasets only write their own eval/<dataset>/ and may run side by side.
-    lock = run_dir.eval_lock(cfg.DATASET.NAME) if eval_only else run_dir.lock
+    lock = run_dir.eval_lock(cfg.DATASET.NAME, cfg.DATASET.SUBSAMPLE) if eval_only else run_dir.lock
     with exclusive_lock(lock, f"Output directory {out}"):
         if not eval_only:
             if force:
@@ -58,7 +62,7 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
         logger.info(f"Environment: {environment_info()}, processes: {distributed.world_size()}")
         logger.info(f"Config (hash {config_hash(cfg)}):\n{cfg.dump()}")
         # an evaluation of a trained run must not overwrite the training run's config
-        (run_dir.eval_config(cfg.DATASET.NAME) if eval_only else run_dir.config).write_text(cfg.dump())
+        (run_dir.eval_config(cfg.DATASET.NAME, cfg.DATASET.SUBSAMPLE) if eval_only else run_dir.config).write_text(cfg.dump())
         try:
             results = _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations)
         except BaseException as e:  # a training run records why it stopped, for `grid --status`
@@ -98,8 +102,8 @@ def _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step
         for ds in eval_sets:
             results.append(trainer.test(ds, stage="step0"))
     if eval_only:
-        if model_dir:
-            trainer.load_from_model_dir(model_dir, load_epoch)
+        if model_dir:  # trained over other classes: a transfer evaluation, by the method's own rule
+            trainer.load_from_model_dir(model_dir, load_epoch, allow_transfer=True)
         elif trainer.trainable_named_parameters() or trainer.extra_state():
             logger.warning("--eval-only without --model-dir: evaluating the untrained model")
     else:

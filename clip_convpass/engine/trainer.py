@@ -56,6 +56,10 @@ class TrainerBase:
         self.steps_per_epoch = 1  # set from the training loader
         self.train_dataset = cfg.DATASET.NAME  # replaced by the checkpoint's when weights are loaded
         self.train_config = cfg.dump()  # likewise: the configuration the weights were trained with
+        self.train_classes = self.dataset.class_identity()  # likewise: the classes they were trained over
+        # set by a transfer evaluation (weights trained over other classes): {"rebuilt": the class-bound state was
+        # rebuilt for these classes, "not_applicable": why the method has no transfer rule ("" if it has)}
+        self.transfer: dict = {}
         self.skipped_train_images: set = set()
         self.prompt_info: dict = {}  # the text a method's classifier starts from (recorded in results.json)
         self.annotations: dict = {}  # further facts for results.json (e.g. values chosen by a sweep)
@@ -167,6 +171,18 @@ class TrainerBase:
         whatever else fine-tuning changed that the method names."""
         return dict(self.trainable_named_parameters())
 
+    # ---- transfer to other classes (base-to-new, cross-dataset): each method declares its rule -------------
+    def class_bound_state(self) -> Tuple[str, ...]:
+        """The checkpointed tensors built over the training classes: parameter names, extra state as
+        "extra.<key>", or name prefixes ending in ".". The rest of the trained state is class-agnostic: a transfer
+        evaluation loads it, and keeps the class-bound tensors as build_model made them for the target classes."""
+        return ()
+
+    def transfer_undefined(self) -> str:
+        """Why this model cannot be evaluated on classes it was not trained on (reported as n/a), or "" when its
+        class-bound state can be rebuilt for them as build_model builds it."""
+        return ""
+
     def extra_state(self) -> Dict[str, torch.Tensor]:
         """Non-parameter tensors the method must checkpoint (e.g. a cache)."""
         return {}
@@ -185,8 +201,9 @@ class TrainerBase:
     def save(self, epoch: int) -> Optional[Path]:
         return self.checkpoints.save(epoch)
 
-    def load_from_model_dir(self, model_dir: str | Path, epoch: Optional[int] = None) -> int:
-        return self.checkpoints.load_from_model_dir(model_dir, epoch)
+    def load_from_model_dir(self, model_dir: str | Path, epoch: Optional[int] = None,
+                            allow_transfer: bool = False) -> int:
+        return self.checkpoints.load_from_model_dir(model_dir, epoch, allow_transfer)
 
     # ---- precision, data ----------------------------------------------------------------------
     def autocast(self):

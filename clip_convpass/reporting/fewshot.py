@@ -27,11 +27,11 @@ def fewshot_curves(records: List[dict], metric: str = "top1", notes: List[str] |
     (dataset, shots) are never averaged: each becomes its own curve, labelled by its config hash.
     """
     from clip_convpass.reporting.format import row_label
-    from clip_convpass.reporting.records import mean_std
+    from clip_convpass.reporting.records import mean_std, same_protocol
 
     by_seed: Dict[Tuple, Dict[int, float]] = defaultdict(dict)
     for r in sorted(records, key=lambda r: r.get("timestamp", "")):
-        if r.get("split", "test") != "test" or r.get("stage", "final") != "final":
+        if r.get("split", "test") != "test" or r.get("stage", "final") != "final" or not same_protocol(r):
             continue
         if r["dataset"] != r.get("train_dataset", r["dataset"]) or "shots" not in r:
             continue  # domain-shift evaluations belong to Table 2, not to the curves

@@ -28,8 +28,13 @@ def check_record(rec, path) -> dict:
             bad(f"{key!r} must be a non-empty string, got {rec.get(key)!r}")
     if not isinstance(rec.get("metrics"), dict) or not rec["metrics"]:
         bad(f"'metrics' must be an object of numbers, got {rec.get('metrics')!r}")
+    na = rec.get("not_applicable")
+    if na is not None and not (isinstance(na, str) and na):
+        bad(f"'not_applicable' must be the reason, a non-empty string, got {na!r}")
     for name, value in rec["metrics"].items():
         if isinstance(value, dict) and name == "per_class_acc":
+            continue
+        if value is None and na:  # n/a: the method has no result here, and says why
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                 or not 0 <= value <= 100:
@@ -45,6 +50,13 @@ def check_record(rec, path) -> dict:
     selected = rec.get("selected")
     if selected is not None and not (isinstance(selected, dict) and all(isinstance(k, str) for k in selected)):
         bad(f"'selected' must be an object of KEY: value, got {selected!r}")
+    for key in ("transfer", "class_bound_rebuilt"):
+        if key in rec and not isinstance(rec[key], bool):
+            bad(f"{key!r} must be true or false, got {rec[key]!r}")
+    if "train_classes" in rec and not (isinstance(rec["train_classes"], dict) and "dataset" in rec["train_classes"]):
+        bad(f"'train_classes' must be an object with a 'dataset', got {rec['train_classes']!r}")
+    if rec.get("subsample", "all") not in ("all", "base", "new"):
+        bad(f"'subsample' must be all, base or new, got {rec.get('subsample')!r}")
     for key in ("name", "split", "stage", "train_dataset", "experiment"):
         if key in rec and rec[key] is not None and not isinstance(rec[key], str):
             bad(f"{key!r} must be a string, got {rec[key]!r}")
@@ -76,11 +88,22 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
 
 
 # What makes two results the same experiment (besides the seed): a row never averages over these.
-EXPERIMENT_FIELDS = ("train_dataset", "shots", "backbone", "pretrained", "experiment")
+EXPERIMENT_FIELDS = ("train_dataset", "train_subsample", "shots", "backbone", "pretrained", "experiment")
+
+
+def train_subsample(rec: dict) -> str:
+    """The classes a result's weights were trained over: all, or the base / new half (base-to-new)."""
+    return (rec.get("train_classes") or {}).get("subsample", "all")
 
 
 def experiment_of(rec: dict) -> Tuple:
-    return tuple(rec.get(f) for f in EXPERIMENT_FIELDS)
+    return tuple(train_subsample(rec) if f == "train_subsample" else rec.get(f) for f in EXPERIMENT_FIELDS)
+
+
+def same_protocol(rec: dict) -> bool:
+    """A result of the plain protocol: trained over all of its dataset's classes and scored over the same classes
+    (Table 2, few-shot curves). Base-to-new and cross-dataset results are the generalization views' alone."""
+    return train_subsample(rec) == "all" and rec.get("subsample", "all") == "all" and not rec.get("transfer", False)
 
 
 def aggregate(records: List[dict], metric: str = "top1", split: str = "test",
@@ -94,7 +117,7 @@ def aggregate(records: List[dict], metric: str = "top1", split: str = "test",
     """
     by_seed: Dict[Tuple[str, Tuple, str], Dict[int, float]] = defaultdict(dict)
     for r in sorted(records, key=lambda r: r.get("timestamp", "")):
-        if r.get("split", "test") != split:
+        if r.get("split", "test") != split or not same_protocol(r):
             continue
         if metric not in r["metrics"]:
             raise ResultsFileError(f"{r.get('_path', 'a results.json')} has no {metric!r} metric (it has "
@@ -117,6 +140,8 @@ def aggregate(records: List[dict], metric: str = "top1", split: str = "test",
         notes += selection_notes(records, labels)
     if params is not None:
         for r in records:
+            if not same_protocol(r):
+                continue
             key = (r.get("name") or r["trainer"], experiment_of(r))
             if key in labels and "trainable_params" in r:
                 params[labels[key]] = r["trainable_params"]["image_encoder"]

@@ -117,6 +117,21 @@ class AdapterCLIPTrainer(TrainerBase):
         self.annotations["lp_c"] = chosen_c
         logger.info(f"LP-FT: head initialised from a linear probe (C={chosen_c:.3g})")
 
+    # Transfer: the adapters are class-agnostic; the head's rows (and bias) are one per class. On other classes
+    # the head is rebuilt as build_model builds it: rows from the target classes' prompted names (same templates
+    # and parameterisation), a learned temperature kept. None of the reference repositories defines this for vision
+    # adapters (README "Transfer to other classes").
+    def class_bound_state(self):
+        return ("head.weight", "head.bias")
+
+    def transfer_undefined(self) -> str:
+        init = self.cfg.TRAINER[self.CONFIG_NODE].HEAD_INIT
+        if init == "lp":
+            return "its head starts from a linear probe fitted on the training classes' shots; other classes have none"
+        if init != "text":
+            return f"its head starts {init}, without the class names: rebuilt rows would carry no class information"
+        return ""
+
     def set_model_mode(self, train: bool):
         # The frozen backbone stays in eval mode; only the adapter modules switch (dropout, LoRA merging).
         self.model.eval()

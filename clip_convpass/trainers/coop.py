@@ -68,6 +68,16 @@ class CoOp(TrainerBase):
         self.model.requires_grad_(False)
         learner.ctx.requires_grad_(True)
 
+    # Transfer: unified contexts are class-agnostic (the target classes' names are encoded with them, CoCoOp's
+    # base-to-new protocol); class-specific contexts are one per training class.
+    def class_bound_state(self):
+        return ("prompt_learner.ctx",) if self.cfg.TRAINER[self.CONFIG_NODE].get("CSC", False) else ()
+
+    def transfer_undefined(self) -> str:
+        if self.cfg.TRAINER[self.CONFIG_NODE].get("CSC", False):
+            return "its contexts are class-specific (CSC True): one per training class, none for other classes"
+        return ""
+
     def logits_from_features(self, feats):
         # at evaluation the prompts do not change: the class texts are encoded once, not per batch
         text = self.model.text_features() if torch.is_grad_enabled() else self._eval_text_features()

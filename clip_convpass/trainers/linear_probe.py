@@ -88,6 +88,12 @@ class LinearProbeCLIP(TrainerBase):
     def logits_from_features(self, feats):
         return self.model.classify(feats)
 
+    def class_bound_state(self):
+        return ("extra.weight", "extra.bias")
+
+    def transfer_undefined(self) -> str:
+        return "a linear probe has one weight row per training class, fitted on its shots; other classes have none"
+
     def extra_state(self):
         return {"weight": self.model.weight, "bias": self.model.bias}
 

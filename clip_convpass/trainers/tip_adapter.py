@@ -135,6 +135,12 @@ class TipAdapter(TrainerBase):
             self.model.alpha.fill_(c.INIT_ALPHA)
             self.model.beta.fill_(c.INIT_BETA)
 
+    def class_bound_state(self):
+        return ("keys", "extra.keys", "extra.key_labels")  # alpha and beta are class-agnostic
+
+    def transfer_undefined(self) -> str:
+        return "its cache holds the training classes' labelled shots; classes without shots have no cache entries"
+
     def extra_state(self):
         m = self.model
         state = {"key_labels": m.key_labels, "alpha": m.alpha, "beta": m.beta}
