@@ -14,7 +14,7 @@ from clip_convpass.data.check import check_dataset
 from clip_convpass.data.synthetic import build_synthetic_tree
 from clip_convpass.data.types import DatasetLayoutError
 from clip_convpass.engine.checkpoint import CheckpointMismatchError, StaleResultsError, latest_checkpoint
-from clip_convpass.engine.runner import run
+from clip_convpass.engine.runner import build_trainer, run
 from clip_convpass.utils.errors import UserError
 
 CONVPASS = "configs/trainers/ConvpassCLIP/vit_b16.yaml"
@@ -117,18 +117,24 @@ def test_evaluation_refuses_another_model_or_other_classes(synth, tiny_weights, 
     with pytest.raises(CheckpointMismatchError, match="TRAINER.PETL.SCALE"):
         run(tiny_cfg(synth, tmp_path / "ev", PETL, ["MODEL.PRETRAINED", tiny_weights, "TRAINER.PETL.SCALE", "10"]),
             eval_only=True, model_dir=str(out))
-    # trained on the base classes, evaluated on the new ones: refused, naming both class sets
+    # trained on the base classes: loading it over the new ones outside the transfer path is refused, naming both
     base = tmp_path / "base"
     run(tiny_cfg(synth, base, PETL, ["MODEL.PRETRAINED", tiny_weights, "DATASET.SUBSAMPLE", "base"]))
+    new_cfg = tiny_cfg(synth, tmp_path / "ev2", PETL, ["MODEL.PRETRAINED", tiny_weights, "DATASET.SUBSAMPLE", "new"])
     with pytest.raises(CheckpointMismatchError, match="trained over ImageNet's base .* built over ImageNet's new"):
-        run(tiny_cfg(synth, tmp_path / "ev2", PETL, ["MODEL.PRETRAINED", tiny_weights, "DATASET.SUBSAMPLE", "new"]),
-            eval_only=True, model_dir=str(base))
-    # the same evaluation through train.py: one line, exit 2
+        build_trainer(new_cfg).load_from_model_dir(base)
+    # the command line's evaluation of it on the new classes is the transfer evaluation, and says so
     code = main(["--eval-only", "--model-dir", str(base), "--root", synth["root"], "--dataset-config-file",
                  "datasets/imagenet.yaml", "--config-file", PETL, "--config-file", str(TINY), "--output-dir",
-                 str(tmp_path / "ev3"), "DATASET.CLASS_LIST", synth["class_list"], "MODEL.PRETRAINED", tiny_weights,
-                 "DATASET.SUBSAMPLE", "new", "DATASET.NUM_SHOTS", "2"])
-    assert code == 2
+                 str(base), "DATASET.CLASS_LIST", synth["class_list"], "MODEL.PRETRAINED", tiny_weights,
+                 "DATASET.SUBSAMPLE", "new", "DATASET.NUM_SHOTS", "2", "DEVICE", "cpu"])
+    assert code == 0
+    rec = json.loads((base / "eval" / "ImageNet-new" / "results.json").read_text())
+    assert rec["transfer"] and rec["class_bound_rebuilt"] and rec["subsample"] == "new"
+    assert rec["train_classes"]["subsample"] == "base" and rec["eval_classes"]["subsample"] == "new"
+    assert rec["train_classes"]["sha256"] != rec["eval_classes"]["sha256"]
+    base_rec = json.loads((base / "eval" / "ImageNet-base" / "results.json").read_text())
+    assert not base_rec["transfer"] and base_rec["n_classes"] == rec["n_classes"] == 3
 
 
 def test_an_evaluation_set_over_other_classes_fails_before_training(tmp_path, tiny_weights):
