@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUTPUT ?= demo_output
 
-.PHONY: demo demo-fewshot test lint env clean
+.PHONY: demo demo-fewshot demo-generalization test lint env clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ demo: $(VENV)/.installed
 demo-fewshot: $(VENV)/.installed
 	$(PY) -m clip_convpass demo --fewshot --output $(DEMO_OUTPUT)_fewshot
 
+demo-generalization: $(VENV)/.installed
+	$(PY) -m clip_convpass demo --generalization --output $(DEMO_OUTPUT)_generalization
+
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
@@ -32,4 +35,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(DEMO_OUTPUT) $(DEMO_OUTPUT)_fewshot
+	rm -rf $(DEMO_OUTPUT) $(DEMO_OUTPUT)_fewshot $(DEMO_OUTPUT)_generalization

@@ -127,6 +127,9 @@ class Row:
     label: str = ""  # shown in tables (default: name)
     opts: Tuple[str, ...] = ()  # KEY VALUE pairs applied after the YAML
     paper: Optional[Dict[str, float]] = None  # the paper's Table 2 numbers, by dataset name
+    # published numbers of the other tables, by view: {"base2new": {dataset: [base, new]}, "cross_dataset":
+    # {dataset: accuracy}} (each metafile cites the table they come from)
+    paper_tables: Optional[Dict[str, Dict[str, object]]] = None
     tables: Tuple[str, ...] = ("table2",)  # grids/tables it belongs to ("table2", "petl"); the demo runs every row
     demo_opts: Tuple[str, ...] = ()  # demo-scale settings (tiny model, synthetic data)
     order: float = 100.0  # position in tables and grids

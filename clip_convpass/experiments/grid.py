@@ -15,7 +15,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from clip_convpass.config import ConfigError
 from clip_convpass.engine.checkpoint import check_stored_config
@@ -40,35 +40,37 @@ def table2_rows() -> List[Row]:
 
 def row_dir(output: Path, cfg, row: Row) -> RunDir:
     stem = row.tag or (Path(row.config).stem if row.config else row.name)
-    return cell_dir(output, cfg.DATASET.NAME, cfg.TRAINER.NAME, stem, cfg.DATASET.NUM_SHOTS, cfg.SEED)
+    return cell_dir(output, cfg.DATASET.NAME, cfg.TRAINER.NAME, stem, cfg.DATASET.NUM_SHOTS, cfg.SEED,
+                    cfg.DATASET.SUBSAMPLE)
 
 
 def build_cell_cfg(row: Row, seed: int, data: str, output: Path, extra_opts: Sequence[str] = (),
-                   override_configs: Sequence[str | Path] = (), source: str = TABLE2_SOURCE):
-    """defaults -> method YAML -> override files (e.g. configs/demo.yaml) -> row and extra opts."""
+                   override_configs: Sequence[str | Path] = (), source: str = TABLE2_SOURCE, output_dir: str = ""):
+    """defaults -> method YAML -> override files (e.g. configs/demo.yaml) -> row and extra opts. output_dir: the
+    run directory (default: the cell's own; a transfer evaluation writes into the trained cell's)."""
     from clip_convpass.config import dataset_config_file, setup_cfg
 
     opts = ["DATASET.ROOT", data, "SEED", str(seed), "NAME", row.name, "TRAINER.NAME", row.trainer, *row.opts,
             *extra_opts]
     cfg = setup_cfg(dataset_config_file(source), row.config or None, opts, freeze=False, override_files=override_configs)
-    cfg.OUTPUT_DIR = str(row_dir(output, cfg, row).root)
+    cfg.OUTPUT_DIR = output_dir or str(row_dir(output, cfg, row).root)
     cfg.freeze()
     return cfg
 
 
 def select_by_sweep(row: Row, seed: int, data: str, output: Path, opts: Sequence[str],
                     override_configs: Sequence[str | Path], source: str, sweep_json: Optional[Path] = None,
-                    shots: int = 16, force: bool = False):
+                    shots: int = 16, force: bool = False, subsample: str = "all"):
     """The values a row's sweep chooses on the validation shots: read from `sweep_json` if given, else
-    from <output>/sweeps/<dataset>_<shots>shots/<row>/ (a choice is made per training set and shot count),
-    running the sweep there first if it has not finished."""
+    from <output>/sweeps/<dataset>_<shots>shots[_base]/<row>/ (a choice is made per training set, shot count and
+    class subset), running the sweep there first if it has not finished."""
     from clip_convpass.config import dataset_config_file
     from clip_convpass.experiments.sweep import parse_grid, run_sweep
     from clip_convpass.utils.io import read_json
 
     swept = parse_grid(row.sweep)
     if sweep_json is None:
-        where = output / "sweeps" / f"{source}_{shots}shots"
+        where = output / "sweeps" / f"{source}_{shots}shots{'' if subsample == 'all' else '_' + subsample}"
         sweep_json = where / (row.tag or row.name.replace(" ", "_")) / "sweep.json"
         done = sweep_json.is_file() and "best" in read_json(sweep_json)
         if not done:
@@ -95,13 +97,15 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
              extra_opts: Sequence[str] = (), domains: Optional[Sequence[str]] = None, force: bool = False,
              override_configs: Sequence[str | Path] = (), demo_opts: bool = False,
              eval_step0: bool = False, feature_cache: bool = True, source: str = TABLE2_SOURCE,
-             sweeps: bool = True, sweep_files: Optional[Dict[str, Path]] = None) -> List[Path]:
+             sweeps: bool = True, sweep_files: Optional[Dict[str, Path]] = None,
+             after_cell: Optional[Callable[[Row, int, object, List[str]], None]] = None) -> List[Path]:
     """Run every (row, seed) cell: train on `source`, evaluate on `domains` (default: source and every
     dataset that evaluates its models). With feature_cache, frozen-encoder methods share test-set
     features through <output>/feature_cache: each test set is encoded once for all of them and all seeds.
     demo_opts: apply each row's demo-scale settings. sweeps: a row that declares a sweep runs with the
     values it chooses on the validation shots (sweep_files: {row name: a given sweep.json}); the choice is
-    written into the cell's results.json."""
+    written into the cell's results.json. after_cell(row, seed, cfg, opts): called for every finished cell
+    with its configuration and opts (the sweep's choice included), e.g. to evaluate it on other classes."""
     from clip_convpass.engine.runner import run
 
     output = Path(output)
@@ -117,7 +121,8 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
     # each cell's config before a sweep's choice; its directory does not depend on that choice, so these
     # tell which cells still have to run
     base_cfgs = [build_cell_cfg(r, s, data, output, cell_opts(r), override_configs, source) for r, s in cells]
-    pending = [force or not RunDir(c.OUTPUT_DIR).has_results(domains, stages) for c in base_cfgs]
+    pending = [force or not RunDir(c.OUTPUT_DIR).has_results(domains, stages, subsample=c.DATASET.SUBSAMPLE)
+               for c in base_cfgs]
     print(f"[grid] {len(cells)} cells ({len(rows)} rows x {len(seeds)} seeds), {sum(pending)} to run, "
           f"{len(cells) - sum(pending)} done before")
     done_dirs = []
@@ -132,14 +137,15 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
         if sweeps and row.sweep:
             if row.name not in selections:
                 selections[row.name] = select_by_sweep(row, seeds[0], data, output, opts, override_configs, source,
-                                                       (sweep_files or {}).get(row.name), cfg.DATASET.NUM_SHOTS, force)
+                                                       (sweep_files or {}).get(row.name), cfg.DATASET.NUM_SHOTS, force,
+                                                       cfg.DATASET.SUBSAMPLE)
             chosen, sweep_json = selections[row.name]
             opts = [*opts, *[x for kv in chosen.items() for x in kv]]
             annotations = {"selected": chosen, "selected_by": str(sweep_json)}
             cfg = build_cell_cfg(row, seed, data, output, opts, override_configs, source)
         run_dir = RunDir(cfg.OUTPUT_DIR)
         prefix = f"[grid {i}/{len(cells)}] {row.name} seed {seed}"
-        if run_dir.has_results(domains, stages) and not force:
+        if run_dir.has_results(domains, stages, subsample=cfg.DATASET.SUBSAMPLE) and not force:
             check_stored_config(run_dir, cfg, "rerun the grid with --force to replace them")
             print(f"{prefix}: results exist in {run_dir.root}, skipping (use --force to rerun)")
         else:
@@ -164,6 +170,8 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
             print(f"{prefix}: done in {format_seconds(durations[-1])}; grid elapsed "
                   f"{format_seconds(time.time() - t0)}, eta {eta} ({left} cells left to run)")
         done_dirs.append(run_dir.root)
+        if after_cell is not None:
+            after_cell(row, seed, cfg, opts)
     if busy:
         print(f"[grid] {len(busy)} cell(s) were running in another process and are finished by it: "
               f"{', '.join(str(b) for b in busy[:5])}{' ...' if len(busy) > 5 else ''}")
@@ -173,13 +181,14 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
 CELL_STATES = ("done", "running", "failed", "interrupted", "pending")
 
 
-def cell_status(run_dir: RunDir, domains: Sequence[str], stages: Sequence[str] = ("final",)) -> Tuple[str, str]:
+def cell_status(run_dir: RunDir, domains: Sequence[str], stages: Sequence[str] = ("final",),
+                subsamples: Sequence[str] = ("all",)) -> Tuple[str, str]:
     """(state, detail) of a cell from its run directory alone: done (every result written), running (another
     process holds its lock), failed (the error that stopped it), interrupted (checkpoints, no process: it
     resumes when run again) or pending."""
     from clip_convpass.engine.checkpoint import latest_checkpoint
 
-    if run_dir.has_results(domains, stages):
+    if all(run_dir.has_results(domains, stages, subsample=s) for s in subsamples):
         return "done", ""
     if is_locked(run_dir.lock):
         return "running", ""
@@ -192,6 +201,7 @@ def cell_status(run_dir: RunDir, domains: Sequence[str], stages: Sequence[str] =
 
 
 Cell = Tuple[Row, int, str, List[str], List[str]]  # row, seed, training dataset, opts, evaluated datasets
+BASE2NEW_SHOTS = 16  # CoCoOp's protocol
 
 
 def grid_status(cells: Sequence[Cell], data: str, output: Path, override_configs: Sequence[str | Path] = (),
@@ -200,8 +210,10 @@ def grid_status(cells: Sequence[Cell], data: str, output: Path, override_configs
     stages = ("final", "step0") if eval_step0 else ("final",)
     out = []
     for row, seed, source, opts, domains in cells:
-        run_dir = RunDir(build_cell_cfg(row, seed, data, output, opts, override_configs, source).OUTPUT_DIR)
-        state, detail = cell_status(run_dir, domains, stages)
+        cfg = build_cell_cfg(row, seed, data, output, opts, override_configs, source)
+        halves = ("base", "new") if cfg.DATASET.SUBSAMPLE == "base" else ("all",)  # base-to-new: both evaluations
+        state, detail = cell_status(RunDir(cfg.OUTPUT_DIR), domains, stages, halves)
+        run_dir = RunDir(cfg.OUTPUT_DIR)
         out.append((state, detail, row, seed, run_dir.root))
     return out
 
@@ -224,6 +236,63 @@ def run_fewshot_grid(rows: Sequence[Row], datasets: Sequence[str], shots: Sequen
             dirs += run_grid(rows, seeds, data, output, [*extra_opts, "DATASET.NUM_SHOTS", str(k)],
                              domains=[dataset], source=dataset, **kwargs)
     return dirs
+
+
+def evaluate_transfer(cfg, model_dir: str, force: bool = False) -> None:
+    """Evaluate a finished cell on the classes `cfg` is built over (its dataset, its SUBSAMPLE) into the cell's own
+    eval/ folder, by the method's transfer rule; skipped when that result exists."""
+    from clip_convpass.engine.runner import run
+
+    results = RunDir(cfg.OUTPUT_DIR).results(cfg.DATASET.NAME, subsample=cfg.DATASET.SUBSAMPLE)
+    if results.is_file() and not force:
+        return
+    print(f"[grid] {cfg.NAME} seed {cfg.SEED}: transfer evaluation on {cfg.DATASET.NAME}"
+          f"{'' if cfg.DATASET.SUBSAMPLE == 'all' else ' (' + cfg.DATASET.SUBSAMPLE + ' classes)'}")
+    run(cfg, eval_only=True, model_dir=model_dir)
+
+
+def base2new_opts(extra_opts: Sequence[str], shots: int = BASE2NEW_SHOTS) -> List[str]:
+    """The protocol's shots (a DATASET.NUM_SHOTS in extra_opts wins) and training on the base classes."""
+    return ["DATASET.NUM_SHOTS", str(shots), *extra_opts, "DATASET.SUBSAMPLE", "base"]
+
+
+def run_base2new_grid(rows: Sequence[Row], datasets: Sequence[str], seeds: Sequence[int], data: str,
+                      output: str | Path, extra_opts: Sequence[str] = (), shots: int = BASE2NEW_SHOTS,
+                      force: bool = False, **kwargs) -> List[Path]:
+    """CoCoOp's base-to-new protocol: per dataset, every (row, seed) cell trains on the base classes and is scored
+    on them, then the trained run is scored on the new classes (a transfer evaluation) in the same cell.
+    `shots`: CoCoOp's 16 unless extra_opts set DATASET.NUM_SHOTS."""
+    def evaluate_new(row, seed, cfg, opts):
+        new = cfg.clone()  # the trained configuration exactly (a sweep's choice included), on the other half
+        new.defrost()
+        new.DATASET.SUBSAMPLE = "new"
+        new.freeze()
+        evaluate_transfer(new, cfg.OUTPUT_DIR, force)
+
+    dirs: List[Path] = []
+    for dataset in datasets:
+        print(f"[base-to-new] {dataset}: train on the base classes, evaluate on base and new")
+        dirs += run_grid(rows, seeds, data, output, base2new_opts(extra_opts, shots),
+                         domains=[dataset], source=dataset, force=force, after_cell=evaluate_new, **kwargs)
+    return dirs
+
+
+def run_cross_dataset_grid(rows: Sequence[Row], targets: Sequence[str], seeds: Sequence[int], data: str,
+                           output: str | Path, extra_opts: Sequence[str] = (), force: bool = False,
+                           override_configs: Sequence[str | Path] = (), source: str = TABLE2_SOURCE,
+                           **kwargs) -> List[Path]:
+    """CoCoOp's cross-dataset transfer: the Table 2 cells (trained on `source`; finished ones are reused), each
+    then scored on every target's test split over the target's own classes, in the cell's own eval/ folder."""
+    output = Path(output)
+
+    def evaluate_targets(row, seed, cfg, opts):
+        for target in targets:
+            evaluate_transfer(build_cell_cfg(row, seed, data, output, opts, override_configs, target, cfg.OUTPUT_DIR),
+                              cfg.OUTPUT_DIR, force)
+
+    print(f"[cross-dataset] train on {source} (finished Table 2 cells are reused), evaluate on {', '.join(targets)}")
+    return run_grid(rows, seeds, data, output, extra_opts, force=force, override_configs=override_configs,
+                    source=source, after_cell=evaluate_targets, **kwargs)
 
 
 @entry_point
@@ -250,6 +319,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "none given: every dataset with a training split) at each of --shots")
     p.add_argument("--shots", type=number_list(int), default=[1, 2, 4, 8, 16], metavar="SHOTS [SHOTS ...]",
                    help="shot counts for --fewshot")
+    p.add_argument("--base2new", nargs="*", default=None, metavar="DATASET",
+                   help="base-to-new generalization instead of Table 2 (CoCoOp's protocol, 16 shots): train on the base "
+                        "classes of these datasets (none given: every dataset with a training split), evaluate on base "
+                        "and new")
+    p.add_argument("--cross-dataset", nargs="*", default=None, metavar="DATASET",
+                   help="cross-dataset transfer: the Table 2 cells (finished ones reused) evaluated on these datasets "
+                        "with their own classes (none given: every dataset with a training split but ImageNet)")
     p.add_argument("--status", action="store_true",
                    help="print each cell's state (done / running / failed with its error / interrupted / pending) "
                         "from the run directories alone, and exit; the same selection flags as a run")
@@ -278,6 +354,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     from clip_convpass.reporting.records import aggregate, collect
     from clip_convpass.reporting.table2 import build_table, render
 
+    protocols = [f for f, v in (("--fewshot", args.fewshot), ("--base2new", args.base2new),
+                                ("--cross-dataset", args.cross_dataset)) if v is not None]
+    if len(protocols) > 1:
+        p.error(f"{' and '.join(protocols)}: choose one protocol per grid")
+    if args.base2new is not None or args.cross_dataset is not None:
+        return generalization_main(p, args, rows, common)
     if args.fewshot is not None:
         from clip_convpass.registry import DATASET_REGISTRY
         from clip_convpass.reporting.fewshot import fewshot_curves, render_curves
@@ -307,6 +389,43 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     notes: List[str] = []
     print(render(build_table(aggregate(collect([args.output]), notes=notes), paper=True), paper=True, notes=notes))
+    return 0
+
+
+def generalization_main(p, args, rows, common) -> int:
+    """grid --base2new / --cross-dataset: run (or --status) the protocol's cells, then print its table."""
+    from clip_convpass.registry import DATASET_REGISTRY
+    from clip_convpass.reporting.records import collect
+
+    trainable = [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]
+    base2new = args.base2new is not None
+    chosen = (args.base2new if base2new else args.cross_dataset) or \
+        (trainable if base2new else [d for d in trainable if d != TABLE2_SOURCE])
+    wrong = [d for d in chosen if not DATASET_REGISTRY.get(d).HAS_TRAIN or (not base2new and d == TABLE2_SOURCE)]
+    if wrong:
+        p.error(f"{'--base2new' if base2new else '--cross-dataset'} {wrong}: choose among "
+                f"{trainable if base2new else [d for d in trainable if d != TABLE2_SOURCE]}")
+    if args.methods is None:
+        rows = table_rows("base2new" if base2new else "cross_dataset")
+    output = Path(args.output)
+    if args.status:
+        if base2new:
+            cells = [(r, s, d, base2new_opts(args.opts), [d]) for d in chosen for r in rows for s in args.seeds]
+        else:
+            cells = [(r, s, TABLE2_SOURCE, list(args.opts), evaluation_domains(TABLE2_SOURCE) + list(chosen))
+                     for r in rows for s in args.seeds]
+        print_status(grid_status(cells, args.data, output, args.override_config))
+        return 0
+    if base2new:
+        from clip_convpass.reporting.base2new import Base2NewView as view
+
+        run_base2new_grid(rows, chosen, args.seeds, args.data, output, args.opts, **common)
+    else:
+        from clip_convpass.reporting.cross_dataset import CrossDatasetView as view
+
+        run_cross_dataset_grid(rows, chosen, args.seeds, args.data, output, args.opts, **common)
+    notes: List[str] = []
+    print(view.render(view.build(collect([output]), "top1", notes), "terminal", "top1", notes))
     return 0
 
 

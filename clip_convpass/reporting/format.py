@@ -10,7 +10,9 @@ from tabulate import tabulate
 
 from clip_convpass.registry import DATASET_REGISTRY, method_rows, rows_by_name
 
-Cell = Optional[Tuple[float, float, int]]  # mean, std, number of seeds
+# mean, std, number of seeds; (None, None, n): the method is not applicable there (n/a, never a number)
+Cell = Optional[Tuple[Optional[float], Optional[float], int]]
+NA = "n/a"
 
 STAGE_LABELS = {"step0": "step 0"}
 
@@ -42,6 +44,10 @@ def fmt_cell(cell: Cell) -> str:
     if cell is None:
         return "missing"
     m, s, n = cell
+    if m is None:
+        return NA
+    if s is None:  # a mean of means (an Average row): no spread over seeds to show
+        return f"{m:.2f} (n={n})"
     return f"{m:.2f} ± {s:.2f} (n={n})"
 
 

@@ -5,7 +5,7 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from clip_convpass.reporting.format import Cell, base_name, row_label
 from clip_convpass.utils.errors import UserError
@@ -106,9 +106,18 @@ def same_protocol(rec: dict) -> bool:
     return train_subsample(rec) == "all" and rec.get("subsample", "all") == "all" and not rec.get("transfer", False)
 
 
+def default_column(rec: dict) -> str:
+    """A result's column: its dataset, and the stage for evaluations before training ("ImageNet@step0")."""
+    return rec["dataset"] if rec.get("stage", "final") == "final" else f"{rec['dataset']}@{rec['stage']}"
+
+
 def aggregate(records: List[dict], metric: str = "top1", split: str = "test",
-              notes: Optional[List[str]] = None, params: Optional[Dict[str, int]] = None) -> Dict[str, Dict[str, Cell]]:
-    """{row: {domain: (mean, std, n_seeds) or None}}; of two records for one seed, the newer counts.
+              notes: Optional[List[str]] = None, params: Optional[Dict[str, int]] = None,
+              select: Callable[[dict], bool] = same_protocol,
+              column: Callable[[dict], str] = default_column) -> Dict[str, Dict[str, Cell]]:
+    """{row: {column: (mean, std, n_seeds)}}; of two records for one seed, the newer counts. A column where the
+    method is not applicable (a results.json with not_applicable) is (None, None, n_seeds): shown as n/a, never as
+    a number. `select` chooses the records (default: the plain protocol), `column` names their column.
 
     Only runs of one experiment are averaged: same row name, training dataset, shots, backbone, weights
     and seed-independent configuration. A name holding several gets one row per experiment, labelled
@@ -117,13 +126,12 @@ def aggregate(records: List[dict], metric: str = "top1", split: str = "test",
     """
     by_seed: Dict[Tuple[str, Tuple, str], Dict[int, float]] = defaultdict(dict)
     for r in sorted(records, key=lambda r: r.get("timestamp", "")):
-        if r.get("split", "test") != split or not same_protocol(r):
+        if r.get("split", "test") != split or not select(r):
             continue
         if metric not in r["metrics"]:
             raise ResultsFileError(f"{r.get('_path', 'a results.json')} has no {metric!r} metric (it has "
                                    f"{sorted(r['metrics'])})")
-        dataset = r["dataset"] if r.get("stage", "final") == "final" else f"{r['dataset']}@{r['stage']}"
-        by_seed[(r.get("name") or r["trainer"], experiment_of(r), dataset)][r["seed"]] = r["metrics"][metric]
+        by_seed[(r.get("name") or r["trainer"], experiment_of(r), column(r))][r["seed"]] = r["metrics"][metric]
     experiments: Dict[str, List[Tuple]] = defaultdict(list)
     for name, exp, _ in by_seed:
         if exp not in experiments[name]:
@@ -140,14 +148,15 @@ def aggregate(records: List[dict], metric: str = "top1", split: str = "test",
         notes += selection_notes(records, labels)
     if params is not None:
         for r in records:
-            if not same_protocol(r):
+            if not select(r):
                 continue
             key = (r.get("name") or r["trainer"], experiment_of(r))
             if key in labels and "trainable_params" in r:
                 params[labels[key]] = r["trainable_params"]["image_encoder"]
     rows: Dict[str, Dict[str, Cell]] = defaultdict(dict)
     for (name, exp, dataset), seeds in by_seed.items():
-        m, s = mean_std(list(seeds.values()))
+        values = list(seeds.values())
+        m, s = (None, None) if None in values else mean_std(values)
         rows[labels[(name, exp)]][dataset] = (m, s, len(seeds))
     return rows
 

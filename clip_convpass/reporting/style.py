@@ -107,3 +107,32 @@ def save(fig, path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
+
+
+def plot_grouped_bars(path, groups: List[str], series: Dict[str, List], ylabel: str, title: str) -> None:
+    """Bars per group, one per series in its style; a value None is missing (no bar), "n/a" is marked as not
+    applicable (a grey "n/a" at the base, never a bar of 0). PNG, PDF or SVG by the path's suffix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from clip_convpass.reporting.format import NA, row_label
+
+    styles = figure_styles(series)
+    fig, ax = plt.subplots(figsize=(1.3 * len(groups) + 1.5, 3.8))
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        xs = [j + i * width for j, v in enumerate(values) if isinstance(v, (int, float))]
+        ys = [v for v in values if isinstance(v, (int, float))]
+        ax.bar(xs, ys, width, color=styles[name].color, edgecolor="#333333", linewidth=0.5, label=row_label(name))
+        for j, v in enumerate(values):
+            if v == NA:
+                ax.text(j + i * width, 1, NA, rotation=90, ha="center", va="bottom", fontsize=6, color="#666666")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))])
+    ax.set_xticklabels(groups, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.set_title(title, fontsize=10)
+    legend_outside(ax)
+    save(fig, path)
