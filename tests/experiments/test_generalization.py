@@ -35,7 +35,8 @@ def test_average_row_is_the_hm_of_averaged_base_and_new_not_the_mean_of_hms():
     # n/a on one dataset's new classes: that HM and the average's new and HM are n/a, never a number
     records += [record("DescribableTextures", "base", 1, 70.0, "LP", na=""), record("DescribableTextures", "new", 1, None, "LP", na="class-bound")]
     lp = {e["dataset"]: e for e in base2new_table(records) if e["method"] == "LP"}
-    assert lp["DescribableTextures"]["hm"] == NA and lp["DescribableTextures"]["new"][0] is None
+    dtd = lp["DescribableTextures"]
+    assert dtd["hm"] == NA and dtd["new"][0] is None
     # runs trained on all classes (Table 2, few-shot) never enter the base-to-new table, and it never enters theirs
     assert not base2new_table([record("OxfordPets", "all", 1, 50.0, train_subsample="all")])
     assert not aggregate(records)
@@ -58,7 +59,8 @@ def test_base2new_and_cross_dataset_grids_end_to_end(two_sources, tiny_weights, 
 
     rows = [find_row(n) for n in ("ZeroShotCLIP", "LinearProbeCLIP", "ConvpassCLIP")]
     out = tmp_path / "out"
-    opts = ["MODEL.PRETRAINED", tiny_weights, "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "1", "DATASET.NUM_SHOTS", "2", "DATASET.VAL_SHOTS", "1",
+    opts = ["MODEL.PRETRAINED", tiny_weights, "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "1",
+            "DATASET.NUM_SHOTS", "2", "DATASET.VAL_SHOTS", "1",
             "DATASET.SPLIT_DIR", str(tmp_path / "splits")]
     kw = dict(override_configs=[TINY], sweeps=False)
     run_base2new_grid(rows, ["OxfordPets"], [1], two_sources, out, opts, **kw)
