@@ -33,7 +33,8 @@ def test_average_row_is_the_hm_of_averaged_base_and_new_not_the_mean_of_hms():
     assert avg["hm"] == pytest.approx(harmonic_mean(88.5, 71.0))
     assert avg["hm"] != pytest.approx((pets["hm"] + eurosat["hm"]) / 2)
     # n/a on one dataset's new classes: that HM and the average's new and HM are n/a, never a number
-    records += [record("DescribableTextures", "base", 1, 70.0, "LP", na=""), record("DescribableTextures", "new", 1, None, "LP", na="class-bound")]
+    records += [record("DescribableTextures", "base", 1, 70.0, "LP"),
+                record("DescribableTextures", "new", 1, None, "LP", na="class-bound")]
     lp = {e["dataset"]: e for e in base2new_table(records) if e["method"] == "LP"}
     dtd = lp["DescribableTextures"]
     assert dtd["hm"] == NA and dtd["new"][0] is None
