@@ -62,9 +62,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     cell.add_argument("--dataset-config", required=True, help="dataset YAML of the training dataset")
     cell.add_argument("--shots", type=int, required=True)
     cell.add_argument("--seed", type=int, required=True)
+    cell.add_argument("--subsample", choices=["all", "base"], default="all", help="the classes trained over")
     res = sub.add_parser("results", help="a dataset's results.json in a run directory")
     res.add_argument("--run-dir", required=True)
     res.add_argument("--dataset-config", required=True)
+    res.add_argument("--subsample", choices=["all", "base", "new"], default="all", help="the classes evaluated")
     rows = sub.add_parser("rows", help="'TRAINER CONFIG' of every registered row of a table, one per line")
     rows.add_argument("--table", required=True)
     datasets = sub.add_parser("datasets", help="dataset config names, one per line")
@@ -82,9 +84,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg = setup_cfg(args.dataset_config, getattr(args, "config", None))
     if args.what == "cell":
         stem = resolve_config_path(args.config).stem
-        print(cell_dir(args.output, cfg.DATASET.NAME, cfg.TRAINER.NAME, stem, args.shots, args.seed).root)
+        print(cell_dir(args.output, cfg.DATASET.NAME, cfg.TRAINER.NAME, stem, args.shots, args.seed, args.subsample).root)
     else:
-        print(RunDir(args.run_dir).results(cfg.DATASET.NAME))
+        print(RunDir(args.run_dir).results(cfg.DATASET.NAME, subsample=args.subsample))
     return 0
 
 

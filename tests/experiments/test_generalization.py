@@ -124,3 +124,33 @@ def test_generalization_demo(tmp_path, capsys):
     xd = json.loads((out / "cross_dataset.json").read_text())["rows"]
     assert {r["method"] for r in xd} == {r.name for r in method_rows(lambda r: "cross_dataset" in r.tables)}
     assert (out / "base2new.png").stat().st_size > 1000 and (out / "cross_dataset.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_base2new_and_xd_scripts(two_sources, tiny_weights, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    def sh(script, *args, **env):
+        return subprocess.run(["bash", str(REPO / "scripts" / script), *args], capture_output=True, text=True,
+                              env={**os.environ, "PYTHON": sys.executable, "DATA": two_sources, **env}, timeout=600)
+
+    tiny = ["MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", tiny_weights, "INPUT.SIZE", "(32,32)", "PREC", "fp32",
+            "DATALOADER.NUM_WORKERS", "0", "OPTIM.MAX_EPOCH", "1", "DATASET.SPLIT_DIR", str(tmp_path / "splits")]
+    out = tmp_path / "b2n"
+    r = sh("base2new.sh", "ConvpassCLIP", "vit_b16", "oxford_pets", "1", *tiny, OUTPUT=str(out), SHOTS="2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    cell = out / "OxfordPets" / "ConvpassCLIP" / "vit_b16_2shots_base" / "seed1"
+    base, new = (json.loads((cell / "eval" / f"OxfordPets-{h}" / "results.json").read_text()) for h in ("base", "new"))
+    assert base["n_classes"] == 3 and new["n_classes"] == 2 and new["transfer"] and not base["transfer"]
+    r = sh("base2new.sh", "ConvpassCLIP", "vit_b16", "oxford_pets", "1", *tiny, OUTPUT=str(out), SHOTS="2")
+    assert r.stdout.count("skipping") == 2
+    out = tmp_path / "xd"
+    r = sh("xd.sh", "ConvpassCLIP", "vit_b16", "1", "--targets", "oxford_pets", *tiny, "DATASET.NUM_SHOTS", "2",
+           "DATASET.VAL_SHOTS", "1", OUTPUT=str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    pets = json.loads(next(out.rglob("ImageNet/ConvpassCLIP/*/seed1/eval/OxfordPets/results.json")).read_text())
+    assert pets["transfer"] and pets["class_bound_rebuilt"] and pets["train_dataset"] == "ImageNet"
