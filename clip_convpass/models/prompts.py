@@ -79,6 +79,23 @@ def read_classnames_file(path: Union[str, Path]) -> Dict[str, str]:
 
 
 @torch.no_grad()
+def ensemble_text_features(text_encoder: TextEncoder, tokenizer: Callable, classnames: Sequence[str],
+                           templates: Union[str, Sequence[str]], device: Union[str, torch.device] = "cpu",
+                           chunk: int = 1000, normalize_each: bool = True) -> torch.Tensor:
+    """[C, D] mean over templates of each class's text embedding, not normalised at the end; normalize_each:
+    each template's embedding is normalised first (CLIP's ensembling) or taken raw (TaskRes's base)."""
+    templates = get_templates(templates)
+    total = None
+    for template in templates:
+        tokens = tokenizer([template.format(prompt_classname(c)) for c in classnames]).to(device)
+        if normalize_each:
+            emb = text_encoder.encode_normalized(tokens, chunk=chunk)
+        else:
+            emb = torch.cat([text_encoder(tokens[i:i + chunk]).float() for i in range(0, len(tokens), chunk)])
+        total = emb if total is None else total + emb
+    return total / len(templates)
+
+
 def build_text_classifier(
     text_encoder: TextEncoder,
     tokenizer: Callable,
@@ -88,10 +105,4 @@ def build_text_classifier(
     chunk: int = 1000,
 ) -> torch.Tensor:
     """[C, D] classifier: per template normalise each class embedding, average over templates, re-normalise."""
-    templates = get_templates(templates)
-    total = None
-    for template in templates:
-        tokens = tokenizer([template.format(prompt_classname(c)) for c in classnames]).to(device)
-        emb = text_encoder.encode_normalized(tokens, chunk=chunk)
-        total = emb if total is None else total + emb
-    return F.normalize(total / len(templates), dim=-1)
+    return F.normalize(ensemble_text_features(text_encoder, tokenizer, classnames, templates, device, chunk), dim=-1)

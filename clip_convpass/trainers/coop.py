@@ -58,15 +58,21 @@ class CoOp(TrainerBase):
         check(c.INIT_STD > 0, f"TRAINER.COOP.INIT_STD must be > 0, got {c.INIT_STD}")
 
     def build_model(self):
-        c = self.cfg.TRAINER.COOP
+        self.build_prompted(PromptedCLIP)
+
+    def build_prompted(self, model_cls, **extra):
+        """model_cls(clip model, prompt learner, text encoder, **extra) over this node's prompt keys, only the
+        context trainable; returns the loaded CLIP bundle (a subclass may read more from it)."""
+        c = self.cfg.TRAINER[self.CONFIG_NODE]
         bundle = load_clip_from_cfg(self.cfg, self.device)
         text = TextEncoder(bundle.model, self.cfg.MODEL.TEXT_TRUNCATE, self.cfg.MODEL.TEXT_SHARED_PREFIX)
         learner = PromptLearner(text, bundle.tokenizer, self.classnames, c.N_CTX, c.CTX_INIT, c.CSC,
                                 c.CLASS_TOKEN_POSITION, c.INIT_STD)
-        self.model = PromptedCLIP(bundle.model, learner, text)
+        self.model = model_cls(bundle.model, learner, text, **extra)
         self.prompt_info = {"ctx_init": c.CTX_INIT, "n_ctx": learner.n_ctx}
         self.model.requires_grad_(False)
         learner.ctx.requires_grad_(True)
+        return bundle
 
     # Transfer: unified contexts are class-agnostic (the target classes' names are encoded with them, CoCoOp's
     # base-to-new protocol); class-specific contexts are one per training class.

@@ -65,9 +65,9 @@ def test_transfer_keeps_class_agnostic_state_and_rebuilds_class_bound_state(row,
             assert torch.equal(tensor, state_of(fresh)[name]), name
         else:  # the trained, class-agnostic state, bit for bit
             assert torch.equal(tensor.cpu(), saved[name]), name
+    assert set(state_of(new)) == set(saved)  # every trained tensor was checked, one way or the other
     if saved:
         assert new.transfer == {"rebuilt": True, "not_applicable": ""}
-        assert any(not is_class_bound(n, bound) for n in saved), "a trained method keeps some class-agnostic state"
 
 
 def test_fresh_adapter_model_transferred_to_new_classes_is_zero_shot_clip_on_them(cfg_factory, tiny_weights, tmp_path):
