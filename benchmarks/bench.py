@@ -7,7 +7,8 @@ Real ViT-B/16 shapes with random weights (no download). Each training-step measu
 own subprocess, so its peak memory (max RSS, or CUDA max allocated) belongs to that trainer alone.
 Prints a table and writes JSON with the machine and date inside. Sections:
 
-1. ms/step and images/s for one training step of every Table 2 row that trains (registry order),
+1. ms/step and images/s for one training step of every Table 2 row that trains (registry order) and of
+   every other registered method (its first row),
    with each optimisation on and off (text truncation; bf16 autocast), and peak memory.
 2. CoOp's text encoder (N_CTX 16, the 1000 ImageNet class names): sequences cut at the longest
    prompt's EOT vs all 77 positions. The sequence length comes from all 1000 prompts; the time is
@@ -127,11 +128,22 @@ def run_isolated(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def step_rows():
+    """The Table 2 rows, then the first row of every other registered method (the adapters: section 5)."""
+    from clip_convpass.registry import method_rows
+
+    rows = list(table2_rows())
+    for row in method_rows():
+        if row.trainer not in {r.trainer for r in rows} | {"PETLCLIP"}:
+            rows.append(row)
+    return rows
+
+
 def bench_train_steps(n_classes: int, batch: int, repeats: int) -> list[dict]:
     from clip_convpass.trainers.coop import CoOp
 
     rows = []
-    for table_row in table2_rows():
+    for table_row in step_rows():
         name = table_row.name
         method_batch = setup_cfg(None, table_row.config or None).DATALOADER.TRAIN_X.BATCH_SIZE
         b = min(batch, method_batch)  # CoCoOp trains at batch 1
