@@ -65,7 +65,7 @@ def measure_method(row, device: str, prec: str, classes: int, batch: int, eval_b
         step = timed(lambda: trainer.forward_backward(data), 1, repeats)
         out.update(batch=b, ms_per_step=1000 * step, train_images_per_s=b / step)
     out["peak_memory_mb"] = peak_mb(device)
-    del trainer
+    trainer = None  # the model goes before the next method is built (peak memory per method)
     if device == "cuda":
         torch.cuda.empty_cache()
     return out
