@@ -65,8 +65,8 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
         (run_dir.eval_config(cfg.DATASET.NAME, cfg.DATASET.SUBSAMPLE) if eval_only else run_dir.config).write_text(cfg.dump())
         try:
             results = _run_trainer(cfg, eval_only, model_dir, load_epoch, eval_datasets, eval_step0, annotations)
-        except BaseException as e:  # a training run records why it stopped, for `grid --status`
-            if not eval_only:
+        except BaseException as e:  # a training run records why it failed, for `grid --status`
+            if not eval_only and not isinstance(e, KeyboardInterrupt):  # interrupted (a cancelled job): resumes
                 atomic_write_text(run_dir.error, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}\n")
             raise
         if not eval_only:

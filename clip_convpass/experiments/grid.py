@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from clip_convpass.config import ConfigError
 from clip_convpass.engine.checkpoint import check_stored_config
 from clip_convpass.engine.rundir import RunDir, cell_dir
+from clip_convpass.experiments.jobs import last_job
 from clip_convpass.registry import Row, evaluation_domains, method_rows, table_names
 from clip_convpass.utils.args import join_numeric_lists, number_list
 from clip_convpass.utils.errors import entry_point
@@ -98,15 +99,19 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
              override_configs: Sequence[str | Path] = (), demo_opts: bool = False,
              eval_step0: bool = False, feature_cache: bool = True, source: str = TABLE2_SOURCE,
              sweeps: bool = True, sweep_files: Optional[Dict[str, Path]] = None,
-             after_cell: Optional[Callable[[Row, int, object, List[str]], None]] = None) -> List[Path]:
+             after_cell: Optional[Callable[[Row, int, object, List[str]], None]] = None,
+             jobs=None, wait: bool = True) -> List[Path]:
     """Run every (row, seed) cell: train on `source`, evaluate on `domains` (default: source and every
     dataset that evaluates its models). With feature_cache, frozen-encoder methods share test-set
     features through <output>/feature_cache: each test set is encoded once for all of them and all seeds.
     demo_opts: apply each row's demo-scale settings. sweeps: a row that declares a sweep runs with the
     values it chooses on the validation shots (sweep_files: {row name: a given sweep.json}); the choice is
     written into the cell's results.json. after_cell(row, seed, cfg, opts): called for every finished cell
-    with its configuration and opts (the sweep's choice included), e.g. to evaluate it on other classes."""
+    with its configuration and opts (the sweep's choice included), e.g. to evaluate it on other classes.
+    jobs (experiments.jobs.JobOptions): the cells that have to run go to the cluster as one array of jobs (sweeps
+    run here first); wait: block until they end (then after_cell runs for them here)."""
     from clip_convpass.engine.runner import run
+    from clip_convpass.experiments.jobs import PendingCell, submit_cells, wait_for
 
     output = Path(output)
     selections = {}
@@ -127,6 +132,7 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
           f"{len(cells) - sum(pending)} done before")
     done_dirs = []
     busy: List[Path] = []  # cells another process holds
+    queued: List[tuple] = []  # (PendingCell, row, seed, opts) for the cluster
     durations: List[float] = []  # of cells that ran: the ETA comes from measured cells only
     t0 = time.time()
     for i, (row, seed) in enumerate(cells, 1):
@@ -155,6 +161,11 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
                 continue
             if force and run_dir.root.exists():
                 shutil.rmtree(run_dir.root)  # a forced rerun trains from scratch, as scripts/train.sh --force
+            if jobs is not None:
+                queued.append((PendingCell(f"{row.name} seed {seed}", cfg,
+                                           [d for d in domains if d != cfg.DATASET.NAME], eval_step0, annotations),
+                               row, seed, opts))
+                continue
             print(f"{prefix}: running in {run_dir.root}")
             try:
                 run(cfg, eval_datasets=[d for d in domains if d != cfg.DATASET.NAME], eval_step0=eval_step0,
@@ -172,6 +183,18 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
         done_dirs.append(run_dir.root)
         if after_cell is not None:
             after_cell(row, seed, cfg, opts)
+    if queued:
+        cells_ = [q[0] for q in queued]
+        submitted = submit_cells(cells_, jobs, output)
+        if not wait:
+            print(f"[grid] {len(submitted)} jobs submitted; `grid ... --status` follows them, and running the grid "
+                  f"again afterwards completes what depends on them")
+            return done_dirs
+        wait_for(cells_, submitted)
+        for cell, row, seed, opts in queued:
+            done_dirs.append(Path(cell.cfg.OUTPUT_DIR))
+            if after_cell is not None:
+                after_cell(row, seed, cell.cfg, opts)
     if busy:
         print(f"[grid] {len(busy)} cell(s) were running in another process and are finished by it: "
               f"{', '.join(str(b) for b in busy[:5])}{' ...' if len(busy) > 5 else ''}")
@@ -212,8 +235,10 @@ def grid_status(cells: Sequence[Cell], data: str, output: Path, override_configs
     for row, seed, source, opts, domains in cells:
         cfg = build_cell_cfg(row, seed, data, output, opts, override_configs, source)
         halves = ("base", "new") if cfg.DATASET.SUBSAMPLE == "base" else ("all",)  # base-to-new: both evaluations
-        state, detail = cell_status(RunDir(cfg.OUTPUT_DIR), domains, stages, halves)
         run_dir = RunDir(cfg.OUTPUT_DIR)
+        state, detail = cell_status(run_dir, domains, stages, halves)
+        job = last_job(run_dir)
+        detail = "; ".join(d for d in (detail, f"last job {job}" if job else "") if d)
         out.append((state, detail, row, seed, run_dir.root))
     return out
 
@@ -326,6 +351,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--cross-dataset", nargs="*", default=None, metavar="DATASET",
                    help="cross-dataset transfer: the Table 2 cells (finished ones reused) evaluated on these datasets "
                         "with their own classes (none given: every dataset with a training split but ImageNet)")
+    p.add_argument("--executor", choices=["inprocess", "local", "slurm"], default="inprocess",
+                   help="inprocess: every cell in this process; local / slurm: one submitit job per cell (local: "
+                        "subprocesses on this machine), submitted as one array; sweeps run here first")
+    p.add_argument("--partition", default="", help="SLURM partition")
+    p.add_argument("--gpus-per-job", type=int, default=0)
+    p.add_argument("--cpus-per-job", type=int, default=2)
+    p.add_argument("--time-limit", type=int, default=240, metavar="MINUTES", help="per job")
+    p.add_argument("--array-parallelism", type=int, default=16, help="jobs of the array running at once (SLURM)")
+    p.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                   help="a further sbatch option, e.g. --sbatch account=myproj --sbatch qos=high (repeatable)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="submit the jobs and return; run the grid again later to finish what depends on them")
     p.add_argument("--status", action="store_true",
                    help="print each cell's state (done / running / failed with its error / interrupted / pending) "
                         "from the run directories alone, and exit; the same selection flags as a run")
@@ -351,6 +388,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         sweep_files[name] = Path(path)
     common = dict(force=args.force, override_configs=args.override_config, feature_cache=not args.no_feature_cache,
                   sweeps=not args.no_sweep, sweep_files=sweep_files)
+    if args.executor != "inprocess":
+        from clip_convpass.experiments.jobs import JobOptions
+
+        bad = [s for s in args.sbatch if "=" not in s]
+        if bad:
+            p.error(f"--sbatch takes KEY=VALUE, got {bad[0]!r}")
+        options = JobOptions(args.executor, args.partition, args.gpus_per_job, args.cpus_per_job, args.time_limit,
+                             args.array_parallelism, dict(s.split("=", 1) for s in args.sbatch))
+        options.check()  # before any work
+        common.update(jobs=options, wait=not args.no_wait)
     from clip_convpass.reporting.records import aggregate, collect
     from clip_convpass.reporting.table2 import build_table, render
 
