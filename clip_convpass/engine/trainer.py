@@ -40,6 +40,11 @@ class TrainerBase:
     # keys of its node that only steer training (searches, learning-rate multipliers): they may differ when a
     # checkpoint is evaluated; every other key of the node defines the evaluated model and must match
     TRAINING_ONLY_KEYS: Tuple[str, ...] = ()
+    # What the method declares about its keys' validation (tests/trainers/test_fidelity.py checks every one):
+    # for each validated key, a value check_config refuses; pairs refused only together; keys that take any value.
+    INVALID_EXAMPLES: Dict[str, str] = {}
+    INVALID_PAIRS: Dict[Tuple[str, str], Tuple[str, str]] = {}
+    FREE_KEYS: Tuple[str, ...] = ()
 
     def __init__(self, cfg):
         self.cfg = cfg

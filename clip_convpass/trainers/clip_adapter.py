@@ -43,6 +43,7 @@ class CLIPAdapter(TrainerBase):
     NAME = "CLIPAdapter"
     FROZEN_IMAGE_ENCODER = True
     CONFIG_NODE = "CLIP_ADAPTER"
+    INVALID_EXAMPLES = {"RATIO": "1.5", "REDUCTION": "0", "TEMPLATES": "ensemble9"}
 
     @classmethod
     def config_node(cls):

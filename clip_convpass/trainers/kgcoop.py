@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from clip_convpass.config import check
+from clip_convpass.models.prompt_learner import CLASS_POSITIONS
 from clip_convpass.models.prompts import build_text_classifier, check_templates, template_info
 from clip_convpass.registry import TRAINER_REGISTRY
 from clip_convpass.trainers.coop import CoOp, PromptedCLIP
@@ -32,6 +33,9 @@ class KgCoOp(CoOp):
     NAME = "KgCoOp"
     CONFIG_NODE = "KGCOOP"
     TRAINING_ONLY_KEYS = ("W", "TEMPLATES")  # they shape the loss, not the evaluated model
+    INVALID_EXAMPLES = {"W": "-1.0", "INIT_STD": "0.0", "TEMPLATES": "ensemble9", "CLASS_TOKEN_POSITION": "left"}
+    INVALID_PAIRS = {("N_CTX", "CTX_INIT"): ("0", "''")}
+    FREE_KEYS = ("CSC",)
 
     @classmethod
     def config_node(cls):
@@ -48,6 +52,8 @@ class KgCoOp(CoOp):
     @classmethod
     def check_config(cls, cfg):
         c = cfg.TRAINER.KGCOOP
+        check(c.CLASS_TOKEN_POSITION in CLASS_POSITIONS, f"TRAINER.KGCOOP.CLASS_TOKEN_POSITION must be one of "
+                                                         f"{CLASS_POSITIONS}, got {c.CLASS_TOKEN_POSITION!r}")
         check(bool(c.CTX_INIT) or c.N_CTX >= 1, "TRAINER.KGCOOP.N_CTX must be >= 1 when CTX_INIT is empty")
         check(c.W >= 0, f"TRAINER.KGCOOP.W must be >= 0, got {c.W}")
         check(c.INIT_STD > 0, f"TRAINER.KGCOOP.INIT_STD must be > 0, got {c.INIT_STD}")

@@ -56,6 +56,7 @@ class TaskRes(TrainerBase):
     NAME = "TaskRes"
     FROZEN_IMAGE_ENCODER = True
     CONFIG_NODE = "TASKRES"
+    INVALID_EXAMPLES = {"ALPHA": "0.0", "BASE": "mean", "TEMPLATES": "ensemble9"}
 
     @classmethod
     def config_node(cls):

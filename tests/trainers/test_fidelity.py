@@ -216,6 +216,22 @@ FREE_METHOD_KEYS = {"TRAINER.CONVPASS.SCALE", "TRAINER.CONVPASS.SHARE", "TRAINER
                     "TRAINER.PETL.FAST_ATTENTION", "TRAINER.PETL.HEAD_TRAINABLE"}
 
 
+def declared(attr: str) -> dict:
+    """What every registered method declares about its own keys (TrainerBase.INVALID_EXAMPLES, INVALID_PAIRS)."""
+    out = {}
+    for cls in TRAINER_REGISTRY.classes():
+        for key, value in getattr(cls, attr).items():
+            full = tuple(f"TRAINER.{cls.CONFIG_NODE}.{k}" for k in key) if isinstance(key, tuple) else \
+                f"TRAINER.{cls.CONFIG_NODE}.{key}"
+            out[full] = value
+    return out
+
+
+BAD_VALUES.update(declared("INVALID_EXAMPLES"))
+BAD_PAIRS.update(declared("INVALID_PAIRS"))
+FREE_METHOD_KEYS |= {f"TRAINER.{cls.CONFIG_NODE}.{k}" for cls in TRAINER_REGISTRY.classes() for k in cls.FREE_KEYS}
+
+
 @pytest.mark.parametrize("key", sorted(BAD_VALUES))
 def test_every_validated_key_rejects_a_bad_value(key):
     with pytest.raises(ConfigError, match=key.split(".")[-1]):
