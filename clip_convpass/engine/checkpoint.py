@@ -96,13 +96,17 @@ def discard_training_state(run_dir: RunDir) -> None:
     run_dir.history.unlink(missing_ok=True)
 
 
+def file_digest(path: str | Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def checkpoint_digest(output_dir: str | Path) -> str:
     """The newest checkpoint's identity (a hash of its bytes): what state derived from a trained model records,
     so that a retrained run (same configuration, new weights) is recognised."""
-    import hashlib
-
     path = latest_checkpoint(output_dir)
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None else ""
+    return file_digest(path) if path is not None else ""
 
 
 def remove_stale_temp_files(output_dir: str | Path) -> None:
@@ -331,6 +335,7 @@ class CheckpointManager:
         t.train_dataset = ckpt.get("train_dataset", t.train_dataset)
         t.train_config = ckpt.get("config", t.train_config)
         t.train_classes = ckpt["meta"].get("classes", t.train_classes)
+        t.weights_sha256 = file_digest(path)
         return t.epochs_done
 
     def load_from_model_dir(self, model_dir: str | Path, epoch: Optional[int] = None,
@@ -348,18 +353,26 @@ class CheckpointManager:
             which = f"for epoch {epoch} " if epoch is not None else ""
             raise MissingCheckpointError(f"No checkpoint {which}in {RunDir(model_dir).checkpoints} (--model-dir must "
                                          f"be a trained run's directory)")
-        saved = load_checkpoint(path)["meta"].get("classes")
+        ckpt = load_checkpoint(path)
+        saved = ckpt["meta"].get("classes")
         own = t.dataset.class_identity()
+        if allow_transfer and saved is None and ckpt.get("config"):  # made before checkpoints recorded classes
+            items = flat_items(ckpt["config"])
+            trained = {"dataset": items.get("DATASET.NAME"), "subsample": items.get("DATASET.SUBSAMPLE", "all")}
+            if trained["dataset"] != own["dataset"] or trained["subsample"] != own["subsample"]:
+                raise CheckpointMismatchError(
+                    f"{path} predates checkpoints that record their classes and was trained over "
+                    f"{describe_classes(trained)}: which of its tensors belong to which classes cannot be checked, so "
+                    f"it is not evaluated on {describe_classes(own)}; retrain it")
         if not allow_transfer or saved is None or same_classes(saved, own):
             return self.load(path)
         reason = t.transfer_undefined()
         if reason:  # nothing to evaluate, but it must be the run it claims to be
-            ckpt = load_checkpoint(path)
             check_compatible(ckpt["meta"], self.meta(), path, t.class_bound_state())
             if ckpt.get("config"):
                 self.check_trained_model(ckpt["config"], path)
             t.train_dataset, t.train_config = ckpt.get("train_dataset", t.train_dataset), ckpt.get("config", t.train_config)
-            t.train_classes, t.epochs_done = saved, int(ckpt["epoch"])
+            t.train_classes, t.epochs_done, t.weights_sha256 = saved, int(ckpt["epoch"]), file_digest(path)
             t.transfer = {"rebuilt": False, "not_applicable": reason}
             logger.warning(f"{path} was trained over {describe_classes(saved)}; on {describe_classes(own)} "
                            f"{t.NAME} is not applicable: {reason}")
@@ -387,6 +400,8 @@ class CheckpointManager:
         trained = t.cfg.clone()  # the run's dataset and classes, read from this run's data root
         trained.defrost()
         trained.DATASET.SUBSAMPLE = items.get("DATASET.SUBSAMPLE", "all")
+        if items.get("DATASET.CLASS_LIST") and Path(items["DATASET.CLASS_LIST"]).is_file():
+            trained.DATASET.CLASS_LIST = items["DATASET.CLASS_LIST"]  # the run's own class universe
         t.train_config, t.train_dataset = text, items["DATASET.NAME"]
         t.train_classes = build_dataset(trained, items["DATASET.NAME"]).class_identity()
         logger.info(f"{t.NAME} has no trained state; evaluating it as the run in {model_dir} "

@@ -259,6 +259,7 @@ def result_record(trainer: "TrainerBase", dataset, split: str, metrics: dict, el
         "eval_classes": dataset.class_identity(),
         "transfer": not same_classes(trainer.train_classes, trainer.dataset.class_identity()),
         "class_bound_rebuilt": bool(trainer.transfer.get("rebuilt")),
+        "weights_sha256": trainer.weights_sha256,
         "prompts": trainer.prompt_info,
         # what trains: in all, and in the image encoder (the PETL budgets, head excluded)
         "trainable_params": {"total": sum(p.numel() for _, p in trainer.trainable_named_parameters()),

@@ -65,6 +65,7 @@ class TrainerBase:
         # set by a transfer evaluation (weights trained over other classes): {"rebuilt": the class-bound state was
         # rebuilt for these classes, "not_applicable": why the method has no transfer rule ("" if it has)}
         self.transfer: dict = {}
+        self.weights_sha256 = ""  # the checkpoint file weights were loaded from (results.json: which weights)
         self.skipped_train_images: set = set()
         self.prompt_info: dict = {}  # the text a method's classifier starts from (recorded in results.json)
         self.annotations: dict = {}  # further facts for results.json (e.g. values chosen by a sweep)

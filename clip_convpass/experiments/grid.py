@@ -217,6 +217,8 @@ def cell_status(run_dir: RunDir, domains: Sequence[str], stages: Sequence[str] =
         return "running", ""
     if run_dir.error.is_file():
         return "failed", run_dir.error.read_text().strip()
+    if run_dir.results(domains[0], subsample=subsamples[0]).is_file():  # written once training has finished
+        return "pending", "trained; evaluations left (run the grid again)"
     checkpoint = latest_checkpoint(run_dir.root)
     if checkpoint is not None:
         return "interrupted", f"resumes after {checkpoint.name}"
@@ -266,14 +268,24 @@ def run_fewshot_grid(rows: Sequence[Row], datasets: Sequence[str], shots: Sequen
 def evaluate_transfer(cfg, model_dir: str, force: bool = False) -> None:
     """Evaluate a finished cell on the classes `cfg` is built over (its dataset, its SUBSAMPLE) into the cell's own
     eval/ folder, by the method's transfer rule; skipped when that result exists."""
+    from clip_convpass.engine.checkpoint import checkpoint_digest
     from clip_convpass.engine.runner import run
+    from clip_convpass.utils.io import read_json
 
     results = RunDir(cfg.OUTPUT_DIR).results(cfg.DATASET.NAME, subsample=cfg.DATASET.SUBSAMPLE)
+    what = f"{cfg.NAME} seed {cfg.SEED}: transfer evaluation on {cfg.DATASET.NAME}" + \
+        ("" if cfg.DATASET.SUBSAMPLE == "all" else f" ({cfg.DATASET.SUBSAMPLE} classes)")
     if results.is_file() and not force:
-        return
-    print(f"[grid] {cfg.NAME} seed {cfg.SEED}: transfer evaluation on {cfg.DATASET.NAME}"
-          f"{'' if cfg.DATASET.SUBSAMPLE == 'all' else ' (' + cfg.DATASET.SUBSAMPLE + ' classes)'}")
-    run(cfg, eval_only=True, model_dir=model_dir)
+        rec = read_json(results)
+        # done only if made by the transfer path from the weights the cell holds now (not a retrained run's)
+        if "train_classes" in rec and (rec.get("weights_sha256") or "") == checkpoint_digest(model_dir):
+            return
+        print(f"[grid] {what}: the stored result is of other weights or predates transfer records; evaluating again")
+    print(f"[grid] {what}")
+    try:
+        run(cfg, eval_only=True, model_dir=model_dir)
+    except LockedError:  # another grid or script is evaluating it: never twice
+        print(f"[grid] {what}: running in another process, left to it")
 
 
 def base2new_opts(extra_opts: Sequence[str], shots: int = BASE2NEW_SHOTS) -> List[str]:

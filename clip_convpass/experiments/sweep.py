@@ -72,7 +72,7 @@ def _run_sweep(grid, output: Path, dataset_config, config_file, opts, metric, ov
                         override_files=override_files)
         if cfg.DATASET.VAL_SHOTS == 0:
             raise ConfigError("A sweep selects on the VAL_SHOTS split; set DATASET.VAL_SHOTS > 0")
-        result_file = run_dir.results(cfg.DATASET.NAME, "val")
+        result_file = run_dir.results(cfg.DATASET.NAME, "val", subsample=cfg.DATASET.SUBSAMPLE)
         if result_file.is_file():
             try:
                 check_stored_config(run_dir, cfg, "rerun with --force to retrain the stale points")

@@ -145,13 +145,16 @@ def _wise_ft(cfg, trainer, run_dir: str | Path, alphas: Sequence[float], dataset
 def is_current(run: Path, targets: Sequence[str], alphas: Sequence[float], zero_shot_templates: str = "run") -> bool:
     """Every alpha's results exist and were made from the run's present weights (not a retrained run's) with the
     same zero-shot end."""
+    from clip_convpass.config import flat_items
     from clip_convpass.utils.io import read_json
 
     run_dir = RunDir(run)
-    if not run_dir.has_results(targets, [stage_name(a) for a in alphas]):
+    # a base-to-new cell's evaluations are its base classes' (eval_<stage>/<dataset>-base/)
+    sub = flat_items(run_dir.config.read_text()).get("DATASET.SUBSAMPLE", "all") if run_dir.config.is_file() else "all"
+    if not run_dir.has_results(targets, [stage_name(a) for a in alphas], subsample=sub):
         return False
     digest = checkpoint_digest(run)
-    records = [read_json(run_dir.results(d, stage=stage_name(a))) for d in targets for a in alphas]
+    records = [read_json(run_dir.results(d, stage=stage_name(a), subsample=sub)) for d in targets for a in alphas]
     return all(r.get("wise_of") == digest and r.get("wise_zero_shot_templates", "run") == zero_shot_templates
                for r in records)
 

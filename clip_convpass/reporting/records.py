@@ -76,8 +76,24 @@ def collect(roots: Iterable[str | Path]) -> List[dict]:
                 raise ResultsFileError(f"{path}: not valid JSON ({e})") from e
             rec = check_record(rec, path)
             rec["_path"] = str(path)
+            if "train_classes" not in rec:  # written before results recorded their classes
+                infer_classes(rec, path)
             records.append(rec)
     return records
+
+
+def infer_classes(rec: dict, path: Path) -> None:
+    """An older results.json: its run's config.yaml (eval/<dataset>/results.json is two folders below it) says
+    which classes the run was trained over, so a base-class run never passes for a plain one."""
+    from clip_convpass.config import flat_items
+
+    config = path.parents[2] / "config.yaml"
+    if not config.is_file():
+        return
+    subsample = flat_items(config.read_text()).get("DATASET.SUBSAMPLE", "all")
+    if subsample != "all":
+        rec["train_classes"] = {"dataset": rec.get("train_dataset", rec["dataset"]), "subsample": subsample}
+        rec.setdefault("subsample", subsample)
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:

@@ -95,6 +95,18 @@ def test_csc_contexts_and_non_text_heads_have_no_transfer_rule(cfg_factory, tiny
         assert why in TRAINER_REGISTRY.get("ConvpassCLIP")(cfg).transfer_undefined()
 
 
+def test_a_checkpoint_without_its_classes_is_never_transferred(cfg_factory, tiny_weights, tmp_path):
+    convpass = next(r for r in ROWS if r.trainer == "ConvpassCLIP")
+    base = build_row(cfg_factory, convpass, tiny_weights, tmp_path / "base", "base")
+    path = base.save(1)
+    ckpt = load_checkpoint(path)
+    del ckpt["meta"]["classes"]  # as written before checkpoints recorded their classes
+    torch.save(ckpt, path)
+    new = build_row(cfg_factory, convpass, tiny_weights, tmp_path / "new", "new")
+    with pytest.raises(CheckpointMismatchError, match="predates checkpoints that record their classes"):
+        new.load_from_model_dir(tmp_path / "base", allow_transfer=True)
+
+
 def test_resuming_training_over_other_classes_is_refused(cfg_factory, tiny_weights, tmp_path):
     from clip_convpass.engine.runner import run
 
