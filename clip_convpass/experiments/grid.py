@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from clip_convpass.config import ConfigError
 from clip_convpass.engine.checkpoint import check_stored_config
 from clip_convpass.engine.rundir import RunDir, cell_dir
-from clip_convpass.experiments.jobs import last_job
+from clip_convpass.experiments.jobs import evaluate_transfer, last_job
 from clip_convpass.registry import Row, evaluation_domains, method_rows, table_names
 from clip_convpass.utils.args import join_numeric_lists, number_list
 from clip_convpass.utils.errors import entry_point
@@ -99,17 +99,17 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
              override_configs: Sequence[str | Path] = (), demo_opts: bool = False,
              eval_step0: bool = False, feature_cache: bool = True, source: str = TABLE2_SOURCE,
              sweeps: bool = True, sweep_files: Optional[Dict[str, Path]] = None,
-             after_cell: Optional[Callable[[Row, int, object, List[str]], None]] = None,
+             transfers: Optional[Callable[[Row, int, object, List[str]], List[object]]] = None,
              jobs=None, wait: bool = True) -> List[Path]:
     """Run every (row, seed) cell: train on `source`, evaluate on `domains` (default: source and every
     dataset that evaluates its models). With feature_cache, frozen-encoder methods share test-set
     features through <output>/feature_cache: each test set is encoded once for all of them and all seeds.
     demo_opts: apply each row's demo-scale settings. sweeps: a row that declares a sweep runs with the
     values it chooses on the validation shots (sweep_files: {row name: a given sweep.json}); the choice is
-    written into the cell's results.json. after_cell(row, seed, cfg, opts): called for every finished cell
-    with its configuration and opts (the sweep's choice included), e.g. to evaluate it on other classes.
+    written into the cell's results.json. transfers(row, seed, cfg, opts): the configurations a finished cell is
+    then evaluated under by the transfer path (other classes, into the cell's own eval/), skipped where done.
     jobs (experiments.jobs.JobOptions): the cells that have to run go to the cluster as one array of jobs (sweeps
-    run here first); wait: block until they end (then after_cell runs for them here)."""
+    run here first; a job runs its cell's transfer evaluations too); wait: block until they end."""
     from clip_convpass.engine.runner import run
     from clip_convpass.experiments.jobs import PendingCell, submit_cells, wait_for
 
@@ -162,9 +162,9 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
             if force and run_dir.root.exists():
                 shutil.rmtree(run_dir.root)  # a forced rerun trains from scratch, as scripts/train.sh --force
             if jobs is not None:
-                queued.append((PendingCell(f"{row.name} seed {seed}", cfg,
-                                           [d for d in domains if d != cfg.DATASET.NAME], eval_step0, annotations),
-                               row, seed, opts))
+                queued.append(PendingCell(f"{row.name} seed {seed}", cfg, [d for d in domains if d != cfg.DATASET.NAME],
+                                          eval_step0, annotations, transfers(row, seed, cfg, opts) if transfers else [],
+                                          force))
                 continue
             print(f"{prefix}: running in {run_dir.root}")
             try:
@@ -181,20 +181,15 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
             print(f"{prefix}: done in {format_seconds(durations[-1])}; grid elapsed "
                   f"{format_seconds(time.time() - t0)}, eta {eta} ({left} cells left to run)")
         done_dirs.append(run_dir.root)
-        if after_cell is not None:
-            after_cell(row, seed, cfg, opts)
+        for transfer in (transfers(row, seed, cfg, opts) if transfers else []):
+            evaluate_transfer(transfer, cfg.OUTPUT_DIR, force)
     if queued:
-        cells_ = [q[0] for q in queued]
-        submitted = submit_cells(cells_, jobs, output)
+        submitted = submit_cells(queued, jobs, output)
         if not wait:
-            print(f"[grid] {len(submitted)} jobs submitted; `grid ... --status` follows them, and running the grid "
-                  f"again afterwards completes what depends on them")
+            print(f"[grid] {len(submitted)} jobs submitted; `grid ... --status` follows them")
             return done_dirs
-        wait_for(cells_, submitted)
-        for cell, row, seed, opts in queued:
-            done_dirs.append(Path(cell.cfg.OUTPUT_DIR))
-            if after_cell is not None:
-                after_cell(row, seed, cell.cfg, opts)
+        wait_for(queued, submitted)
+        done_dirs += [Path(cell.cfg.OUTPUT_DIR) for cell in queued]
     if busy:
         print(f"[grid] {len(busy)} cell(s) were running in another process and are finished by it: "
               f"{', '.join(str(b) for b in busy[:5])}{' ...' if len(busy) > 5 else ''}")
@@ -265,29 +260,6 @@ def run_fewshot_grid(rows: Sequence[Row], datasets: Sequence[str], shots: Sequen
     return dirs
 
 
-def evaluate_transfer(cfg, model_dir: str, force: bool = False) -> None:
-    """Evaluate a finished cell on the classes `cfg` is built over (its dataset, its SUBSAMPLE) into the cell's own
-    eval/ folder, by the method's transfer rule; skipped when that result exists."""
-    from clip_convpass.engine.checkpoint import checkpoint_digest
-    from clip_convpass.engine.runner import run
-    from clip_convpass.utils.io import read_json
-
-    results = RunDir(cfg.OUTPUT_DIR).results(cfg.DATASET.NAME, subsample=cfg.DATASET.SUBSAMPLE)
-    what = f"{cfg.NAME} seed {cfg.SEED}: transfer evaluation on {cfg.DATASET.NAME}" + \
-        ("" if cfg.DATASET.SUBSAMPLE == "all" else f" ({cfg.DATASET.SUBSAMPLE} classes)")
-    if results.is_file() and not force:
-        rec = read_json(results)
-        # done only if made by the transfer path from the weights the cell holds now (not a retrained run's)
-        if "train_classes" in rec and (rec.get("weights_sha256") or "") == checkpoint_digest(model_dir):
-            return
-        print(f"[grid] {what}: the stored result is of other weights or predates transfer records; evaluating again")
-    print(f"[grid] {what}")
-    try:
-        run(cfg, eval_only=True, model_dir=model_dir)
-    except LockedError:  # another grid or script is evaluating it: never twice
-        print(f"[grid] {what}: running in another process, left to it")
-
-
 def base2new_opts(extra_opts: Sequence[str], shots: int = BASE2NEW_SHOTS) -> List[str]:
     """The protocol's shots (a DATASET.NUM_SHOTS in extra_opts wins) and training on the base classes."""
     return ["DATASET.NUM_SHOTS", str(shots), *extra_opts, "DATASET.SUBSAMPLE", "base"]
@@ -299,18 +271,26 @@ def run_base2new_grid(rows: Sequence[Row], datasets: Sequence[str], seeds: Seque
     """CoCoOp's base-to-new protocol: per dataset, every (row, seed) cell trains on the base classes and is scored
     on them, then the trained run is scored on the new classes (a transfer evaluation) in the same cell.
     `shots`: CoCoOp's 16 unless extra_opts set DATASET.NUM_SHOTS."""
-    def evaluate_new(row, seed, cfg, opts):
+    def on_new_classes(row, seed, cfg, opts):
         new = cfg.clone()  # the trained configuration exactly (a sweep's choice included), on the other half
         new.defrost()
         new.DATASET.SUBSAMPLE = "new"
         new.freeze()
-        evaluate_transfer(new, cfg.OUTPUT_DIR, force)
+        return [new]
+
+    from clip_convpass.experiments.jobs import JobsError
 
     dirs: List[Path] = []
+    failed: List[str] = []
     for dataset in datasets:
         print(f"[base-to-new] {dataset}: train on the base classes, evaluate on base and new")
-        dirs += run_grid(rows, seeds, data, output, base2new_opts(extra_opts, shots),
-                         domains=[dataset], source=dataset, force=force, after_cell=evaluate_new, **kwargs)
+        try:
+            dirs += run_grid(rows, seeds, data, output, base2new_opts(extra_opts, shots),
+                             domains=[dataset], source=dataset, force=force, transfers=on_new_classes, **kwargs)
+        except JobsError as e:  # the other datasets' jobs still run
+            failed.append(f"{dataset}: {e}")
+    if failed:
+        raise JobsError("; ".join(failed))
     return dirs
 
 
@@ -322,14 +302,13 @@ def run_cross_dataset_grid(rows: Sequence[Row], targets: Sequence[str], seeds: S
     then scored on every target's test split over the target's own classes, in the cell's own eval/ folder."""
     output = Path(output)
 
-    def evaluate_targets(row, seed, cfg, opts):
-        for target in targets:
-            evaluate_transfer(build_cell_cfg(row, seed, data, output, opts, override_configs, target, cfg.OUTPUT_DIR),
-                              cfg.OUTPUT_DIR, force)
+    def on_targets(row, seed, cfg, opts):
+        return [build_cell_cfg(row, seed, data, output, opts, override_configs, target, cfg.OUTPUT_DIR)
+                for target in targets]
 
     print(f"[cross-dataset] train on {source} (finished Table 2 cells are reused), evaluate on {', '.join(targets)}")
     return run_grid(rows, seeds, data, output, extra_opts, force=force, override_configs=override_configs,
-                    source=source, after_cell=evaluate_targets, **kwargs)
+                    source=source, transfers=on_targets, **kwargs)
 
 
 @entry_point

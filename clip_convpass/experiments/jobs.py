@@ -1,7 +1,9 @@
-"""Grid cells as cluster jobs through submitit (SLURM, or its local executor: real subprocesses, no scheduler).
+"""A grid cell's work (training and evaluations, then its transfer evaluations), and cells as cluster jobs through
+submitit (SLURM, or its local executor: real subprocesses, no scheduler).
 
 One job per cell, submitted as one array (SLURM: `--array-parallelism` caps how many run at once). A job runs the
-cell exactly as the in-process grid does (`engine.runner.run`: it resumes from the cell's last checkpoint, so a
+cell exactly as the in-process grid does, its transfer evaluations (base-to-new's new classes, cross-dataset
+targets) included (`engine.runner.run`: it resumes from the cell's last checkpoint, so a
 job killed by the scheduler finishes when the grid is run again). Each cell's `jobs.txt` (in its run directory)
 lists the jobs that ran it with their stdout / stderr files. Finished cells are skipped and cells whose run
 directory another process holds are left to it, as in the in-process grid.
@@ -15,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 from clip_convpass.engine.rundir import RunDir
 from clip_convpass.utils.errors import UserError
+from clip_convpass.utils.locks import LockedError
 
 logger = logging.getLogger(__name__)
 EXECUTORS = ("inprocess", "local", "slurm")
@@ -61,14 +64,41 @@ def make_executor(options: JobOptions, folder: Path):
     return executor
 
 
-def run_cell_job(cfg, eval_datasets: Sequence[str], eval_step0: bool, annotations: dict) -> List[str]:
-    """A job's work: one cell, as the in-process grid runs it; the result files it wrote."""
+def run_cell_job(cell: "PendingCell") -> List[str]:
+    """A job's work: one cell as the in-process grid runs it, then its transfer evaluations; the datasets scored."""
     from clip_convpass.engine.runner import run
     from clip_convpass.utils.logging import setup_logger
 
     setup_logger(None)
-    return [r.get("dataset", "") for r in run(cfg, eval_datasets=list(eval_datasets), eval_step0=eval_step0,
-                                               annotations=annotations)]
+    done = [r["dataset"] for r in run(cell.cfg, eval_datasets=list(cell.eval_datasets), eval_step0=cell.eval_step0,
+                                      annotations=cell.annotations)]
+    for transfer in cell.transfers:
+        evaluate_transfer(transfer, cell.cfg.OUTPUT_DIR, cell.force)
+        done.append(transfer.DATASET.NAME)
+    return done
+
+
+def evaluate_transfer(cfg, model_dir: str, force: bool = False) -> None:
+    """Evaluate a finished cell on the classes `cfg` is built over (its dataset, its SUBSAMPLE) into the cell's own
+    eval/ folder, by the method's transfer rule; skipped when that result exists."""
+    from clip_convpass.engine.checkpoint import checkpoint_digest
+    from clip_convpass.engine.runner import run
+    from clip_convpass.utils.io import read_json
+
+    results = RunDir(cfg.OUTPUT_DIR).results(cfg.DATASET.NAME, subsample=cfg.DATASET.SUBSAMPLE)
+    what = f"{cfg.NAME} seed {cfg.SEED}: transfer evaluation on {cfg.DATASET.NAME}" + \
+        ("" if cfg.DATASET.SUBSAMPLE == "all" else f" ({cfg.DATASET.SUBSAMPLE} classes)")
+    if results.is_file() and not force:
+        rec = read_json(results)
+        # done only if made by the transfer path from the weights the cell holds now (not a retrained run's)
+        if "train_classes" in rec and (rec.get("weights_sha256") or "") == checkpoint_digest(model_dir):
+            return
+        print(f"[grid] {what}: the stored result is of other weights or predates transfer records; evaluating again")
+    print(f"[grid] {what}")
+    try:
+        run(cfg, eval_only=True, model_dir=model_dir)
+    except LockedError:  # another grid or script is evaluating it: never twice
+        print(f"[grid] {what}: running in another process, left to it")
 
 
 @dataclass
@@ -78,13 +108,15 @@ class PendingCell:
     eval_datasets: List[str]
     eval_step0: bool
     annotations: dict
+    transfers: List[object] = field(default_factory=list)  # evaluation configs of the transfer path
+    force: bool = False
 
 
 def submit_cells(cells: Sequence[PendingCell], options: JobOptions, output: Path):
     """Submit every cell as one job of one array; returns the jobs, in the cells' order."""
     executor = make_executor(options, output / "jobs")
     with executor.batch():
-        jobs = [executor.submit(run_cell_job, c.cfg, c.eval_datasets, c.eval_step0, c.annotations) for c in cells]
+        jobs = [executor.submit(run_cell_job, c) for c in cells]
     for cell, job in zip(cells, jobs):
         run_dir = RunDir(cell.cfg.OUTPUT_DIR)
         run_dir.root.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,19 @@ def test_a_killed_job_resumes_when_resubmitted_and_ends_with_the_same_weights(sy
     assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in straight)
 
 
+@pytest.mark.slow
+def test_a_jobs_base2new_grid_evaluates_the_new_classes_inside_the_job(synth, tiny_weights, tmp_path):
+    from clip_convpass.experiments.grid import run_base2new_grid
+
+    opts = tiny_opts(synth, tiny_weights, tmp_path, 1)
+    [cell] = run_base2new_grid([find_row("ConvpassCLIP")], ["ImageNet"], [1], synth["root"], tmp_path / "b2n", opts,
+                               override_configs=[TINY], sweeps=False, jobs=LOCAL)
+    new = json.loads(RunDir(cell).results("ImageNet", subsample="new").read_text())
+    assert new["transfer"] and new["class_bound_rebuilt"]
+    job_log = (cell / JOBS_FILE).read_text().split()[2].removeprefix("stdout=")
+    assert "transfer evaluation on ImageNet (new classes)" in open(job_log).read()  # it ran inside the job
+
+
 def test_job_options_are_checked_before_any_work():
     with pytest.raises(UserError, match="--cpus-per-job must be >= 1"):
         JobOptions("local", cpus_per_job=0).check()
