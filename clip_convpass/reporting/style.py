@@ -119,13 +119,18 @@ def plot_grouped_bars(path, groups: List[str], series: Dict[str, List], ylabel: 
 
     from clip_convpass.reporting.format import NA, row_label
 
+    from matplotlib.patches import Patch
+
     styles = figure_styles(series)
     fig, ax = plt.subplots(figsize=(1.3 * len(groups) + 1.5, 3.8))
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
         xs = [j + i * width for j, v in enumerate(values) if isinstance(v, (int, float))]
         ys = [v for v in values if isinstance(v, (int, float))]
-        ax.bar(xs, ys, width, color=styles[name].color, edgecolor="#333333", linewidth=0.5, label=row_label(name))
+        ax.bar(xs, ys, width, color=styles[name].color, edgecolor="#333333", linewidth=0.5)
+        for x, y in zip(xs, ys):  # a 0 % bar is a result, not a missing one: keep it visible
+            if y == 0:
+                ax.plot([x - width / 2, x + width / 2], [0, 0], color=styles[name].color, lw=3)
         for j, v in enumerate(values):
             if v == NA:
                 ax.text(j + i * width, 1, NA, rotation=90, ha="center", va="bottom", fontsize=6, color="#666666")
@@ -134,5 +139,7 @@ def plot_grouped_bars(path, groups: List[str], series: Dict[str, List], ylabel: 
     ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     ax.set_title(title, fontsize=10)
-    legend_outside(ax)
+    # every series in its own colour, also one that is n/a everywhere (it draws no bar to take a colour from)
+    legend_outside(ax, [Patch(facecolor=styles[n].color, edgecolor="#333333", linewidth=0.5) for n in series],
+                   [row_label(n) for n in series])
     save(fig, path)
