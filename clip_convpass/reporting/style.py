@@ -116,10 +116,9 @@ def plot_grouped_bars(path, groups: List[str], series: Dict[str, List], ylabel: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     from clip_convpass.reporting.format import NA, row_label
-
-    from matplotlib.patches import Patch
 
     styles = figure_styles(series)
     fig, ax = plt.subplots(figsize=(1.3 * len(groups) + 1.5, 3.8))
