@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import build_trainer, step_rows, timed  # noqa: E402
 
 from clip_convpass.config import dataset_config_file, setup_cfg  # noqa: E402
-from clip_convpass.registry import DATASET_REGISTRY, evaluation_domains, method_rows  # noqa: E402
+from clip_convpass.registry import DATASET_REGISTRY, evaluation_domains, method_rows, trainable_datasets  # noqa: E402
 
 TINY = ["MODEL.BACKBONE", "tiny-ViT-Q", "INPUT.SIZE", "(32,32)"]
 SEEDS = 3
@@ -119,7 +119,7 @@ def projections(measured: dict) -> dict:
     t2 = sum(cell_seconds(measured[(r.name, "amp")], r, "ImageNet", 16, 1000, sum(map(test_images, domains)))
              for r in rows_of("table2"))
     out["table2_grid_hours"] = SEEDS * t2 / 3600
-    trainable = [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]
+    trainable = trainable_datasets()
     few = sum(cell_seconds(measured[(r.name, "amp")], r, d, k, DATASET_REGISTRY.get(d).EXPECTED_CLASSES or 100,
                            test_images(d)) for r in rows_of("fewshot") for d in trainable for k in FEWSHOT_SHOTS)
     out["fewshot_suite_hours"] = SEEDS * few / 3600

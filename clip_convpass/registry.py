@@ -211,6 +211,12 @@ def dataset_order(names: List[str]) -> List[str]:
     return sorted(names, key=lambda n: (DATASET_REGISTRY.get(n).ORDER, n))
 
 
+def trainable_datasets() -> List[str]:
+    """Every registered dataset with a training split of its own (few-shot curves, base-to-new; the
+    cross-dataset targets are these but the source), in registry order."""
+    return [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]
+
+
 def evaluation_domains(source: str) -> List[str]:
     """The training dataset followed by every dataset that declares it evaluates models trained on it."""
     targets = [c.NAME for c in DATASET_REGISTRY.classes() if getattr(c, "SOURCE", "") == source]

@@ -210,11 +210,8 @@ def describe_classes(c: dict) -> str:
 
 
 def same_classes(a: dict, b: dict) -> bool:
-    """Two class identities (DatasetBase.class_identity) name the same classes in the same order; without names
-    (a run with nothing trained records only its dataset and subsample), the dataset and subsample decide."""
-    if "sha256" in a and "sha256" in b:
-        return a["sha256"] == b["sha256"]
-    return (a.get("dataset"), a.get("subsample", "all")) == (b.get("dataset"), b.get("subsample", "all"))
+    """Two class identities (DatasetBase.class_identity) name the same classes in the same order."""
+    return a["sha256"] == b["sha256"]
 
 
 def check_compatible(saved_meta: dict, current_meta: dict, path: str | Path,
@@ -301,15 +298,17 @@ class CheckpointManager:
                 f"evaluating it under these would "
                 f"score a model that was never trained; drop those keys (the run's config.yaml has the trained ones)")
 
-    def load(self, path: Path, with_optimizer: bool = False, transfer: bool = False) -> int:
+    def load(self, path: Path, with_optimizer: bool = False, transfer: bool = False,
+             ckpt: Optional[dict] = None) -> int:
         """Load weights (and optionally optimizer state); returns the number of epochs done.
 
         transfer: the checkpoint was trained over other classes; only its class-agnostic tensors are loaded, and
-        the class-bound ones the method declares (class_bound_state) stay as built for this run's classes."""
+        the class-bound ones the method declares (class_bound_state) stay as built for this run's classes.
+        ckpt: the file's contents when the caller has read it already."""
         t = self.trainer
         if transfer and with_optimizer:
             raise ValueError("a transfer to other classes is an evaluation; it never resumes training")
-        ckpt = load_checkpoint(path)
+        ckpt = ckpt if ckpt is not None else load_checkpoint(path)
         bound = t.class_bound_state() if transfer else None
         check_compatible(ckpt["meta"], self.meta(), path, bound)
         if not with_optimizer and ckpt.get("config"):  # an evaluation: the model must be the one trained
@@ -331,6 +330,12 @@ class CheckpointManager:
             if t.scaler.is_enabled() and ckpt.get("scaler") is not None:
                 t.scaler.load_state_dict(ckpt["scaler"])
         logger.info(f"Loaded weights from {path} (epoch {ckpt['epoch']})")
+        return self.adopt_training_run(ckpt, path)
+
+    def adopt_training_run(self, ckpt: dict, path: Path) -> int:
+        """What results.json reports of the weights: the training run's epochs, dataset, configuration, classes
+        and checkpoint file; returns the epochs done."""
+        t = self.trainer
         t.epochs_done = int(ckpt["epoch"])
         t.train_dataset = ckpt.get("train_dataset", t.train_dataset)
         t.train_config = ckpt.get("config", t.train_config)
@@ -365,19 +370,17 @@ class CheckpointManager:
                     f"{describe_classes(trained)}: which of its tensors belong to which classes cannot be checked, so "
                     f"it is not evaluated on {describe_classes(own)}; retrain it")
         if not allow_transfer or saved is None or same_classes(saved, own):
-            return self.load(path)
+            return self.load(path, ckpt=ckpt)
         reason = t.transfer_undefined()
         if reason:  # nothing to evaluate, but it must be the run it claims to be
             check_compatible(ckpt["meta"], self.meta(), path, t.class_bound_state())
             if ckpt.get("config"):
                 self.check_trained_model(ckpt["config"], path)
-            t.train_dataset, t.train_config = ckpt.get("train_dataset", t.train_dataset), ckpt.get("config", t.train_config)
-            t.train_classes, t.epochs_done, t.weights_sha256 = saved, int(ckpt["epoch"]), file_digest(path)
             t.transfer = {"rebuilt": False, "not_applicable": reason}
             logger.warning(f"{path} was trained over {describe_classes(saved)}; on {describe_classes(own)} "
                            f"{t.NAME} is not applicable: {reason}")
-            return t.epochs_done
-        done = self.load(path, transfer=True)
+            return self.adopt_training_run(ckpt, path)
+        done = self.load(path, transfer=True, ckpt=ckpt)
         t.transfer = {"rebuilt": True, "not_applicable": ""}
         logger.info(f"Transfer evaluation: {path} was trained over {describe_classes(saved)}; its class-agnostic state "
                     f"is loaded and its class-bound state ({', '.join(t.class_bound_state()) or 'none'}) is rebuilt "

@@ -21,14 +21,14 @@ from clip_convpass.config import ConfigError
 from clip_convpass.engine.checkpoint import check_stored_config
 from clip_convpass.engine.rundir import RunDir, cell_dir
 from clip_convpass.experiments.jobs import evaluate_transfer, last_job
-from clip_convpass.registry import Row, evaluation_domains, method_rows, table_names
+from clip_convpass.registry import Row, evaluation_domains, method_rows, table_names, trainable_datasets
+from clip_convpass.reporting.table2 import TABLE2_SOURCE
 from clip_convpass.utils.args import join_numeric_lists, number_list
 from clip_convpass.utils.errors import entry_point
 from clip_convpass.utils.locks import LockedError, is_locked
 from clip_convpass.utils.logging import format_seconds, setup_logger
 
 logger = logging.getLogger(__name__)
-TABLE2_SOURCE = "ImageNet"  # the paper's Table 2 trains here and evaluates on its shifted variants
 
 
 def table_rows(table: str = "table2") -> List[Row]:
@@ -402,11 +402,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         from clip_convpass.registry import DATASET_REGISTRY
         from clip_convpass.reporting.fewshot import fewshot_curves, render_curves
 
-        datasets = args.fewshot or [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]
+        datasets = args.fewshot or trainable_datasets()
         test_only = [name for name in datasets if not DATASET_REGISTRY.get(name).HAS_TRAIN]  # unknown names fail too
         if test_only:
             p.error(f"--fewshot {test_only}: test-only datasets have no shots to train on; few-shot datasets: "
-                    f"{[c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]}")
+                    f"{trainable_datasets()}")
         if args.methods is None:
             rows = table_rows("fewshot")
         if args.status:
@@ -433,16 +433,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 def generalization_main(p, args, rows, common) -> int:
     """grid --base2new / --cross-dataset: run (or --status) the protocol's cells, then print its table."""
     from clip_convpass.registry import DATASET_REGISTRY
+    from clip_convpass.reporting.cross_dataset import transfer_targets
     from clip_convpass.reporting.records import collect
 
-    trainable = [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]
     base2new = args.base2new is not None
-    chosen = (args.base2new if base2new else args.cross_dataset) or \
-        (trainable if base2new else [d for d in trainable if d != TABLE2_SOURCE])
-    wrong = [d for d in chosen if not DATASET_REGISTRY.get(d).HAS_TRAIN or (not base2new and d == TABLE2_SOURCE)]
+    allowed = trainable_datasets() if base2new else transfer_targets(TABLE2_SOURCE)
+    chosen = (args.base2new if base2new else args.cross_dataset) or allowed
+    for name in chosen:
+        DATASET_REGISTRY.get(name)  # an unknown name fails with the registry's one line
+    wrong = [d for d in chosen if d not in allowed]
     if wrong:
-        p.error(f"{'--base2new' if base2new else '--cross-dataset'} {wrong}: choose among "
-                f"{trainable if base2new else [d for d in trainable if d != TABLE2_SOURCE]}")
+        p.error(f"{'--base2new' if base2new else '--cross-dataset'} {wrong}: choose among {allowed}")
     if args.methods is None:
         rows = table_rows("base2new" if base2new else "cross_dataset")
     output = Path(args.output)

@@ -11,7 +11,7 @@ import json
 from typing import Dict, List, Optional, Sequence
 
 from clip_convpass.engine.evaluation import METRIC_LABELS
-from clip_convpass.registry import REPORT_VIEW_REGISTRY, dataset_order, rows_by_name
+from clip_convpass.registry import REPORT_VIEW_REGISTRY, dataset_order, rows_by_name, trainable_datasets
 from clip_convpass.reporting.base import ReportView, selected
 from clip_convpass.reporting.format import NA, Cell, base_name, domain_label, fmt_cell, order_rows, render_rows, row_label
 
@@ -23,13 +23,6 @@ def harmonic_mean(base: Optional[float], new: Optional[float]) -> Optional[float
     if base is None or new is None:
         return None
     return 0.0 if base + new == 0 else 2 * base * new / (base + new)
-
-
-def protocol_datasets() -> List[str]:
-    """The protocol's datasets: every registered dataset with a training split (CoCoOp's 11)."""
-    from clip_convpass.registry import DATASET_REGISTRY
-
-    return [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]
 
 
 def is_base2new(rec: dict) -> bool:
@@ -54,8 +47,8 @@ def base2new_table(records: List[dict], metric: str = "top1", notes: Optional[Li
                          column=lambda r: f"{r['dataset']}/{r['subsample']}")
         for method, cells in part.items():
             rows.setdefault(method, {}).update(cells)
-    if notes is not None and datasets and len(datasets) < len(protocol_datasets()):
-        notes.append(f"{len(datasets)} of the protocol's {len(protocol_datasets())} datasets have results; the Average "
+    if notes is not None and datasets and len(datasets) < len(trainable_datasets()):
+        notes.append(f"{len(datasets)} of the protocol's {len(trainable_datasets())} datasets have results; the Average "
                      f"rows (the paper's too) are over these only")
     registered = rows_by_name()
     out = []

@@ -10,17 +10,17 @@ import json
 from typing import List, Optional, Sequence
 
 from clip_convpass.engine.evaluation import METRIC_LABELS
-from clip_convpass.registry import DATASET_REGISTRY, REPORT_VIEW_REGISTRY, dataset_order, rows_by_name
+from clip_convpass.registry import REPORT_VIEW_REGISTRY, dataset_order, rows_by_name, trainable_datasets
 from clip_convpass.reporting.base import ReportView, selected
 from clip_convpass.reporting.format import NA, base_name, domain_label, fmt_cell, order_rows, render_rows, row_label
+from clip_convpass.reporting.table2 import TABLE2_SOURCE as SOURCE  # the runs Table 2 trains are the source
 
-SOURCE = "ImageNet"
 AVERAGE = "Average"
 
 
 def transfer_targets(source: str = SOURCE) -> List[str]:
     """The protocol's targets: every registered dataset with its own training split other than the source."""
-    return [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN and c.NAME != source]
+    return [name for name in trainable_datasets() if name != source]
 
 
 def is_cross_dataset(rec: dict, source: str = SOURCE) -> bool:
