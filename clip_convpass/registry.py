@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from clip_convpass.utils.errors import UserError
+from clip_convpass.utils.io import load_yaml
 from clip_convpass.utils.paths import CONFIG_DIR
 
 ENTRY_POINT_GROUP = "clip_convpass.plugins"
@@ -162,7 +163,7 @@ def read_metafile(path: Path, trainer: str) -> List[Row]:
 def _read_metafile(path_str: str, trainer: str, mtime_ns: int) -> Tuple[Row, ...]:
     path = Path(path_str)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise MetafileError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from e
     entries = data.get("rows", []) if isinstance(data, dict) else None

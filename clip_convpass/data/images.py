@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -50,20 +50,21 @@ def load_rgb(path: str) -> Image.Image:
 
 
 class ImageListDataset(Dataset):
-    """sample_seed: random transforms of item i draw from a generator seeded by (sample_seed, i), in any
-    process, whatever the batch or worker; the process's own RNG state is left untouched."""
+    """Items are read by index i, or by (sample_seed, i) as StreamSampler yields them: then the random transforms
+    of item i draw from a generator seeded by (sample_seed, i), in any process, whatever the batch or worker, and
+    the process's own RNG state is left untouched. Passing the seed with the index (not storing it here) lets
+    workers that persist across epochs serve every epoch's stream."""
 
-    def __init__(self, items: Sequence[Datum], transform: Callable, skip_bad: bool = False,
-                 sample_seed: Optional[int] = None):
+    def __init__(self, items: Sequence[Datum], transform: Callable, skip_bad: bool = False):
         self.items = list(items)
         self.transform = transform
         self.skip_bad = skip_bad
-        self.sample_seed = sample_seed
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: Union[int, Tuple[int, int]]) -> dict:
+        sample_seed, i = key if isinstance(key, tuple) else (None, key)
         d = self.items[i]
         try:
             img = load_rgb(d.impath)
@@ -71,10 +72,12 @@ class ImageListDataset(Dataset):
             if not self.skip_bad:
                 raise
             return {"bad_path": d.impath, "error": str(e)}
-        if self.sample_seed is None:
+        if sample_seed is None:
             return {"img": self.transform(img), "label": d.label}
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(stable_int(self.sample_seed, i) % (2**63))
+            # the CPU generator alone: torch.manual_seed would also queue a CUDA seeding call (with its stack
+            # trace) per sample while CUDA is not initialised, a millisecond each and a list that only grows
+            torch.default_generator.manual_seed(stable_int(sample_seed, i) % (2**63))
             return {"img": self.transform(img), "label": d.label}
 
 

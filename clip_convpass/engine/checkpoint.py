@@ -33,7 +33,7 @@ class NonFiniteStateError(UserError, FloatingPointError):
 # A run may resume with these changed (extend training, evaluate differently, move files, log less);
 # any other difference is another experiment, and resuming refuses it.
 RESUME_MAY_DIFFER = (*LOCATION_KEYS, *NEUTRAL_KEYS, "OPTIM.MAX_EPOCH", "TRAIN.CHECKPOINT_FREQ",
-                     "TRAIN.KEEP_CHECKPOINTS", "NAME", "DEVICE")
+                     "TRAIN.KEEP_CHECKPOINTS", "TRAIN.CHECKPOINT_MIN_SECONDS", "NAME", "DEVICE")
 RESUME_MAY_DIFFER_PREFIXES = ("TEST.",)
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from clip_convpass.data import DatasetBase, build_dataset, build_loader
 from clip_convpass.data.images import log_new_skipped
+from clip_convpass.data.loader import set_stream
 from clip_convpass.data.types import stable_int
 from clip_convpass.engine import evaluation, precision
 from clip_convpass.engine.checkpoint import CheckpointManager
@@ -72,6 +73,7 @@ class TrainerBase:
         self._initialized = False  # init_from_data has run (or the weights came from a checkpoint)
         self.run_clock: Optional[RunClock] = None  # run-level ETA, made once the loader's length is known
         self._tb = None  # TensorBoard writer, made at the first epoch with TRAIN.TENSORBOARD
+        self._train_loader = None  # made at the first epoch, kept (with its workers) until training ends
         self.build_model()
         if self.model is None:
             raise RuntimeError(f"{type(self).__name__}.build_model() must set self.model")
@@ -225,9 +227,19 @@ class TrainerBase:
         self.scaler.step(self.optim)
         self.scaler.update()
 
-    def build_loader(self, items, is_train: bool, transform=None, stream=None):
+    def build_loader(self, items, is_train: bool, transform=None, stream=None, persistent: bool = False):
         """stream (purpose, epoch/pass): see data/loader.py's randomness policy."""
-        return build_loader(self.cfg, items, is_train, self.device, transform, stream)
+        return build_loader(self.cfg, items, is_train, self.device, transform, stream, persistent)
+
+    def train_loader(self):
+        """The training loader of this epoch: made once with workers that persist across epochs (starting them
+        every epoch cost more than a small run's steps), pointed at the epoch's stream."""
+        stream = ("train", self.epoch)
+        if self._train_loader is None:
+            self._train_loader = self.build_loader(self.dataset.train_x, is_train=True, stream=stream,
+                                                   persistent=True)
+        set_stream(self._train_loader, stream)
+        return self._train_loader
 
     def extract_features(self, encode, items, transform=None, desc: str = "features", stream=None):
         """(features [N, D] as returned by encode, labels [N]) for state built per sample (caches, probes)."""
@@ -255,6 +267,7 @@ class TrainerBase:
             self.initialize()
         self.before_train()
         t0 = time.time()
+        last_saved = time.monotonic()
         for self.epoch in range(self.start_epoch, self.cfg.OPTIM.MAX_EPOCH):
             self.before_epoch()
             lr = self.optim.param_groups[0]["lr"]
@@ -267,10 +280,21 @@ class TrainerBase:
                 self.log_scalars(self.epoch + 1, scalars)
             self.after_epoch()
             done = self.epochs_done = self.epoch + 1
-            if done % self.cfg.TRAIN.CHECKPOINT_FREQ == 0 or done == self.cfg.OPTIM.MAX_EPOCH:
+            if self.checkpoint_due(done, last_saved):
                 self.save(done)
+                last_saved = time.monotonic()
+        self._train_loader = None  # its workers exit
         logger.info(f"Training took {format_seconds(time.time() - t0)}")
         self.after_train()
+
+    def checkpoint_due(self, done: int, last_saved: float) -> bool:
+        """After `done` epochs: every CHECKPOINT_FREQ epochs unless the last checkpoint is younger than
+        CHECKPOINT_MIN_SECONDS; the last epoch always. Rank 0's clock decides for every process."""
+        train = self.cfg.TRAIN
+        if done == self.cfg.OPTIM.MAX_EPOCH:
+            return True
+        due = done % train.CHECKPOINT_FREQ == 0 and time.monotonic() - last_saved >= train.CHECKPOINT_MIN_SECONDS
+        return bool(distributed.from_main(due))
 
     def log_scalars(self, epoch: int, scalars: Dict[str, float]) -> None:
         if not self.cfg.TRAIN.TENSORBOARD:
@@ -292,7 +316,7 @@ class TrainerBase:
         seed = self.epoch_seed()  # the process's own stream this epoch (dropout); data loading has its own
         torch.manual_seed(seed)
         random.seed(seed)
-        loader = self.build_loader(self.dataset.train_x, is_train=True, stream=("train", self.epoch))
+        loader = self.train_loader()
         self.steps_per_epoch = len(loader)
         per_iteration = cfg.OPTIM.SCHEDULER_UNIT == "iteration"
         self.set_model_mode(True)

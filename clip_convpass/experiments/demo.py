@@ -68,15 +68,9 @@ FEWSHOT_DEMO_SHOTS = (1, 2, 4)
 def fewshot_demo(out: Path, seeds: List[int], force: bool) -> None:
     """Few-shot curves on two synthetic datasets in CoOp's layouts: every row of the "fewshot" table at
     1, 2 and 4 shots (rows' own sweeps skipped), then the curve table and plot."""
-    from clip_convpass.experiments.grid import run_fewshot_grid, table_rows
     from clip_convpass.reporting.fewshot import fewshot_curves, plot_curves, render_curves
 
-    data = out / "data"
-    weights = demo_trees(data, FEWSHOT_DEMO_DATASETS)
-    runs = out / "runs"
-    run_fewshot_grid(table_rows("fewshot"), FEWSHOT_DEMO_DATASETS, FEWSHOT_DEMO_SHOTS, seeds, str(data), runs,
-                     ["MODEL.PRETRAINED", str(weights)], force=force, override_configs=[DEMO_CONFIG],
-                     demo_opts=True, sweeps=False)
+    runs = fewshot_demo_grid(out, demo_trees(out / "data", FEWSHOT_DEMO_DATASETS), seeds, force)
     notes: List[str] = []
     curves = fewshot_curves(collect([runs]), notes=notes)
     print(BANNER)
@@ -87,6 +81,17 @@ def fewshot_demo(out: Path, seeds: List[int], force: bool) -> None:
     (out / "fewshot.json").write_text(render_curves(curves, "json", notes=notes) + "\n")
     plot_curves(curves, out / "fewshot.png")
     print(f"Tables: {out}/fewshot.{{md,json}}, plot: {out}/fewshot.png; results: {runs}")
+
+
+def fewshot_demo_grid(out: Path, weights: Path, seeds: List[int], force: bool) -> Path:
+    """The few-shot demo's cells (benchmarks/fixed_costs.py times this); their runs folder."""
+    from clip_convpass.experiments.grid import run_fewshot_grid, table_rows
+
+    runs = out / "runs"
+    run_fewshot_grid(table_rows("fewshot"), FEWSHOT_DEMO_DATASETS, FEWSHOT_DEMO_SHOTS, seeds, str(out / "data"), runs,
+                     ["MODEL.PRETRAINED", str(weights)], force=force, override_configs=[DEMO_CONFIG],
+                     demo_opts=True, sweeps=False)
+    return runs
 
 
 def demo_trees(data: Path, sources) -> Path:

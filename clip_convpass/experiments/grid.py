@@ -174,7 +174,11 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
                 print(f"{prefix}: running in another process ({run_dir.root}), left to it")
                 busy.append(run_dir.root)
                 continue
+            # the finished cell's model and loaders go now, not during the next cell; what survives is moved out of
+            # the collector's sight (gc.freeze), so the next collection walks one cell's objects, not every
+            # object of torch and the imports (175 ms a cell before)
             gc.collect()
+            gc.freeze()
             durations.append(time.time() - t_cell)
             left = sum(pending[i:])
             eta = format_seconds(sum(durations) / len(durations) * left) if left else "0:00:00"

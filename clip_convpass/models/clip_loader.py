@@ -1,6 +1,7 @@
 """The one place CLIP models are created: open_clip pretrained tags, local files, or random init."""
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import zipfile
@@ -234,12 +235,45 @@ def register_model_config(path: str, backbone: str) -> None:
     factory._MODEL_CONFIGS[backbone] = model_cfg  # open_clip keeps its model configs in this table
 
 
+_LOADED: dict = {}  # {key: ClipBundle on the CPU}: the last pretrained model loaded in this process
+
+
+def _weights_identity(cfg):
+    """What the loaded weights depend on, or None for random weights (drawn anew each time, never reused)."""
+    tag = str(cfg.MODEL.PRETRAINED)
+    if tag.lower() in RANDOM_INIT:
+        return None
+    path = Path(tag).expanduser()
+    file_id = (str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
+    config = Path(cfg.MODEL.CONFIG_FILE).read_text() if cfg.MODEL.CONFIG_FILE else ""
+    return cfg.MODEL.BACKBONE, tag, file_id, cfg.MODEL.CACHE_DIR, config
+
+
+def _loaded_once(cfg, device) -> ClipBundle:
+    """load_clip, reusing the pretrained model this process loaded last (the cells of a grid share a backbone):
+    a copy, so nothing a run changes reaches the next one."""
+    key = _weights_identity(cfg)
+    if key is None:
+        return load_clip(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED, cfg.MODEL.CACHE_DIR, device)
+    if key not in _LOADED:
+        _LOADED.clear()  # one model at a time: a grid over backbones must not hold them all
+        _LOADED[key] = load_clip(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED, cfg.MODEL.CACHE_DIR, "cpu")
+    else:
+        logger.info(f"{cfg.MODEL.BACKBONE}: reusing the weights loaded from {cfg.MODEL.PRETRAINED} in this process")
+    cached = _LOADED[key]
+    return ClipBundle(model=copy.deepcopy(cached.model).to(device), tokenizer=cached.tokenizer)
+
+
 def load_clip_from_cfg(cfg, device: str | torch.device = "cpu") -> ClipBundle:
     """The configured model; with MODEL.FUSED_ATTENTION both towers compute attention on contiguous
     batch-first tensors (adapters.base.AdaptedBlock), the same path with and without gradients or autocast."""
     if cfg.MODEL.CONFIG_FILE:
         register_model_config(cfg.MODEL.CONFIG_FILE, cfg.MODEL.BACKBONE)
-    bundle = load_clip(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED, cfg.MODEL.CACHE_DIR, device)
+    # Building the model draws random initial weights even when pretrained ones replace them: outside the
+    # process's stream, so that a method's own initialisation after it (contexts, adapters) depends on SEED
+    # alone, whether the weights were loaded or reused.
+    with torch.random.fork_rng(devices=[]):
+        bundle = _loaded_once(cfg, device)
     if cfg.MODEL.FUSED_ATTENTION:
         from clip_convpass.models.blocks import fuse_attention
 

@@ -226,7 +226,7 @@ class TipAdapterF(TipAdapter):
     def wise_ft_tensors(self):
         return {**super().wise_ft_tensors(), "alpha": self.model.alpha, "beta": self.model.beta}
 
-    def build_loader(self, items, is_train, transform=None, stream=None):
+    def build_loader(self, items, is_train, transform=None, stream=None, persistent=False):
         if is_train and transform is None:
             transform = self.augment_transform()
-        return super().build_loader(items, is_train, transform, stream)
+        return super().build_loader(items, is_train, transform, stream, persistent)

@@ -64,6 +64,15 @@ def gather_objects(obj: Any) -> List[Any]:
     return out
 
 
+def from_main(obj: Any) -> Any:
+    """Rank 0's obj on every rank: a decision all processes must share (e.g. one made from a clock)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

@@ -54,3 +54,10 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def load_yaml(text_or_stream):
+    """yaml.safe_load through libyaml's parser where present (the same data, ten times faster)."""
+    import yaml
+
+    return yaml.load(text_or_stream, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))

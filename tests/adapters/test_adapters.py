@@ -128,7 +128,8 @@ def test_checkpoint_holds_only_adapter_and_head_and_resume_equals_straight_train
         return cfg_factory(config_file=PETL, output_dir=out,
                            opts=["TRAINER.PETL.ADAPTER", preset, "MODEL.PRETRAINED", tiny_weights, "OPTIM.LR", "0.01",
                                  "DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", str(epochs),
-                                 "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "TRAIN.KEEP_CHECKPOINTS", "2"])
+                                 "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "TRAIN.KEEP_CHECKPOINTS", "2",
+                                 "TRAIN.CHECKPOINT_MIN_SECONDS", "0"])
 
     import shutil
 

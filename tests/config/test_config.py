@@ -73,3 +73,18 @@ def test_cli_flags_may_follow_overrides():
 
     args = build_parser().parse_intermixed_args(["OPTIM.LR", "-0.1", "INPUT.SIZE", "(32,32)", "--eval-only", "--seed", "0"])
     assert args.opts == ["OPTIM.LR", "-0.1", "INPUT.SIZE", "(32,32)"] and args.eval_only and args.seed == 0
+
+
+def test_the_fast_dump_is_yacs_own_text_for_every_shipped_configuration():
+    """config_hash and the stored config.yaml of every finished run depend on this text, byte for byte."""
+    from yacs.config import CfgNode
+
+    from clip_convpass.config import dataset_config_file
+    from clip_convpass.utils.paths import CONFIG_DIR
+
+    files = sorted(f for f in (CONFIG_DIR / "trainers").rglob("*.yaml") if f.name != "metafile.yaml")
+    assert len(files) > 20
+    for i, f in enumerate(files):
+        dataset = ("ImageNet", "OxfordPets", "EuroSAT", "StanfordCars")[i % 4]
+        cfg = setup_cfg(dataset_config_file(dataset), str(f), ["OUTPUT_DIR", "/tmp/ünïcode path", "NAME", "x" * 200])
+        assert cfg.dump() == CfgNode.dump(cfg), f

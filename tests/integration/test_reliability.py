@@ -92,7 +92,8 @@ def test_data_check_lists_unreadable_files(bad_tree, synth):
 # ---- numerics, atomic files, locks, mismatches ------------------------------------------------
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(cfg_factory, tmp_path):
     cfg = cfg_factory(config_file=CONVPASS, output_dir=tmp_path / "run",
-                      opts=["OPTIM.MAX_EPOCH", "3", "DATASET.NUM_SHOTS", "2", "OPTIM.LR", "0.01"])
+                      opts=["OPTIM.MAX_EPOCH", "3", "DATASET.NUM_SHOTS", "2", "OPTIM.LR", "0.01",
+                            "TRAIN.CHECKPOINT_MIN_SECONDS", "0"])
     trainer = TRAINER_REGISTRY.get("ConvpassCLIP")(cfg)
     real = trainer.model_inference
 
@@ -154,6 +155,26 @@ def test_split_files_are_json(cfg_factory):
     assert json.loads(ds.split_file().read_text())["num_shots"] == 2
 
 
+def test_checkpoint_cadence_thins_young_checkpoints_and_never_changes_results(cfg_factory, tmp_path, monkeypatch):
+    from clip_convpass.engine import trainer as trainer_module
+
+    def weights(out, min_seconds):
+        cfg = cfg_factory(config_file=CONVPASS, output_dir=out,
+                          opts=["OPTIM.MAX_EPOCH", "4", "DATASET.NUM_SHOTS", "2", "OPTIM.LR", "0.01",
+                                "TRAIN.KEEP_CHECKPOINTS", "10", "TRAIN.CHECKPOINT_MIN_SECONDS", str(min_seconds)])
+        run(cfg)
+        return sorted(p.name for p in (out / "checkpoints").glob("model-epoch*.pt")), \
+            load_checkpoint(latest_checkpoint(out))["state_dict"]
+
+    every, w_every = weights(tmp_path / "every", 0)
+    thinned, w_thinned = weights(tmp_path / "thinned", 1e6)
+    assert every == [f"model-epoch{e}.pt" for e in (1, 2, 3, 4)] and thinned == ["model-epoch4.pt"]
+    assert all(torch.equal(w_every[k], w_thinned[k]) for k in w_every)
+    clock = iter(range(0, 10**6, 40))  # each reading 40 s later: a checkpoint is old enough every other epoch
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: next(clock))
+    assert weights(tmp_path / "slow", 60)[0] == ["model-epoch2.pt", "model-epoch4.pt"]
+
+
 # ---- kill and resume --------------------------------------------------------------------------
 def train_cmd(synth, out, tmp_path, config=CONVPASS, extra=()):
     return [sys.executable, str(REPO / "train.py"), "--root", synth["root"], "--output-dir", str(out), "--seed", "3",
@@ -162,7 +183,7 @@ def train_cmd(synth, out, tmp_path, config=CONVPASS, extra=()):
             "MODEL.BACKBONE", "tiny-ViT-Q", "MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)", "PREC", "fp32",
             "DATALOADER.NUM_WORKERS", "0", "DATASET.CLASS_LIST", synth["class_list"],
             "DATASET.SPLIT_DIR", str(tmp_path / "splits"), "DATASET.NUM_SHOTS", "16", "DATALOADER.TRAIN_X.BATCH_SIZE", "2",
-            "OPTIM.MAX_EPOCH", "12", "OPTIM.LR", "1e-3", "TRAIN.PRINT_FREQ", "1000"]
+            "OPTIM.MAX_EPOCH", "12", "OPTIM.LR", "1e-3", "TRAIN.PRINT_FREQ", "1000", "TRAIN.CHECKPOINT_MIN_SECONDS", "0"]
 
 
 PETL = "configs/trainers/PETLCLIP/adaptformer.yaml"

@@ -48,7 +48,7 @@ def test_same_run_with_0_and_2_workers_is_bit_identical(cfg_factory, tmp_path, c
 
 
 def test_training_loader_batches_do_not_depend_on_workers_and_epochs_differ(cfg_factory):
-    from clip_convpass.data.loader import build_loader
+    from clip_convpass.data.loader import build_loader, set_stream
 
     items = build_dataset(cfg_factory(opts=["DATASET.NUM_SHOTS", "2"])).train_x
     batches = {}
@@ -58,13 +58,35 @@ def test_training_loader_batches_do_not_depend_on_workers_and_epochs_differ(cfg_
         for epoch in (0, 1):
             loader = build_loader(cfg, items, True, torch.device("cpu"), stream=("train", epoch))
             batches[workers, epoch] = [(b["img"], b["label"]) for b in loader]
-    for workers in (1, 2):
+        # one loader whose workers persist across epochs, moved to each epoch's stream (as training does)
+        loader = build_loader(cfg, items, True, torch.device("cpu"), stream=("train", 0), persistent=True)
         for epoch in (0, 1):
-            for (a, la), (b, lb) in zip(batches[0, epoch], batches[workers, epoch]):
+            set_stream(loader, ("train", epoch))
+            batches[f"persistent{workers}", epoch] = [(b["img"], b["label"]) for b in loader]
+    for key in (1, 2, "persistent0", "persistent1", "persistent2"):
+        for epoch in (0, 1):
+            assert len(batches[0, epoch]) == len(batches[key, epoch]) > 1
+            for (a, la), (b, lb) in zip(batches[0, epoch], batches[key, epoch]):
                 assert torch.equal(a, b) and torch.equal(la, lb)
     assert not torch.equal(batches[0, 0][0][0], batches[0, 1][0][0])  # each epoch draws anew
     with pytest.raises(ValueError, match="random stream"):
         build_loader(cfg, items, True, torch.device("cpu"))
+
+
+def test_training_order_is_the_order_of_earlier_versions():
+    """Runs made before the sampler drew the order (a shuffled DataLoader with the stream's generator) keep it."""
+    from torch.utils.data import DataLoader
+
+    from clip_convpass.data.loader import StreamSampler, stream_seed
+
+    for n, stream in ((7, ("train", 0)), (40, ("train", 5)), (33, ("tip-cache", 2))):
+        generator = torch.Generator()
+        generator.manual_seed(stream_seed(3, stream, "order"))
+        earlier = [int(i) for b in DataLoader(list(range(n)), batch_size=4, shuffle=True, generator=generator) for i in b]
+        sampler = StreamSampler(n, 3, stream, shuffle=True)
+        assert [i for _, i in sampler] == earlier
+        assert {seed for seed, _ in sampler} == {stream_seed(3, stream, "samples")}
+    assert [i for _, i in StreamSampler(5, 3, ("x", 0), shuffle=False)] == list(range(5))
 
 
 def test_data_loading_leaves_the_process_rng_alone(cfg_factory):
