@@ -1,38 +1,66 @@
 """VPT (Jia et al., Visual Prompt Tuning): learnable prompt tokens inserted after [cls] at the input of the
-first block (shallow) or of every block (deep, each block's own prompts). They are removed before the
+first block (shallow) or of every block (deep, each block's own prompts). IVLP / MaPLe / PromptSRC put their
+vision prompts in through the same `insert_prompts` (some blocks deep, through ln_pre, their own init); the
+references append them after the patch tokens instead of after [cls], which computes the same: attention is
+permutation-equivariant and prompts carry no positional embedding. They are removed before the
 tower's pooling, so [cls] pooling never sees them and the token grid of later code is unchanged; Convpass
 would treat them as prefix tokens (1x1 images), so the two compose. A fresh VPT model differs from
 zero-shot CLIP (prompts take part in attention) except with length 0.
 """
 import math
+from typing import Optional
 
 import torch
 from torch import nn
 
 from clip_convpass.adapters.base import AdapterKind, AdapterModule, Injection, adapted_blocks
+from clip_convpass.models.blocks import vision_transformer_parts
 from clip_convpass.registry import ADAPTER_REGISTRY
 
 
 class VPTPrompts(AdapterModule):
-    def __init__(self, layers: int, length: int, dim: int, patch_area: int, dropout: float = 0.0):
+    """init "xavier": VPT's uniform init over the patch size; "normal": N(0, init_std) (IVLP / PromptSRC)."""
+
+    def __init__(self, layers: int, length: int, dim: int, patch_area: int, dropout: float = 0.0,
+                 init: str = "xavier", init_std: float = 0.02):
         super().__init__()
         self.prompts = nn.Parameter(torch.empty(layers, length, dim))
-        val = math.sqrt(6.0 / float(3 * patch_area + dim))  # VPT's xavier-uniform-like init
-        nn.init.uniform_(self.prompts, -val, val)
+        if init == "xavier":
+            val = math.sqrt(6.0 / float(3 * patch_area + dim))  # VPT's xavier-uniform-like init
+            nn.init.uniform_(self.prompts, -val, val)
+        elif init == "normal":
+            nn.init.normal_(self.prompts, std=init_std)
+        else:
+            raise ValueError(f"unknown prompt init {init!r}: xavier | normal")
         self.dropout = nn.Dropout(dropout)  # VPT's prompt dropout (on while training only)
+
+    @property
+    def num_layers(self) -> int:
+        return self.prompts.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.prompts.shape[1]
 
     def layer(self, i: int, dtype: torch.dtype) -> torch.Tensor:
         return self.dropout(self.prompts[i].to(dtype))
 
 
 class PromptedTransformer(nn.Module):
-    """Replaces visual.transformer: inserts (and later removes) the prompt tokens around its blocks."""
+    """Replaces visual.transformer: inserts (and later removes) the prompt tokens around its blocks.
 
-    def __init__(self, transformer: nn.Module, prompts: VPTPrompts, deep: bool):
+    prompts: any module with num_layers, length and layer(i, dtype) -> [length, D] (VPTPrompts, or MaPLe's
+    prompts coupled from the text tower's). Block i < num_layers gets prompts.layer(i) in place of the previous
+    block's prompt outputs (deep); later blocks carry the last ones on. ln_pre: a norm the first block's prompts
+    pass through (IVLP appends its prompts before the tower's ln_pre; VPT inserts them after it).
+    """
+
+    def __init__(self, transformer: nn.Module, prompts: nn.Module, ln_pre: Optional[nn.Module] = None):
         super().__init__()
         self.inner = transformer
         self.vpt = prompts
-        self.deep = deep
+        self.ln_pre = ln_pre
+        self.enabled = True  # off: the frozen tower exactly (PromptSRC's zero-shot teacher)
 
     # what other code reads of an open_clip Transformer
     @property
@@ -49,13 +77,18 @@ class PromptedTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask=None) -> torch.Tensor:
         """x: [B, 1 + N, D] batch-first, as open_clip's VisionTransformer hands it over."""
-        length = self.vpt.prompts.shape[1]
+        if not self.enabled:
+            return self.inner(x, attn_mask=attn_mask)
+        length = self.vpt.length
         b = x.shape[0]
-        x = torch.cat([x[:, :1], self.vpt.layer(0, x.dtype).expand(b, -1, -1), x[:, 1:]], dim=1)
+        first = self.vpt.layer(0, x.dtype)
+        if self.ln_pre is not None:
+            first = self.ln_pre(first)
+        x = torch.cat([x[:, :1], first.expand(b, -1, -1), x[:, 1:]], dim=1)
         if not self.batch_first:
             x = x.transpose(0, 1)
         for i, block in enumerate(self.inner.resblocks):
-            if self.deep and i > 0 and length:
+            if 0 < i < self.vpt.num_layers and length:
                 prompt = self.vpt.layer(i, x.dtype).expand(b, -1, -1)
                 if self.batch_first:
                     x = torch.cat([x[:, :1], prompt, x[:, 1 + length:]], dim=1)
@@ -65,6 +98,16 @@ class PromptedTransformer(nn.Module):
         if not self.batch_first:
             x = x.transpose(0, 1)
         return torch.cat([x[:, :1], x[:, 1 + length:]], dim=1)
+
+
+def insert_prompts(visual: nn.Module, prompts: nn.Module, pre_norm: bool = False,
+                   fast_attention: bool = True) -> PromptedTransformer:
+    """Put prompt tokens into an open_clip image tower (module replacement of visual.transformer); pre_norm: the
+    first block's prompts go through the tower's ln_pre, as tokens appended before it would."""
+    adapted_blocks(visual, fast_attention)
+    prompted = PromptedTransformer(visual.transformer, prompts, visual.ln_pre if pre_norm else None)
+    visual.transformer = prompted
+    return prompted
 
 
 @ADAPTER_REGISTRY.register
@@ -94,10 +137,9 @@ class VPT(AdapterKind):
 
     @classmethod
     def inject(cls, visual, options, fast_attention=True):
-        adapted_blocks(visual, fast_attention)
-        transformer = visual.transformer
+        transformer = vision_transformer_parts(visual, "VPT")
         kh, kw = visual.conv1.kernel_size
         layers = len(transformer.resblocks) if options["deep"] else 1
         prompts = VPTPrompts(layers, options["length"], transformer.width, kh * kw, options["dropout"])
-        visual.transformer = PromptedTransformer(transformer, prompts, options["deep"])
+        insert_prompts(visual, prompts, fast_attention=fast_attention)
         return Injection(modules=[prompts])

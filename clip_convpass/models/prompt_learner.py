@@ -19,7 +19,11 @@ CLASS_POSITIONS = ("end", "middle", "front")
 
 class PromptLearner(nn.Module):
     def __init__(self, text_encoder: TextEncoder, tokenizer: Callable, classnames: Sequence[str], n_ctx: int = 16,
-                 ctx_init: str = "", csc: bool = False, class_token_position: str = "end", init_std: float = 0.02):
+                 ctx_init: str = "", csc: bool = False, class_token_position: str = "end", init_std: float = 0.02,
+                 learn_init_tokens: int = 0):
+        """learn_init_tokens: with ctx_init, 0 learns every token of it (CoOp: N_CTX is its token count); k > 0
+        learns its first k tokens and keeps the rest as fixed words before the class name (IVLP / MaPLe /
+        PromptSRC with N_CTX k: "a photo of a" with k = 2 trains "a photo" and keeps "of a")."""
         super().__init__()
         if class_token_position not in CLASS_POSITIONS:
             raise ValueError(f"class_token_position must be one of {CLASS_POSITIONS}, got {class_token_position!r}")
@@ -31,6 +35,11 @@ class PromptLearner(nn.Module):
                 ctx_init = ctx_init.replace("_", " ").strip()
                 init_tokens = tokenizer([ctx_init]).to(device)
                 n_ctx = int(text_encoder.eot_indices(init_tokens)[0].item()) - 1
+                if learn_init_tokens:
+                    if not 1 <= learn_init_tokens <= n_ctx:
+                        raise ValueError(f"{learn_init_tokens} learned context tokens from CTX_INIT {ctx_init!r}, "
+                                         f"which has {n_ctx}: N_CTX must be between 1 and {n_ctx}")
+                    n_ctx = learn_init_tokens
                 ctx = embed(init_tokens)[0, 1:1 + n_ctx].clone()
                 if csc:
                     ctx = ctx.unsqueeze(0).repeat(n_cls, 1, 1)

@@ -24,6 +24,10 @@ TEMPLATE_SETS: Dict[str, List[str]] = {
     "ensemble7": _as_format_strings(zero_shot_metadata.SIMPLE_IMAGENET_TEMPLATES),
     "ensemble80": _as_format_strings(zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES),
 }
+# PromptSRC's textual diversity (muzairkhattak/PromptSRC trainers/imagenet_templates.py IMAGENET_TEMPLATES): the
+# first 60 of OpenAI's 80, with "a photo of a {}." moved to the front (tests/trainers check the transcription)
+TEMPLATE_SETS["promptsrc60"] = ["a photo of a {}."] + [t for t in TEMPLATE_SETS["ensemble80"][:60]
+                                                        if t != "a photo of a {}."]
 
 
 # The training dataset's own templates (DatasetBase.TEMPLATES: CoOp's; TIP_TEMPLATES: Tip-Adapter's).
