@@ -111,7 +111,13 @@ _C.OPTIM.MAX_EPOCH = 10
 _C.OPTIM.MAX_EPOCH_BY_SHOTS = ""
 # Training datasets that keep MAX_EPOCH at every shot count (CoOp: ImageNet, 50 epochs).
 _C.OPTIM.MAX_EPOCH_BY_SHOTS_EXCEPT = []
+# An iteration budget instead (CLIP-LoRA: 500): ITERS_PER_SHOT x DATASET.NUM_SHOTS iterations, in as many epochs as
+# that takes (the last one cut at the budget; MAX_EPOCH, if smaller, still ends training first) and with the
+# schedule running over the budget's iterations (needs SCHEDULER_UNIT iteration). 0 = epochs only.
+_C.OPTIM.ITERS_PER_SHOT = 0
 _C.OPTIM.LR_SCHEDULER = "cosine"  # cosine | step | constant
+# Where the cosine ends (torch's eta_min; CLIP-LoRA 1e-6; Dassl and CoOp 0).
+_C.OPTIM.MIN_LR = 0.0
 # Step the schedule once per epoch (Dassl / CoOp) or after every iteration (Tip-Adapter-F's reference).
 _C.OPTIM.SCHEDULER_UNIT = "epoch"  # epoch | iteration
 _C.OPTIM.STEPSIZE = (5,)
@@ -358,6 +364,13 @@ def validate_engine_cfg(cfg: CN) -> None:
     check(cfg.OPTIM.LR > 0, f"OPTIM.LR must be > 0, got {cfg.OPTIM.LR}")
     check(cfg.OPTIM.WEIGHT_DECAY >= 0, f"OPTIM.WEIGHT_DECAY must be >= 0, got {cfg.OPTIM.WEIGHT_DECAY}")
     check(cfg.OPTIM.MAX_EPOCH >= 0, f"OPTIM.MAX_EPOCH must be >= 0, got {cfg.OPTIM.MAX_EPOCH}")
+    check(cfg.OPTIM.ITERS_PER_SHOT >= 0, f"OPTIM.ITERS_PER_SHOT must be >= 0, got {cfg.OPTIM.ITERS_PER_SHOT}")
+    check(cfg.OPTIM.MIN_LR >= 0, f"OPTIM.MIN_LR must be >= 0, got {cfg.OPTIM.MIN_LR}")
+    if cfg.OPTIM.ITERS_PER_SHOT:
+        check(cfg.OPTIM.SCHEDULER_UNIT == "iteration", "OPTIM.ITERS_PER_SHOT needs OPTIM.SCHEDULER_UNIT iteration "
+                                                       "(the schedule runs over the iteration budget)")
+        check(cfg.DATASET.NUM_SHOTS >= 1, f"OPTIM.ITERS_PER_SHOT needs DATASET.NUM_SHOTS >= 1 (the budget is per "
+                                          f"shot), got {cfg.DATASET.NUM_SHOTS}")
     check(cfg.OPTIM.LR_SCHEDULER in VALID_SCHED,
            f"OPTIM.LR_SCHEDULER must be one of {VALID_SCHED}, got {cfg.OPTIM.LR_SCHEDULER!r}")
     check(cfg.OPTIM.SCHEDULER_UNIT in ("epoch", "iteration"),

@@ -420,5 +420,5 @@ class CheckpointManager:
         if path is None:
             return 0
         done = self.load(path, with_optimizer=True)
-        logger.info(f"Resuming from {path}: {done} of {self.trainer.cfg.OPTIM.MAX_EPOCH} epochs done")
+        logger.info(f"Resuming from {path}: {done} of {self.trainer.max_epoch} epochs done")
         return done

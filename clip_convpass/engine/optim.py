@@ -4,7 +4,7 @@ runs over all iterations). Epochs may be fractional: iteration i of an epoch of 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 
@@ -31,8 +31,9 @@ def build_optimizer(params: Iterable, optim_cfg) -> torch.optim.Optimizer:
     raise ValueError(f"Unknown OPTIM.NAME {optim_cfg.NAME!r}; choices: sgd, adam, adamw")
 
 
-def lr_at_epoch(epoch: float, optim_cfg) -> float:
-    """LR used during `epoch` (0-based). Warmup epochs come first; the main schedule then starts at its epoch 0."""
+def lr_at_epoch(epoch: float, optim_cfg, total_epochs: Optional[float] = None) -> float:
+    """LR used during `epoch` (0-based). Warmup epochs come first; the main schedule then starts at its epoch 0.
+    total_epochs: the cosine's length when not MAX_EPOCH (an iteration budget: a fractional number of epochs)."""
     c = optim_cfg
     if epoch < c.WARMUP_EPOCH:
         if c.WARMUP_TYPE == "constant":
@@ -40,18 +41,21 @@ def lr_at_epoch(epoch: float, optim_cfg) -> float:
         return c.WARMUP_MIN_LR + (c.LR - c.WARMUP_MIN_LR) * epoch / c.WARMUP_EPOCH
     t = epoch - c.WARMUP_EPOCH
     if c.LR_SCHEDULER == "cosine":
-        return 0.5 * c.LR * (1 + math.cos(math.pi * t / max(1, c.MAX_EPOCH)))
+        length = c.MAX_EPOCH if total_epochs is None else total_epochs
+        return c.MIN_LR + 0.5 * (c.LR - c.MIN_LR) * (1 + math.cos(math.pi * t / max(1, length)))
     if c.LR_SCHEDULER == "step":
         return c.LR * c.GAMMA ** sum(t >= s for s in c.STEPSIZE)
     return c.LR
 
 
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim_cfg,
-                       steps_per_epoch: Callable[[], int] = lambda: 1) -> torch.optim.lr_scheduler.LambdaLR:
+                       steps_per_epoch: Callable[[], int] = lambda: 1,
+                       total_epochs: Callable[[], Optional[float]] = lambda: None) -> torch.optim.lr_scheduler.LambdaLR:
     """Call .step() once per epoch, or once per iteration with SCHEDULER_UNIT iteration (steps_per_epoch
-    is then asked at every step: the training loader's length is known only once it exists)."""
+    is then asked at every step: the training loader's length is known only once it exists). total_epochs: the
+    cosine's length when not MAX_EPOCH (OPTIM.ITERS_PER_SHOT)."""
     base = optim_cfg.LR
     if optim_cfg.SCHEDULER_UNIT == "iteration":
         return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_at_epoch(s / max(1, steps_per_epoch()), optim_cfg) / base)
+            optimizer, lambda s: lr_at_epoch(s / max(1, steps_per_epoch()), optim_cfg, total_epochs()) / base)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_at_epoch(e, optim_cfg) / base)

@@ -3,7 +3,9 @@ docs/ARCHITECTURE.md for what a method declares. Evaluation lives in evaluation.
 checkpoint.py, paths in rundir.py, loaders in data/."""
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -85,7 +87,9 @@ class TrainerBase:
         self.ddp: Optional[nn.Module] = None
         if self.is_trainable:
             self.optim = build_optimizer(self.optimizer_param_groups(), cfg.OPTIM)
-            self.sched = build_lr_scheduler(self.optim, cfg.OPTIM, lambda: self.steps_per_epoch)
+            self.sched = build_lr_scheduler(self.optim, cfg.OPTIM, lambda: self.steps_per_epoch,
+                                            lambda: self.iteration_budget / self.steps_per_epoch
+                                            if self.iteration_budget else None)
             self.ddp = distributed.wrap_trainable(self.model, self.device)
         self.prec, self.scaler = precision.setup(cfg.PREC, self.device)
         self.checkpoints = CheckpointManager(self)
@@ -201,7 +205,25 @@ class TrainerBase:
     # ---- parameters, checkpoints ------------------------------------------------------------
     @property
     def is_trainable(self) -> bool:
-        return bool(self.trainable_named_parameters()) and self.cfg.OPTIM.MAX_EPOCH > 0
+        return bool(self.trainable_named_parameters()) and self.max_epoch > 0
+
+    @property
+    def iteration_budget(self) -> int:
+        """OPTIM.ITERS_PER_SHOT x NUM_SHOTS training iterations, or 0 (MAX_EPOCH epochs)."""
+        return self.cfg.OPTIM.ITERS_PER_SHOT * max(self.cfg.DATASET.NUM_SHOTS, 0)
+
+    @property
+    def max_epoch(self) -> int:
+        """The epochs training runs: MAX_EPOCH, or those the iteration budget takes (at most MAX_EPOCH)."""
+        if not self.iteration_budget:
+            return self.cfg.OPTIM.MAX_EPOCH
+        return min(self.cfg.OPTIM.MAX_EPOCH, math.ceil(self.iteration_budget / self.planned_steps_per_epoch()))
+
+    def planned_steps_per_epoch(self) -> int:
+        """The training loader's length before it exists (data/loader.py: W processes share the global batch)."""
+        w = distributed.world_size()
+        per_process = math.ceil(len(self.dataset.train_x) / w) if w > 1 else len(self.dataset.train_x)
+        return max(1, math.ceil(per_process / (self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE // w)))
 
     def trainable_named_parameters(self):
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -268,7 +290,10 @@ class TrainerBase:
         self.before_train()
         t0 = time.time()
         last_saved = time.monotonic()
-        for self.epoch in range(self.start_epoch, self.cfg.OPTIM.MAX_EPOCH):
+        if self.iteration_budget:
+            logger.info(f"{self.iteration_budget} iterations: {self.max_epoch} epochs of "
+                        f"{self.planned_steps_per_epoch()}")
+        for self.epoch in range(self.start_epoch, self.max_epoch):
             self.before_epoch()
             lr = self.optim.param_groups[0]["lr"]
             stats = self.run_epoch()
@@ -291,7 +316,7 @@ class TrainerBase:
         """After `done` epochs: every CHECKPOINT_FREQ epochs unless the last checkpoint is younger than
         CHECKPOINT_MIN_SECONDS; the last epoch always. Rank 0's clock decides for every process."""
         train = self.cfg.TRAIN
-        if done == self.cfg.OPTIM.MAX_EPOCH:
+        if done == self.max_epoch:
             return True
         due = done % train.CHECKPOINT_FREQ == 0 and time.monotonic() - last_saved >= train.CHECKPOINT_MIN_SECONDS
         return bool(distributed.from_main(due))
@@ -321,12 +346,13 @@ class TrainerBase:
         per_iteration = cfg.OPTIM.SCHEDULER_UNIT == "iteration"
         self.set_model_mode(True)
         if self.run_clock is None:
-            self.run_clock = RunClock(len(loader) * (cfg.OPTIM.MAX_EPOCH - self.epoch))
-        progress = Progress(len(loader), f"epoch [{self.epoch + 1}/{cfg.OPTIM.MAX_EPOCH}]", cfg.TRAIN.PRINT_FREQ,
+            self.run_clock = RunClock(len(loader) * (self.max_epoch - self.epoch))
+        progress = Progress(len(loader), f"epoch [{self.epoch + 1}/{self.max_epoch}]", cfg.TRAIN.PRINT_FREQ,
                             run=self.run_clock)
         totals: Dict[str, float] = {}
         n = 0
-        for batch in loader:
+        steps_left = self.iteration_budget - self.epoch * len(loader) if self.iteration_budget else len(loader)
+        for batch in itertools.islice(loader, max(0, steps_left)):  # a budget may end inside this epoch
             log_new_skipped(batch, self.skipped_train_images)
             if batch["img"] is None:
                 continue

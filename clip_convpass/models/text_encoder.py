@@ -59,6 +59,10 @@ class TextEncoder(nn.Module):
         return getattr(t, "batch_first", False) and all(
             hasattr(b, "attention") and is_plain_self_attention(b.attn) for b in map(open_clip_block, t.resblocks))
 
+    def _has_qkv_adapters(self) -> bool:
+        """LoRA in this tower (CLIP-LoRA): the shared-prefix path reads the blocks' frozen projections itself."""
+        return any(getattr(b, "qkv_adapter", None) is not None for b in self.transformer.resblocks)
+
     @property
     def context_length(self) -> int:
         return self.positional_embedding.shape[0]
@@ -147,7 +151,7 @@ class TextEncoder(nn.Module):
         prompts (module docstring)."""
         if prefix is None:
             return self.forward_embeddings(rest, eot_idx, deep)
-        if self.share_prefix:
+        if self.share_prefix and not self._has_qkv_adapters():
             return self.forward_shared_prefix(prefix, rest, eot_idx, deep)
         return self.forward_embeddings(torch.cat([prefix.expand(rest.shape[0], -1, -1), rest], dim=1), eot_idx, deep)
 

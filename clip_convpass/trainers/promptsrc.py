@@ -115,10 +115,10 @@ class PromptSRC(IVLP):
     # ---- Gaussian prompt aggregation ---------------------------------------------------------------------
     def after_epoch(self):
         c = self.cfg.TRAINER.PROMPTSRC
-        weight = float(gpa_weights(self.cfg.OPTIM.MAX_EPOCH, c.GPA_MEAN, c.GPA_STD)[self.epoch])
+        weight = float(gpa_weights(self.max_epoch, c.GPA_MEAN, c.GPA_STD)[self.epoch])
         for name, p in self.trainable_named_parameters():
             self.gpa_sum[name] += weight * p.detach().double()
-        if self.epoch + 1 == self.cfg.OPTIM.MAX_EPOCH:  # the aggregate is the final model
+        if self.epoch + 1 == self.max_epoch:  # the aggregate is the final model
             with torch.no_grad():
                 for name, p in self.trainable_named_parameters():
                     p.copy_(self.gpa_sum[name].to(p.dtype))
