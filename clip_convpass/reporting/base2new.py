@@ -69,11 +69,15 @@ def base2new_table(records: List[dict], metric: str = "top1", notes: Optional[Li
         if per and all(papers):
             paper = {h: sum(p[h] for p in papers) / len(papers) for h in HALVES}
             paper["hm"] = harmonic_mean(paper["base"], paper["new"])
+        elif len(datasets) == len(trainable_datasets()):  # a row may publish only the protocol's average
+            paper = paper_numbers(registered, method, AVERAGE)
         out.append(entry(AVERAGE, method, cells, paper))
     return out
 
 
 def paper_numbers(registered, method: str, dataset: str) -> Optional[dict]:
+    """The row's published [base, new] on `dataset`, or on "Average" (all 11 datasets) when that is all a
+    repository publishes."""
     row = registered.get(base_name(method))
     published = ((row.paper_tables or {}).get("base2new") or {}).get(dataset) if row else None
     if not published:
