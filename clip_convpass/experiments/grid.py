@@ -10,6 +10,7 @@ was interrupted resumes from its last checkpoint. Everything runs in this proces
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
 import shutil
@@ -100,7 +101,7 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
              eval_step0: bool = False, feature_cache: bool = True, source: str = TABLE2_SOURCE,
              sweeps: bool = True, sweep_files: Optional[Dict[str, Path]] = None,
              transfers: Optional[Callable[[Row, int, object, List[str]], List[object]]] = None,
-             jobs=None, wait: bool = True) -> List[Path]:
+             jobs=None, wait: bool = True, queue: Optional[List] = None) -> List[Path]:
     """Run every (row, seed) cell: train on `source`, evaluate on `domains` (default: source and every
     dataset that evaluates its models). With feature_cache, frozen-encoder methods share test-set
     features through <output>/feature_cache: each test set is encoded once for all of them and all seeds.
@@ -109,9 +110,10 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
     written into the cell's results.json. transfers(row, seed, cfg, opts): the configurations a finished cell is
     then evaluated under by the transfer path (other classes, into the cell's own eval/), skipped where done.
     jobs (experiments.jobs.JobOptions): the cells that have to run go to the cluster as one array of jobs (sweeps
-    run here first; a job runs its cell's transfer evaluations too); wait: block until they end."""
+    run here first; a job runs its cell's transfer evaluations too); wait: block until they end. queue: collect the
+    cells for the cluster there instead of submitting them (submit_queued then sends several grids as one array)."""
     from clip_convpass.engine.runner import run
-    from clip_convpass.experiments.jobs import PendingCell, submit_cells, wait_for
+    from clip_convpass.experiments.jobs import PendingCell
 
     output = Path(output)
     selections = {}
@@ -187,17 +189,48 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
         done_dirs.append(run_dir.root)
         for transfer in (transfers(row, seed, cfg, opts) if transfers else []):
             evaluate_transfer(transfer, cfg.OUTPUT_DIR, force)
-    if queued:
-        submitted = submit_cells(queued, jobs, output)
-        if not wait:
-            print(f"[grid] {len(submitted)} jobs submitted; `grid ... --status` follows them")
-            return done_dirs
-        wait_for(queued, submitted)
-        done_dirs += [Path(cell.cfg.OUTPUT_DIR) for cell in queued]
+    if queued and queue is not None:  # the caller submits the cells of several grids as one array
+        queue.extend(queued)
+    elif queued:
+        done_dirs = submit_queued(queued, jobs, output, wait, done_dirs)
     if busy:
         print(f"[grid] {len(busy)} cell(s) were running in another process and are finished by it: "
               f"{', '.join(str(b) for b in busy[:5])}{' ...' if len(busy) > 5 else ''}")
     return done_dirs
+
+
+def submit_queued(queued: List, jobs, output: Path, wait: bool, done_dirs: List[Path]) -> List[Path]:
+    """Submit cells as one array of jobs; with wait, block until they end and add their run directories."""
+    from clip_convpass.experiments.jobs import submit_cells, wait_for
+
+    submitted = submit_cells(queued, jobs, Path(output))
+    if not wait:
+        print(f"[grid] {len(submitted)} jobs submitted; `grid ... --status` follows them")
+        return done_dirs
+    wait_for(queued, submitted)
+    return done_dirs + [Path(cell.cfg.OUTPUT_DIR) for cell in queued]
+
+
+def run_grids_as_one_array(grids: Sequence[Tuple[str, Callable[..., List[Path]]]], output: Path, jobs=None,
+                           wait: bool = True) -> List[Path]:
+    """Run grid parts one after another in this process, or, with jobs, collect all their cells and submit them as
+    one array (a few-shot suite is 55 parts: one array each, waited on in turn, would run them in series)."""
+    from clip_convpass.experiments.jobs import JobsError
+
+    queue: Optional[List] = [] if jobs is not None else None
+    dirs: List[Path] = []
+    failed: List[str] = []
+    for label, part in grids:
+        print(label)
+        try:
+            dirs += part(queue=queue, jobs=jobs, wait=wait)
+        except JobsError as e:  # the other parts still run
+            failed.append(str(e))
+    if queue:
+        dirs = submit_queued(queue, jobs, output, wait, dirs)
+    if failed:
+        raise JobsError("; ".join(failed))
+    return dirs
 
 
 CELL_STATES = ("done", "running", "failed", "interrupted", "pending")
@@ -254,14 +287,13 @@ def print_status(statuses) -> None:
 def run_fewshot_grid(rows: Sequence[Row], datasets: Sequence[str], shots: Sequence[int], seeds: Sequence[int],
                      data: str, output: str | Path, extra_opts: Sequence[str] = (), **kwargs) -> List[Path]:
     """Few-shot curves: every (dataset, shots, row, seed) cell, trained and tested on the dataset itself
-    (per-shot epochs come from each row's config)."""
-    dirs: List[Path] = []
-    for dataset in datasets:
-        for k in shots:
-            print(f"[few-shot] {dataset}, {k} shot{'s' if k > 1 else ''}")
-            dirs += run_grid(rows, seeds, data, output, [*extra_opts, "DATASET.NUM_SHOTS", str(k)],
-                             domains=[dataset], source=dataset, **kwargs)
-    return dirs
+    (per-shot epochs come from each row's config). With jobs, all of them go to the cluster as one array."""
+    jobs, wait = kwargs.pop("jobs", None), kwargs.pop("wait", True)
+    return run_grids_as_one_array(
+        [(f"[few-shot] {dataset}, {k} shot{'s' if k > 1 else ''}",
+          functools.partial(run_grid, rows, seeds, data, output, [*extra_opts, "DATASET.NUM_SHOTS", str(k)],
+                            domains=[dataset], source=dataset, **kwargs))
+         for dataset in datasets for k in shots], Path(output), jobs, wait)
 
 
 def base2new_opts(extra_opts: Sequence[str], shots: int = BASE2NEW_SHOTS) -> List[str]:
@@ -282,20 +314,12 @@ def run_base2new_grid(rows: Sequence[Row], datasets: Sequence[str], seeds: Seque
         new.freeze()
         return [new]
 
-    from clip_convpass.experiments.jobs import JobsError
-
-    dirs: List[Path] = []
-    failed: List[str] = []
-    for dataset in datasets:
-        print(f"[base-to-new] {dataset}: train on the base classes, evaluate on base and new")
-        try:
-            dirs += run_grid(rows, seeds, data, output, base2new_opts(extra_opts, shots),
-                             domains=[dataset], source=dataset, force=force, transfers=on_new_classes, **kwargs)
-        except JobsError as e:  # the other datasets' jobs still run
-            failed.append(f"{dataset}: {e}")
-    if failed:
-        raise JobsError("; ".join(failed))
-    return dirs
+    jobs, wait = kwargs.pop("jobs", None), kwargs.pop("wait", True)
+    return run_grids_as_one_array(
+        [(f"[base-to-new] {dataset}: train on the base classes, evaluate on base and new",
+          functools.partial(run_grid, rows, seeds, data, output, base2new_opts(extra_opts, shots), domains=[dataset],
+                            source=dataset, force=force, transfers=on_new_classes, **kwargs))
+         for dataset in datasets], Path(output), jobs, wait)
 
 
 def run_cross_dataset_grid(rows: Sequence[Row], targets: Sequence[str], seeds: Sequence[int], data: str,

@@ -88,3 +88,28 @@ def test_job_options_are_checked_before_any_work():
         JobOptions("local", cpus_per_job=0).check()
     with pytest.raises(UserError, match="--executor must be one of"):
         JobOptions("pbs").check()
+
+
+@pytest.mark.parametrize("grid", ["fewshot", "base2new"])
+def test_a_suite_of_grids_goes_to_the_cluster_as_one_array(synth, tiny_weights, tmp_path, monkeypatch, grid):
+    """Few-shot (dataset x shots) and base-to-new (per dataset) parts: one submission for all their cells, not one
+    array per part waited on in turn."""
+    from clip_convpass.experiments import grid as grid_module
+    from clip_convpass.experiments import jobs
+
+    calls = []
+    monkeypatch.setattr(jobs, "submit_cells", lambda cells, options, output: calls.append(list(cells)) or
+                        [f"job{i}" for i in range(len(cells))])
+    monkeypatch.setattr(jobs, "wait_for", lambda cells, submitted: None)
+    opts = tiny_opts(synth, tiny_weights, tmp_path, 1)
+    rows = [find_row("ConvpassCLIP"), find_row("KgCoOp")]
+    if grid == "fewshot":
+        dirs = grid_module.run_fewshot_grid(rows, ["ImageNet"], [1, 2], [1, 2], synth["root"], tmp_path / "g", opts,
+                                            override_configs=[TINY], sweeps=False, jobs=LOCAL)
+        expected = 2 * 2 * 2  # shots x rows x seeds
+    else:
+        dirs = grid_module.run_base2new_grid(rows, ["ImageNet"], [1, 2], synth["root"], tmp_path / "g", opts,
+                                             override_configs=[TINY], sweeps=False, jobs=LOCAL)
+        expected = 2 * 2
+    assert len(calls) == 1 and len(calls[0]) == expected
+    assert sorted(map(str, dirs)) == sorted({cell.cfg.OUTPUT_DIR for cell in calls[0]}) and len(set(dirs)) == expected
