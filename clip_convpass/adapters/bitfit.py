@@ -28,4 +28,6 @@ class BitFit(AdapterKind):
     @classmethod
     def inject(cls, visual, options, fast_attention=True):
         adapted_blocks(visual, fast_attention)  # fused attention while the biases train
-        return Injection(parameters=bias_parameters(visual))
+        head = getattr(visual, "classifier_head", None)  # a supervised backbone's head trains as the head, not here
+        skip = {id(p) for p in head.parameters()} if head is not None else set()
+        return Injection(parameters=[p for p in bias_parameters(visual) if id(p) not in skip])

@@ -11,8 +11,40 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class PackedAttention(nn.Module):
+    """A timm Attention seen as a packed-projection self-attention (attention.py's fused path and LoRA read
+    in_proj_weight / in_proj_bias / out_proj / num_heads, as on nn.MultiheadAttention)."""
+
+    def __init__(self, attn: nn.Module):
+        super().__init__()
+        if not all(isinstance(getattr(attn, n, nn.Identity()), nn.Identity) for n in ("q_norm", "k_norm", "norm")):
+            raise ValueError("adapters need timm attention without q/k norms (a plain ViT block)")
+        if getattr(attn, "gate", None) is not None or attn.qkv.bias is None:
+            raise ValueError("adapters need timm attention with a biased packed qkv projection and no gate")
+        self.inner = attn
+        self.embed_dim = attn.qkv.in_features
+        self.num_heads = attn.num_heads
+        self.dropout = attn.attn_drop.p
+        self.batch_first = True
+
+    @property
+    def in_proj_weight(self) -> nn.Parameter:
+        return self.inner.qkv.weight
+
+    @property
+    def in_proj_bias(self) -> nn.Parameter:
+        return self.inner.qkv.bias
+
+    @property
+    def out_proj(self) -> nn.Linear:
+        return self.inner.proj
+
+
 def is_plain_self_attention(attn: nn.Module) -> bool:
-    """A packed-projection MultiheadAttention with biases and none of its extras (bias_k, zero attention)."""
+    """A packed-projection MultiheadAttention with biases and none of its extras (bias_k, zero attention), or a
+    timm attention seen as one (models/timm_backbone.py PackedAttention)."""
+    if isinstance(attn, PackedAttention):
+        return True
     return (isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim and attn.in_proj_bias is not None
             and attn.bias_k is None and not attn.add_zero_attn)
 

@@ -67,14 +67,16 @@ class AdaptedBlock(nn.Module):
             return b.ls_1(b.attention(q_x=y, attn_mask=attn_mask))
         return b.ls_1(b.ln_attn(b.attn(y, attn_mask=attn_mask)))  # CustomResidualAttentionBlock
 
-    def _add_adapters(self, x: torch.Tensor, adapters, stream, branch_in, branch_out) -> torch.Tensor:
+    def _add_adapters(self, x: torch.Tensor, adapters, stream, branch_in, branch_out, drop=None) -> torch.Tensor:
+        """drop: the branch's drop-path (timm blocks), applied to its adapters too, as PETL-ViT does."""
         for name, mode, scale in adapters:
             src = {"parallel": branch_in, "residual": stream, "sequential": branch_out}[mode]
             module = getattr(self, name)
             if self.batch_first:
-                x = x + scale * module(src)
+                out = module(src)
             else:
-                x = x + scale * module(src.transpose(0, 1)).transpose(0, 1)
+                out = module(src.transpose(0, 1)).transpose(0, 1)
+            x = x + scale * (drop(out) if drop is not None else out)
         return x
 
     def forward(self, q_x: torch.Tensor, k_x: Optional[torch.Tensor] = None, v_x: Optional[torch.Tensor] = None,
@@ -84,10 +86,10 @@ class AdaptedBlock(nn.Module):
         b = self.block
         y = b.ln_1(q_x)
         a = self._attn_branch(y, attn_mask)
-        x = self._add_adapters(q_x + a, self.attn_adapters, q_x, y, a)
+        x = self._add_adapters(q_x + a, self.attn_adapters, q_x, y, a, getattr(b, "drop_path_1", None))
         y = b.ln_2(x)
         m = b.ls_2(b.mlp(y))
-        return self._add_adapters(x + m, self.mlp_adapters, x, y, m)
+        return self._add_adapters(x + m, self.mlp_adapters, x, y, m, getattr(b, "drop_path_2", None))
 
 
 def vision_transformer_parts(visual: nn.Module, what: str):

@@ -1,0 +1,115 @@
+"""Supervised timm ViTs behind the adapter injection layer: every adapter kind injects with its one implementation,
+a fresh adapter model is exactly the frozen one, the counts at ViT-B/16 are the CLIP ones, and Convpass equals a
+transcription of PETL-ViT's (JieShibo/PETL-ViT convpass/vtab/convpass.py: set_Convpass, forward_block, Convpass)."""
+import copy
+import json
+
+import pytest
+import torch
+
+from clip_convpass.adapters.base import ADAPTER_REGISTRY, inject, presets
+from clip_convpass.models.timm_backbone import TimmVisual, create_timm_vit
+
+IMAGES = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.fixture(scope="module")
+def tiny_timm():
+    torch.manual_seed(0)
+    return create_timm_vit("timm:vit_tiny_patch16_224", "none", num_classes=5, img_size=32, patch_size=8, depth=2).eval()
+
+
+def test_the_wrapped_timm_model_computes_what_timm_computes(tiny_timm):
+    wrapped = TimmVisual(copy.deepcopy(tiny_timm)).eval()
+    assert wrapped.grid_size == (4, 4) and len(wrapped.transformer.resblocks) == 2
+    with torch.no_grad():
+        assert torch.allclose(wrapped(IMAGES), tiny_timm(IMAGES), atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", sorted(presets()))
+def test_every_adapter_injects_into_timm_and_a_fresh_model_is_the_frozen_one(tiny_timm, preset):
+    kind, options = presets()[preset]
+    frozen = TimmVisual(copy.deepcopy(tiny_timm)).eval()
+    adapted = TimmVisual(copy.deepcopy(tiny_timm))
+    injection = inject(adapted, preset, dict(kind.IDENTITY_OVERRIDES))
+    assert injection.count() > 0 or kind.IDENTITY_OVERRIDES
+    adapted.eval()
+    with torch.no_grad():
+        assert torch.equal(adapted(IMAGES), frozen(IMAGES)), preset
+    if not kind.IDENTITY_OVERRIDES:  # and with trained-looking weights it is another model
+        with torch.no_grad():
+            for p in injection.parameters:
+                p.add_(0.1 * torch.randn_like(p))
+            adapted.train().eval()  # LoRA merges its (new) deltas for evaluation
+            assert not torch.allclose(adapted(IMAGES), frozen(IMAGES))
+
+
+def test_counts_at_vit_b16_are_the_clip_ones_and_the_cli_prints_them(capsys):
+    from clip_convpass.cli.params import main
+
+    main(["--backbone", "timm:vit_base_patch16_224", "--json"])
+    counts = json.loads(capsys.readouterr().out)
+    expected = {k: v for kind in ADAPTER_REGISTRY.classes() for k, v in kind.PARAMS_AT_VIT_B16.items()}
+    assert counts == expected and counts["convpass"] == 327552
+
+
+def petl_vit_convpass(x, bp, grid):
+    """PETL-ViT's Convpass.forward (14 x 14 there; the tiny model's grid here), with our bypass's weights."""
+    b, n, c = x.shape
+    h = bp.down.out_features
+    x_down = bp.act(bp.down(x))
+    x_patch = x_down[:, 1:].reshape(b, grid, grid, h).permute(0, 3, 1, 2)
+    x_patch = bp.conv(x_patch).permute(0, 2, 3, 1).reshape(b, grid * grid, h)
+    x_cls = x_down[:, :1].reshape(b, 1, 1, h).permute(0, 3, 1, 2)
+    x_cls = bp.conv(x_cls).permute(0, 2, 3, 1).reshape(b, 1, h)
+    x_down = torch.cat([x_cls, x_patch], dim=1)
+    return bp.up(bp.dropout(bp.act(x_down)))
+
+
+def test_convpass_on_timm_equals_petl_vits_forward(tiny_timm):
+    adapted = TimmVisual(copy.deepcopy(tiny_timm))
+    inject(adapted, "convpass", {"scale": 10.0})
+    with torch.no_grad():
+        for module in adapted.modules():
+            if type(module).__name__ == "Convpass":
+                module.up.weight.normal_(std=0.1)
+                module.up.bias.normal_(std=0.1)
+                module.conv.weight.normal_(std=0.1)
+    adapted.eval()
+    ref = copy.deepcopy(tiny_timm)
+    blocks = list(adapted.transformer.resblocks)
+
+    def forward_block(i, x):  # PETL-ViT's forward_block: drop_path identity at evaluation
+        block, ours = ref.blocks[i], blocks[i]
+        x = x + block.attn(block.norm1(x)) + petl_vit_convpass(block.norm1(x), ours.bypass_attn, 4) * 10.0
+        return x + block.mlp(block.norm2(x)) + petl_vit_convpass(block.norm2(x), ours.bypass_mlp, 4) * 10.0
+
+    with torch.no_grad():
+        x = ref.norm_pre(ref.patch_drop(ref._pos_embed(ref.patch_embed(IMAGES))))
+        for i in range(len(blocks)):
+            x = forward_block(i, x)
+        expected = ref.forward_head(ref.norm(x))
+        assert torch.allclose(adapted(IMAGES), expected, atol=1e-5)
+        assert not torch.allclose(expected, tiny_timm(IMAGES), atol=1e-3)
+
+
+def test_local_weights_load_without_pickles_and_bad_files_say_what_is_expected(tiny_timm, tmp_path):
+    from safetensors.torch import save_file
+
+    from clip_convpass.models.timm_backbone import MissingTimmWeightsError
+
+    state = {k: v.contiguous() for k, v in tiny_timm.state_dict().items()}
+    torch.save(state, tmp_path / "w.pth")
+    save_file(state, str(tmp_path / "w.safetensors"))
+    kwargs = dict(num_classes=7, img_size=32, patch_size=8, depth=2)  # another class count: the head is new
+    for name in ("w.pth", "w.safetensors"):
+        model = create_timm_vit("timm:vit_tiny_patch16_224", str(tmp_path / name), **kwargs)
+        assert torch.equal(model.blocks[1].mlp.fc2.weight, tiny_timm.blocks[1].mlp.fc2.weight)
+        assert model.head.out_features == 7
+    with pytest.raises(MissingTimmWeightsError, match="does not exist"):
+        create_timm_vit("timm:vit_tiny_patch16_224", str(tmp_path / "absent.npz"), **kwargs)
+    torch.save({"blocks.0.norm1.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(MissingTimmWeightsError, match="does not hold"):
+        create_timm_vit("timm:vit_tiny_patch16_224", str(tmp_path / "other.pth"), **kwargs)
+    with pytest.raises(Exception, match="timm model name"):
+        create_timm_vit("timm:not_a_model", "none")
