@@ -20,7 +20,6 @@ def adapter_param_counts(backbone: str = "ViT-B-16-quickgelu") -> Dict[str, int]
 
     from clip_convpass.adapters.base import inject, presets
     from clip_convpass.models import clip_loader  # noqa: F401  (registers the project's model configs)
-
     from clip_convpass.models.timm_backbone import TimmVisual, create_timm_vit, is_timm
 
     if is_timm(backbone):
