@@ -205,7 +205,8 @@ class TrainerBase:
     # ---- parameters, checkpoints ------------------------------------------------------------
     @property
     def is_trainable(self) -> bool:
-        return bool(self.trainable_named_parameters()) and self.max_epoch > 0
+        # max_epoch > 0 exactly when MAX_EPOCH > 0 (a budget is at least one iteration); this reads no data
+        return bool(self.trainable_named_parameters()) and self.cfg.OPTIM.MAX_EPOCH > 0
 
     @property
     def iteration_budget(self) -> int:
