@@ -7,12 +7,14 @@ variants of a method config need only list what differs.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import math
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -30,7 +32,17 @@ class Config(CN):
     def dump(self, **kwargs) -> str:
         if kwargs or not yaml.__with_libyaml__:
             return super().dump(**kwargs)
-        return yaml.dump(_as_dict(self), Dumper=yaml.CSafeDumper)
+        if not self.is_frozen():
+            return yaml.dump(_as_dict(self), Dumper=yaml.CSafeDumper)
+        # a frozen configuration cannot change (until defrost(), which forgets this): its text is made once
+        if self.__dict__.get("_dumped") is None:
+            self.__dict__["_dumped"] = yaml.dump(_as_dict(self), Dumper=yaml.CSafeDumper)
+        return self.__dict__["_dumped"]
+
+    def defrost(self):
+        self.__dict__["_dumped"] = None
+        self.__dict__["_hashes"] = {}
+        super().defrost()
 
     @classmethod
     def _decode_cfg_value(cls, value):  # merged nodes stay yacs's own type (yacs makes them of the root's class)
@@ -207,6 +219,21 @@ def resolve_config_path(path: str | os.PathLike) -> Path:
 
 def read_yaml(path: Path) -> dict:
     """A config file's mapping; malformed YAML, unsafe tags and non-mappings are one-line errors."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is None:  # let the reading below say what is wrong
+        return _read_yaml(path)
+    return copy.deepcopy(_read_yaml_cached(str(path), st.st_mtime_ns, st.st_size))  # callers may edit the result
+
+
+@functools.lru_cache(maxsize=256)  # a grid composes the same files for every cell; an edited file has a new mtime
+def _read_yaml_cached(path: str, mtime_ns: int, size: int) -> dict:
+    return _read_yaml(Path(path))
+
+
+def _read_yaml(path: Path) -> dict:
     try:
         with open(path) as f:
             data = load_yaml(f) or {}
@@ -453,7 +480,16 @@ PATH_KEYS = LOCATION_KEYS + ("DATASET.CLASS_LIST", "MODEL.PRETRAINED", "MODEL.CO
 
 def flat_items(cfg) -> dict:
     """{"OPTIM.LR": 0.002, ...}: every leaf key of a config (or of the YAML text of one)."""
-    tree = load_yaml(cfg if isinstance(cfg, str) else cfg.dump())
+    return copy.deepcopy(dict(_flat_items_of_text(cfg if isinstance(cfg, str) else cfg.dump())))  # callers may edit
+
+
+@functools.lru_cache(maxsize=64)  # a run asks for the same configuration's keys several times
+def _flat_items_of_text(text: str) -> Tuple[Tuple[str, object], ...]:
+    return tuple(_flat_items(text).items())
+
+
+def _flat_items(text: str) -> dict:
+    tree = load_yaml(text)
     out = {}
 
     def walk(node, prefix):
@@ -501,9 +537,12 @@ def experiment_hash(cfg) -> str:
 def config_hash(cfg: CN, exclude: Sequence[str] = ()) -> str:
     """Hash of everything that determines a result: not where it is read or written, not logging or
     parallelism, and not the keys in `exclude` (e.g. SEED, for the experiment a seed belongs to)."""
-    c = cfg.clone()
-    c.defrost()
-    for key in (*LOCATION_KEYS, *NEUTRAL_KEYS, *exclude):
-        node, leaf = _node_and_leaf(c, key)
-        node[leaf] = type(node[leaf])()
-    return hashlib.sha256(c.dump().encode()).hexdigest()[:16]
+    cache = cfg.__dict__.setdefault("_hashes", {}) if isinstance(cfg, Config) and cfg.is_frozen() else {}
+    if tuple(exclude) not in cache:  # a frozen configuration's hashes are made once (Config.defrost forgets them)
+        c = cfg.clone()
+        c.defrost()
+        for key in (*LOCATION_KEYS, *NEUTRAL_KEYS, *exclude):
+            node, leaf = _node_and_leaf(c, key)
+            node[leaf] = type(node[leaf])()
+        cache[tuple(exclude)] = hashlib.sha256(c.dump().encode()).hexdigest()[:16]
+    return cache[tuple(exclude)]

@@ -88,3 +88,26 @@ def test_the_fast_dump_is_yacs_own_text_for_every_shipped_configuration():
         dataset = ("ImageNet", "OxfordPets", "EuroSAT", "StanfordCars")[i % 4]
         cfg = setup_cfg(dataset_config_file(dataset), str(f), ["OUTPUT_DIR", "/tmp/ünïcode path", "NAME", "x" * 200])
         assert cfg.dump() == CfgNode.dump(cfg), f
+
+
+def test_a_frozen_configuration_dumps_once_and_a_changed_one_anew():
+    from clip_convpass.config import get_cfg_default
+
+    cfg = get_cfg_default()
+    cfg.freeze()
+    assert cfg.dump() is cfg.dump()  # made once
+    other = cfg.clone()
+    other.defrost()
+    other.SEED = 7
+    other.freeze()
+    assert "SEED: 7" in other.dump() and "SEED: 1\n" in cfg.dump()
+    cfg.defrost()
+    cfg.SEED = 9
+    assert "SEED: 9" in cfg.dump()
+    cfg.freeze()
+    assert "SEED: 9" in cfg.dump() and config_hash(cfg) != config_hash(other)
+    before = config_hash(cfg)
+    cfg.defrost()
+    cfg.OPTIM.LR = 0.5
+    cfg.freeze()
+    assert config_hash(cfg) != before and config_hash(cfg) == config_hash(cfg.clone())
