@@ -165,10 +165,16 @@ _C.TEST.FEATURE_CACHE_DIR = ""
 _C.TEST.FEATURE_CACHE_DTYPE = "native"
 
 _C.MODEL = CN()
-# Any open_clip model name (see open_clip.list_models()), e.g. ViT-B-16-quickgelu for OpenAI weights.
+# Any open_clip model name (see open_clip.list_models()), e.g. ViT-B-16-quickgelu for OpenAI weights; or
+# timm:<a timm ViT> (e.g. timm:vit_base_patch16_224), an image-only supervised backbone for the adapter trainers
+# (ConvpassCLIP, PETLCLIP: adapters + a linear head on its features; models/timm_backbone.py).
 _C.MODEL.BACKBONE = "ViT-B-16-quickgelu"
-# An open_clip pretrained tag (e.g. "openai"), a path to a local checkpoint file, or "none" (random init).
+# An open_clip pretrained tag (e.g. "openai"), a path to a local checkpoint file, or "none" (random init); for
+# timm: a timm tag (e.g. augreg_in21k), a local .npz (Google's ViT-B_16.npz) / .pth / .safetensors, or none.
 _C.MODEL.PRETRAINED = "openai"
+# Stochastic depth of a timm backbone's blocks, on its branches and on the adapters beside them as PETL-ViT does
+# (its VTAB recipe: 0.1). open_clip's towers have none.
+_C.MODEL.DROP_PATH_RATE = 0.0
 # An open_clip model-config JSON registered under MODEL.BACKBONE (a custom architecture; "" = none).
 _C.MODEL.CONFIG_FILE = ""
 # Where open_clip looks for / caches downloaded weights ("" = open_clip's default).
@@ -382,6 +388,9 @@ def check(cond: bool, msg: str) -> None:
 def validate_engine_cfg(cfg: CN) -> None:
     """Reject invalid engine values before any work starts (methods check their own nodes)."""
     per_dataset_dirs(cfg)
+    check(0 <= cfg.MODEL.DROP_PATH_RATE < 1, f"MODEL.DROP_PATH_RATE must be in [0, 1), got {cfg.MODEL.DROP_PATH_RATE}")
+    check(cfg.MODEL.DROP_PATH_RATE == 0 or cfg.MODEL.BACKBONE.startswith("timm:"),
+          "MODEL.DROP_PATH_RATE needs a timm backbone (MODEL.BACKBONE timm:<name>); open_clip's towers have none")
     if cfg.MODEL.CONFIG_FILE:
         read_model_config(cfg.MODEL.CONFIG_FILE)
     check(cfg.PREC in VALID_PREC, f"PREC must be one of {VALID_PREC}, got {cfg.PREC!r}")

@@ -138,6 +138,9 @@ def load_clip(backbone: str, pretrained: str = "openai", cache_dir: str = "", de
     """
     if backbone.startswith(HF_HUB_PREFIX):
         return _load_hf_hub(backbone, str(pretrained), cache_dir, device)
+    if backbone.startswith("timm:"):
+        raise ConfigError(f"MODEL.BACKBONE {backbone!r} is an image-only supervised backbone: it has no text tower "
+                          f"for this method; the adapter trainers (ConvpassCLIP, PETLCLIP, HEAD_INIT random) take it")
     if backbone not in open_clip.list_models():
         raise ConfigError(
             f"Unknown MODEL.BACKBONE {backbone!r}. Use an open_clip model name (open_clip.list_models()), "

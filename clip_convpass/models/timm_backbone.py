@@ -120,7 +120,7 @@ class TimmVisual(nn.Module):
 
 
 def create_timm_vit(backbone: str, pretrained: str = "none", num_classes: int = 0, drop_path_rate: float = 0.0,
-                    img_size: Optional[int] = None, **kwargs) -> nn.Module:
+                    img_size=None, **kwargs) -> nn.Module:
     """A timm model from `timm:<name>` with `pretrained` a timm tag ("<name>.<tag>" or "timm" for the name's
     default), a local .npz / .pth / .pt / .safetensors file, or none; its head replaced for num_classes."""
     import timm

@@ -10,6 +10,7 @@ import math
 from typing import Dict, List, Tuple
 
 import torch
+from torch import nn
 
 from clip_convpass.adapters.base import inject
 from clip_convpass.config import check
@@ -18,6 +19,7 @@ from clip_convpass.engine.trainer import TrainerBase
 from clip_convpass.models.clip_loader import load_clip_from_cfg
 from clip_convpass.models.heads import HEAD_INITS, HEAD_PARAMS, HEAD_TEMPERATURES, CLIPClassifier, build_head
 from clip_convpass.models.prompts import check_templates, template_info
+from clip_convpass.models.timm_backbone import TimmVisual, create_timm_vit, is_timm
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,30 @@ def add_head_keys(c) -> None:
     # the adapter's learning rate is OPTIM.LR x this: what the PETL rows without a scale (VPT, BitFit) search,
     # so that the head keeps the same learning rate in every row
     c.ADAPTER_LR_MULT = 1.0
+
+
+class SupervisedClassifier(nn.Module):
+    """A timm ViT with its own head (trunk.head): logits from its pooled, unnormalised features."""
+
+    def __init__(self, visual: TimmVisual):
+        super().__init__()
+        self.visual = visual
+
+    @property
+    def head(self) -> nn.Module:
+        return self.visual.classifier_head
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        trunk = self.visual.trunk
+        return trunk.forward_head(trunk.forward_features(images), pre_logits=True)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual(images)
+
+    def stochastic_modules(self) -> List[nn.Module]:
+        from timm.layers import DropPath
+
+        return [m for m in self.visual.modules() if isinstance(m, DropPath)]
 
 
 def check_head_keys(c, node: str) -> None:
@@ -68,6 +94,8 @@ class AdapterCLIPTrainer(TrainerBase):
         raise NotImplementedError
 
     def build_model(self):
+        if is_timm(self.cfg.MODEL.BACKBONE):
+            return self.build_supervised_model()
         c = self.cfg.TRAINER[self.CONFIG_NODE]
         bundle = load_clip_from_cfg(self.cfg, self.device)
         templates = self.templates(c.TEMPLATES)
@@ -86,6 +114,26 @@ class AdapterCLIPTrainer(TrainerBase):
         for p in self.injection.parameters:  # what trains is the adapter's structure, not a name pattern
             p.requires_grad_(True)
         self.model.head.requires_grad_(c.HEAD_TRAINABLE)
+
+    def build_supervised_model(self):
+        """A timm ViT (MODEL.BACKBONE timm:<name>) with the adapter and a new linear head on its features, as
+        PETL-ViT and NOAH train them: the head is timm's for the class count (PyTorch's default init; features are
+        not normalised, no temperature)."""
+        c = self.cfg.TRAINER[self.CONFIG_NODE]
+        check(c.HEAD_INIT == "random" and c.HEAD_PARAM == "folded" and c.HEAD_TEMPERATURE == "fixed",
+              f"MODEL.BACKBONE {self.cfg.MODEL.BACKBONE} has no text tower: set TRAINER.{self.CONFIG_NODE}.HEAD_INIT "
+              f"random (a new linear head) with HEAD_PARAM folded and HEAD_TEMPERATURE fixed")
+        trunk = create_timm_vit(self.cfg.MODEL.BACKBONE, self.cfg.MODEL.PRETRAINED, len(self.classnames),
+                                self.cfg.MODEL.DROP_PATH_RATE, img_size=tuple(self.cfg.INPUT.SIZE))
+        visual = TimmVisual(trunk)
+        preset, overrides = self.adapter()
+        self.injection = inject(visual, preset, overrides, c.FAST_ATTENTION)
+        self.model = SupervisedClassifier(visual)
+        self.model.requires_grad_(False)
+        for p in self.injection.parameters:
+            p.requires_grad_(True)
+        self.model.head.requires_grad_(c.HEAD_TRAINABLE)
+        self.prompt_info = {"head_init": "random", "backbone": self.cfg.MODEL.BACKBONE}
 
     def optimizer_param_groups(self) -> List[dict]:
         c = self.cfg.TRAINER[self.CONFIG_NODE]
@@ -126,6 +174,8 @@ class AdapterCLIPTrainer(TrainerBase):
 
     def transfer_undefined(self) -> str:
         init = self.cfg.TRAINER[self.CONFIG_NODE].HEAD_INIT
+        if is_timm(self.cfg.MODEL.BACKBONE):
+            return "a supervised backbone's head has no class names to rebuild its rows from"
         if init == "lp":
             return "its head starts from a linear probe fitted on the training classes' shots; other classes have none"
         if init != "text":
@@ -133,9 +183,10 @@ class AdapterCLIPTrainer(TrainerBase):
         return ""
 
     def set_model_mode(self, train: bool):
-        # The frozen backbone stays in eval mode; only the adapter modules switch (dropout, LoRA merging).
+        # The frozen backbone stays in eval mode; only the adapter modules switch (dropout, LoRA merging), and a
+        # timm backbone's stochastic depth (MODEL.DROP_PATH_RATE), which acts while training only.
         self.model.eval()
-        for m in self.injection.modules:
+        for m in [*self.injection.modules, *getattr(self.model, "stochastic_modules", lambda: [])()]:
             m.train(train)
 
     def model_inference(self, images):

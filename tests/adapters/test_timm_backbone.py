@@ -113,3 +113,52 @@ def test_local_weights_load_without_pickles_and_bad_files_say_what_is_expected(t
         create_timm_vit("timm:vit_tiny_patch16_224", str(tmp_path / "other.pth"), **kwargs)
     with pytest.raises(Exception, match="timm model name"):
         create_timm_vit("timm:not_a_model", "none")
+
+
+def register_tiny_timm_vit():
+    """A 2-block timm ViT on 32 px images for runs (registered once, as timm registers its own models)."""
+    import timm
+    from timm.models import register_model
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not timm.is_model("vit_test_tiny"):
+        @register_model
+        def vit_test_tiny(pretrained=False, **kwargs):
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay",
+                                                                   "cache_dir")}  # timm's loading arguments
+            return VisionTransformer(**{"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3,
+                                        **kwargs})
+
+
+def test_a_supervised_run_trains_the_adapter_and_head_only_and_reloads(cfg_factory, tmp_path):
+    from clip_convpass.config import ConfigError
+    from clip_convpass.engine.checkpoint import latest_checkpoint, load_checkpoint
+    from clip_convpass.engine.runner import run
+    from clip_convpass.registry import TRAINER_REGISTRY
+
+    register_tiny_timm_vit()
+    torch.manual_seed(0)
+    backbone = create_timm_vit("timm:vit_test_tiny", "none", num_classes=1000)
+    torch.save(backbone.state_dict(), tmp_path / "in21k.pth")  # a pretrained checkpoint with another head
+    opts = ["MODEL.BACKBONE", "timm:vit_test_tiny", "MODEL.PRETRAINED", str(tmp_path / "in21k.pth"),
+            "TRAINER.PETL.HEAD_INIT", "random", "MODEL.DROP_PATH_RATE", "0.1", "DATASET.NUM_SHOTS", "2",
+            "OPTIM.MAX_EPOCH", "2", "OPTIM.LR", "0.01", "DATALOADER.NUM_WORKERS", "2"]
+    cfg = cfg_factory(config_file="configs/trainers/PETLCLIP/convpass_attn.yaml", output_dir=tmp_path / "run",
+                      opts=opts)
+    record = run(cfg)[0]
+    assert record["metrics"]["top1"] is not None
+    state = load_checkpoint(latest_checkpoint(tmp_path / "run"))["state_dict"]
+    assert state and all(".bypass_attn." in k or k.endswith(("head.weight", "head.bias")) for k in state)
+    trainer = TRAINER_REGISTRY.get("PETLCLIP")(cfg)
+    trainer.load_from_model_dir(tmp_path / "run")
+    blocks = trainer.model.visual.trunk.blocks.resblocks
+    assert torch.equal(blocks[1].block.mlp.fc2.weight, backbone.blocks[1].mlp.fc2.weight)  # frozen: as loaded
+    assert trainer.model.head.out_features == trainer.dataset.num_classes
+    assert trainer.test()["metrics"] == record["metrics"]
+    with pytest.raises(ConfigError, match="no text tower.*HEAD_INIT random"):
+        TRAINER_REGISTRY.get("PETLCLIP")(cfg_factory(config_file="configs/trainers/PETLCLIP/convpass_attn.yaml",
+                                                     opts=[*opts[:4], "OPTIM.MAX_EPOCH", "1"]))
+    with pytest.raises(ConfigError, match="image-only supervised backbone"):
+        TRAINER_REGISTRY.get("CoOp")(cfg_factory(config_file="configs/trainers/CoOp/vit_b16_ep50.yaml", opts=opts[:4]))
+    with pytest.raises(ConfigError, match="DROP_PATH_RATE needs a timm backbone"):
+        cfg_factory(opts=["MODEL.DROP_PATH_RATE", "0.1"])
