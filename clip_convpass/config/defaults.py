@@ -32,17 +32,16 @@ class Config(CN):
     def dump(self, **kwargs) -> str:
         if kwargs or not yaml.__with_libyaml__:
             return super().dump(**kwargs)
-        if not self.is_frozen():
-            return yaml.dump(_as_dict(self), Dumper=yaml.CSafeDumper)
-        # a frozen configuration cannot change (until defrost(), which forgets this): its text is made once
-        if self.__dict__.get("_dumped") is None:
-            self.__dict__["_dumped"] = yaml.dump(_as_dict(self), Dumper=yaml.CSafeDumper)
-        return self.__dict__["_dumped"]
-
-    def defrost(self):
-        self.__dict__["_dumped"] = None
-        self.__dict__["_hashes"] = {}
-        super().defrost()
+        # The text of the last dump is reused while the tree is equal to the one it was made from (compared in
+        # full: yacs lets merges and child nodes change even a frozen configuration); the tree is cheap, the
+        # YAML representer is not.
+        tree = _as_dict(self)
+        last = self.__dict__.get("_dumped")
+        if last is not None and last[0] == tree:
+            return last[1]
+        text = yaml.dump(tree, Dumper=yaml.CSafeDumper)
+        self.__dict__["_dumped"] = (copy.deepcopy(tree), text)
+        return text
 
     @classmethod
     def _decode_cfg_value(cls, value):  # merged nodes stay yacs's own type (yacs makes them of the root's class)
@@ -146,7 +145,8 @@ _C.TRAIN.CHECKPOINT_FREQ = 1
 # ...but skip an epoch's checkpoint while the last one is younger than this many seconds (runs of many short
 # epochs would otherwise spend more time writing checkpoints than training). A resumed run repeats the epochs
 # after its last checkpoint exactly, so the cadence never changes results; a kill loses at most this much work
-# beyond the current epoch. 0: every CHECKPOINT_FREQ epochs.
+# beyond the current epoch. 0: every CHECKPOINT_FREQ epochs; so is KEEP_CHECKPOINTS > 1 (those checkpoints are
+# asked for).
 _C.TRAIN.CHECKPOINT_MIN_SECONDS = 30.0
 # How many epoch checkpoints to keep on disk (oldest are removed after a newer one is safely written).
 _C.TRAIN.KEEP_CHECKPOINTS = 1
@@ -231,7 +231,7 @@ def read_yaml(path: Path) -> dict:
         st = None
     if st is None:  # let the reading below say what is wrong
         return _read_yaml(path)
-    return copy.deepcopy(_read_yaml_cached(str(path), st.st_mtime_ns, st.st_size))  # callers may edit the result
+    return copy.deepcopy(_read_yaml_cached(os.path.realpath(path), st.st_mtime_ns, st.st_size))  # callers edit it
 
 
 @functools.lru_cache(maxsize=256)  # a grid composes the same files for every cell; an edited file has a new mtime
@@ -546,12 +546,17 @@ def experiment_hash(cfg) -> str:
 def config_hash(cfg: CN, exclude: Sequence[str] = ()) -> str:
     """Hash of everything that determines a result: not where it is read or written, not logging or
     parallelism, and not the keys in `exclude` (e.g. SEED, for the experiment a seed belongs to)."""
-    cache = cfg.__dict__.setdefault("_hashes", {}) if isinstance(cfg, Config) and cfg.is_frozen() else {}
-    if tuple(exclude) not in cache:  # a frozen configuration's hashes are made once (Config.defrost forgets them)
+    key = (cfg.dump(), tuple(exclude))  # the full text: a configuration's hash is made once per content
+    if key not in _HASHES:
         c = cfg.clone()
         c.defrost()
-        for key in (*LOCATION_KEYS, *NEUTRAL_KEYS, *exclude):
-            node, leaf = _node_and_leaf(c, key)
+        for k in (*LOCATION_KEYS, *NEUTRAL_KEYS, *exclude):
+            node, leaf = _node_and_leaf(c, k)
             node[leaf] = type(node[leaf])()
-        cache[tuple(exclude)] = hashlib.sha256(c.dump().encode()).hexdigest()[:16]
-    return cache[tuple(exclude)]
+        if len(_HASHES) > 256:
+            _HASHES.clear()
+        _HASHES[key] = hashlib.sha256(c.dump().encode()).hexdigest()[:16]
+    return _HASHES[key]
+
+
+_HASHES: dict = {}  # {(configuration text, excluded keys): hash}

@@ -315,11 +315,13 @@ class TrainerBase:
 
     def checkpoint_due(self, done: int, last_saved: float) -> bool:
         """After `done` epochs: every CHECKPOINT_FREQ epochs unless the last checkpoint is younger than
-        CHECKPOINT_MIN_SECONDS; the last epoch always. Rank 0's clock decides for every process."""
+        CHECKPOINT_MIN_SECONDS (with KEEP_CHECKPOINTS 1: one asking to keep several gets each one it asks for);
+        the last epoch always. Rank 0's clock decides for every process."""
         train = self.cfg.TRAIN
         if done == self.max_epoch:
             return True
-        due = done % train.CHECKPOINT_FREQ == 0 and time.monotonic() - last_saved >= train.CHECKPOINT_MIN_SECONDS
+        young = train.KEEP_CHECKPOINTS == 1 and time.monotonic() - last_saved < train.CHECKPOINT_MIN_SECONDS
+        due = done % train.CHECKPOINT_FREQ == 0 and not young
         return bool(distributed.from_main(due))
 
     def log_scalars(self, epoch: int, scalars: Dict[str, float]) -> None:

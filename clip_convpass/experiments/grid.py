@@ -22,6 +22,7 @@ from clip_convpass.config import ConfigError
 from clip_convpass.engine.checkpoint import check_stored_config
 from clip_convpass.engine.rundir import RunDir, cell_dir
 from clip_convpass.experiments.jobs import evaluate_transfer, last_job
+from clip_convpass.models.clip_loader import reuse_loaded_models
 from clip_convpass.registry import Row, evaluation_domains, method_rows, table_names, trainable_datasets
 from clip_convpass.reporting.table2 import TABLE2_SOURCE
 from clip_convpass.utils.args import join_numeric_lists, number_list
@@ -95,13 +96,7 @@ def select_by_sweep(row: Row, seed: int, data: str, output: Path, opts: Sequence
     return {k: str(v) for k, v in best.items()}, sweep_json
 
 
-def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str | Path,
-             extra_opts: Sequence[str] = (), domains: Optional[Sequence[str]] = None, force: bool = False,
-             override_configs: Sequence[str | Path] = (), demo_opts: bool = False,
-             eval_step0: bool = False, feature_cache: bool = True, source: str = TABLE2_SOURCE,
-             sweeps: bool = True, sweep_files: Optional[Dict[str, Path]] = None,
-             transfers: Optional[Callable[[Row, int, object, List[str]], List[object]]] = None,
-             jobs=None, wait: bool = True, queue: Optional[List] = None) -> List[Path]:
+def run_grid(*args, **kwargs) -> List[Path]:
     """Run every (row, seed) cell: train on `source`, evaluate on `domains` (default: source and every
     dataset that evaluates its models). With feature_cache, frozen-encoder methods share test-set
     features through <output>/feature_cache: each test set is encoded once for all of them and all seeds.
@@ -112,6 +107,21 @@ def run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str |
     jobs (experiments.jobs.JobOptions): the cells that have to run go to the cluster as one array of jobs (sweeps
     run here first; a job runs its cell's transfer evaluations too); wait: block until they end. queue: collect the
     cells for the cluster there instead of submitting them (submit_queued then sends several grids as one array)."""
+    with reuse_loaded_models():  # one load of the backbone for the cells that share it
+        try:
+            return _run_grid(*args, **kwargs)
+        finally:
+            gc.unfreeze()  # what the cells' collections set aside is the collector's again
+
+
+def _run_grid(rows: Sequence[Row], seeds: Sequence[int], data: str, output: str | Path,
+             extra_opts: Sequence[str] = (), domains: Optional[Sequence[str]] = None, force: bool = False,
+             override_configs: Sequence[str | Path] = (), demo_opts: bool = False,
+             eval_step0: bool = False, feature_cache: bool = True, source: str = TABLE2_SOURCE,
+             sweeps: bool = True, sweep_files: Optional[Dict[str, Path]] = None,
+             transfers: Optional[Callable[[Row, int, object, List[str]], List[object]]] = None,
+             jobs=None, wait: bool = True, queue: Optional[List] = None) -> List[Path]:
+    """run_grid's work (see its documentation)."""
     from clip_convpass.engine.runner import run
     from clip_convpass.experiments.jobs import PendingCell
 
@@ -220,14 +230,16 @@ def run_grids_as_one_array(grids: Sequence[Tuple[str, Callable[..., List[Path]]]
     queue: Optional[List] = [] if jobs is not None else None
     dirs: List[Path] = []
     failed: List[str] = []
-    for label, part in grids:
-        print(label)
-        try:
-            dirs += part(queue=queue, jobs=jobs, wait=wait)
-        except JobsError as e:  # the other parts still run
-            failed.append(str(e))
-    if queue:
-        dirs = submit_queued(queue, jobs, output, wait, dirs)
+    try:
+        for label, part in grids:
+            print(label)
+            try:
+                dirs += part(queue=queue, jobs=jobs, wait=wait)
+            except JobsError as e:  # the other parts still run
+                failed.append(str(e))
+    finally:  # an error in a later part (a bad config) still sends the cells the earlier parts queued
+        if queue:
+            dirs = submit_queued(queue, jobs, output, wait, dirs)
     if failed:
         raise JobsError("; ".join(failed))
     return dirs

@@ -21,6 +21,9 @@ class PackedAttention(nn.Module):
             raise ValueError("adapters need timm attention without q/k norms (a plain ViT block)")
         if getattr(attn, "gate", None) is not None or attn.qkv.bias is None:
             raise ValueError("adapters need timm attention with a biased packed qkv projection and no gate")
+        if attn.attn_drop.p or attn.proj_drop.p:  # the fused path applies neither: refuse rather than drop them
+            raise ValueError("adapters need timm attention without attention / projection dropout (attn_drop_rate "
+                             "and proj_drop_rate 0, timm's default for ViTs)")
         self.inner = attn
         self.embed_dim = attn.qkv.in_features
         self.num_heads = attn.num_heads

@@ -1,6 +1,7 @@
 """The one place CLIP models are created: open_clip pretrained tags, local files, or random init."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -238,7 +239,22 @@ def register_model_config(path: str, backbone: str) -> None:
     factory._MODEL_CONFIGS[backbone] = model_cfg  # open_clip keeps its model configs in this table
 
 
-_LOADED: dict = {}  # {key: ClipBundle on the CPU}: the last pretrained model loaded in this process
+_LOADED: dict = {}  # {key: ClipBundle on the CPU}: the last pretrained model loaded, while reuse is on
+_REUSE = [False]
+
+
+@contextlib.contextmanager
+def reuse_loaded_models():
+    """Within: cells that load the same pretrained backbone get copies of one load (a grid process). Outside, a
+    run holds no extra copy of its model."""
+    before = _REUSE[0]
+    _REUSE[0] = True
+    try:
+        yield
+    finally:
+        _REUSE[0] = before
+        if not before:
+            _LOADED.clear()
 
 
 def _weights_identity(cfg):
@@ -255,7 +271,7 @@ def _weights_identity(cfg):
 def _loaded_once(cfg, device) -> ClipBundle:
     """load_clip, reusing the pretrained model this process loaded last (the cells of a grid share a backbone):
     a copy, so nothing a run changes reaches the next one."""
-    key = _weights_identity(cfg)
+    key = _weights_identity(cfg) if _REUSE[0] else None
     if key is None:
         return load_clip(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED, cfg.MODEL.CACHE_DIR, device)
     if key not in _LOADED:

@@ -146,12 +146,9 @@ class IVLP(TrainerBase):
     def _eval_text_features(self):
         """The class texts once per state of the text prompts (not per evaluation batch)."""
         m = self.model
-        key = (m.prompt_learner.ctx._version, m.deep_text._version, self._text_params_version(),
+        key = (id(m.prompt_learner.ctx), m.prompt_learner.ctx._version, id(m.deep_text), m.deep_text._version,
                torch.is_autocast_enabled(self.device.type))
         if getattr(self, "_text_cache_key", None) != key:
             self._text_cache = m.text_features().float()
             self._text_cache_key = key
         return self._text_cache
-
-    def _text_params_version(self) -> tuple:
-        return ()

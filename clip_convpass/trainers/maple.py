@@ -79,7 +79,9 @@ class MaPLe(IVLP):
     def insert_vision_prompts(self, visual) -> List[nn.Parameter]:
         c = self.cfg.TRAINER.MAPLE
         blocks = vision_transformer_parts(visual, self.NAME)
-        depth = self.check_depth("PROMPT_DEPTH", c.PROMPT_DEPTH, len(blocks.resblocks))
+        # coupled to the text tower's prompts: never deeper than those (towers of different depths)
+        depth = min(self.check_depth("PROMPT_DEPTH", c.PROMPT_DEPTH, len(blocks.resblocks)),
+                    self.model.deep_text.shape[0] + 1)
         coupled = CoupledVisionPrompts(self.model, self.model.text_encoder.width, blocks.width, depth).to(self.device)
         self.vision_prompts = insert_prompts(visual, coupled, pre_norm=True,
                                              fast_attention=self.cfg.MODEL.FUSED_ATTENTION)

@@ -21,19 +21,46 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
-from clip_convpass.config import check
+from clip_convpass.config import ConfigError, check
 from clip_convpass.models.prompts import check_templates, ensemble_text_features, template_info
 from clip_convpass.registry import TRAINER_REGISTRY
-from clip_convpass.trainers.ivlp import IVLP
+from clip_convpass.trainers.ivlp import IVLP, DeepPromptedCLIP
 
 GPA_PREFIX = "gpa."
+GPA_APPLIED = "gpa_applied"
+
+
+def gaussian(epoch: int, mean: float, std: float) -> float:
+    """The reference's get_gauss(mu, sigma)(epoch)."""
+    return math.exp(-0.5 * ((epoch - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
 
 
 def gpa_weights(max_epoch: int, mean: float, std: float) -> torch.Tensor:
-    """Normalised Gaussian weights of epochs 1..max_epoch (the reference's get_gauss over range(1, N + 1))."""
-    w = torch.tensor([math.exp(-0.5 * ((e - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
-                      for e in range(1, max_epoch + 1)], dtype=torch.float64)
+    """Normalised Gaussian weights of epochs 1..max_epoch (the reference's gauss over range(1, N + 1) / its sum)."""
+    w = torch.tensor([gaussian(e, mean, std) for e in range(1, max_epoch + 1)], dtype=torch.float64)
     return w / w.sum()
+
+
+class SelfRegulatedCLIP(DeepPromptedCLIP):
+    """IVLP's model whose forward is PromptSRC's training pass: (logits, zero-shot logits, text features, frozen
+    text features, image features, frozen image features), the frozen ones without gradients."""
+
+    def forward(self, images: torch.Tensor):
+        text = self.text_features()
+        feats = self.encode_image(images)
+        logits = (self.logit_scale * feats @ text.t()).float()
+        with torch.no_grad():
+            prompted = self.visual.transformer
+            switch = hasattr(prompted, "enabled")
+            if switch:
+                prompted.enabled = False  # the frozen tower exactly
+            try:
+                feats_zs = self.encode_image(images)
+            finally:
+                if switch:
+                    prompted.enabled = True
+            logits_zs = (self.logit_scale * feats_zs @ self.text_zs.t().to(feats_zs.dtype)).float()
+        return logits, logits_zs, text.float(), self.text_zs.float(), feats.float(), feats_zs.float()
 
 
 @TRAINER_REGISTRY.register
@@ -79,33 +106,21 @@ class PromptSRC(IVLP):
         # the running weighted sum of each prompt tensor over the epochs done (checkpointed with them)
         self.gpa_sum: Dict[str, torch.Tensor] = {n: torch.zeros_like(p, dtype=torch.float64)
                                                  for n, p in self.trainable_named_parameters()}
+        self.gpa_applied = torch.zeros((), device=self.device)  # 1 once the aggregate replaced the prompts
 
-    def frozen_image_features(self, images: torch.Tensor) -> torch.Tensor:
-        prompted = getattr(self, "vision_prompts", None)
-        if prompted is None:
-            return self.model.encode_image(images)
-        prompted.enabled = False
-        try:
-            return self.model.encode_image(images)
-        finally:
-            prompted.enabled = True
+    def make_model(self, clip_model, learner, text, deep_text):
+        return SelfRegulatedCLIP(clip_model, learner, text, deep_text)
 
     def forward_backward(self, batch):
         c = self.cfg.TRAINER.PROMPTSRC
         images, labels = batch["img"].to(self.device), batch["label"].to(self.device)
-        with self.autocast():
-            m = self.model
-            text = m.text_features()
-            feats = m.encode_image(images)
-            logits = (m.logit_scale * feats @ text.t()).float()
-            with torch.no_grad():
-                feats_zs = self.frozen_image_features(images)
-                logits_zs = (m.logit_scale * feats_zs @ m.text_zs.t().to(feats_zs.dtype)).float()
+        with self.autocast():  # through DDP under torchrun: gradients are averaged over the processes
+            logits, logits_zs, text, text_zs, feats, feats_zs = (self.ddp or self.model)(images)
             ce = F.cross_entropy(logits, labels)
             kl = F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(logits_zs, dim=1), reduction="sum",
                           log_target=True) / logits.numel()
-            l1_text = F.l1_loss(text.float(), m.text_zs.float())
-            l1_image = F.l1_loss(feats.float(), feats_zs.float())
+            l1_text = F.l1_loss(text, text_zs)
+            l1_image = F.l1_loss(feats, feats_zs)
             loss = ce + kl + c.TEXT_LOSS_WEIGHT * l1_text + c.IMAGE_LOSS_WEIGHT * l1_image
         self.optimize(loss)
         acc = (logits.argmax(1) == labels).float().mean().item() * 100
@@ -113,19 +128,31 @@ class PromptSRC(IVLP):
                 "l1_image": l1_image.item(), "acc": acc}
 
     # ---- Gaussian prompt aggregation ---------------------------------------------------------------------
+    # The running sum holds raw Gaussian weights (they do not depend on MAX_EPOCH); the normalisation over
+    # MAX_EPOCH epochs happens once, after the last, so a resumed run may change MAX_EPOCH before it ends.
     def after_epoch(self):
         c = self.cfg.TRAINER.PROMPTSRC
-        weight = float(gpa_weights(self.max_epoch, c.GPA_MEAN, c.GPA_STD)[self.epoch])
+        weight = gaussian(self.epoch + 1, c.GPA_MEAN, c.GPA_STD)
         for name, p in self.trainable_named_parameters():
             self.gpa_sum[name] += weight * p.detach().double()
         if self.epoch + 1 == self.max_epoch:  # the aggregate is the final model
+            total = sum(gaussian(e, c.GPA_MEAN, c.GPA_STD) for e in range(1, self.max_epoch + 1))
             with torch.no_grad():
                 for name, p in self.trainable_named_parameters():
-                    p.copy_(self.gpa_sum[name].to(p.dtype))
+                    p.copy_((self.gpa_sum[name] / total).to(p.dtype))
+            self.gpa_applied.fill_(1.0)
+
+    def before_train(self):
+        super().before_train()
+        if self.start_epoch < self.max_epoch and bool(self.gpa_applied):
+            raise ConfigError(f"{self.output_dir}: this PromptSRC run ended with its prompts replaced by their "
+                              f"Gaussian aggregate; training it further would start from the aggregate, not from its "
+                              f"last epoch. Train it afresh (--force) with the new OPTIM.MAX_EPOCH")
 
     def extra_state(self):
-        return {GPA_PREFIX + k: v for k, v in self.gpa_sum.items()}
+        return {**{GPA_PREFIX + k: v for k, v in self.gpa_sum.items()}, GPA_APPLIED: self.gpa_applied}
 
     def load_extra_state(self, state):
-        self.gpa_sum = {k[len(GPA_PREFIX):]: v.to(self.device) for k, v in state.items() if k.startswith(GPA_PREFIX)}
-
+        self.gpa_sum = {k[len(GPA_PREFIX):]: v.to(self.device) for k, v in state.items()
+                        if k.startswith(GPA_PREFIX) and k != GPA_APPLIED}
+        self.gpa_applied = state[GPA_APPLIED].to(self.device)

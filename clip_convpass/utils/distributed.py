@@ -46,7 +46,9 @@ def wrap_trainable(model: torch.nn.Module, device: torch.device):
         return None
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # buffers are frozen state (LoRA's base weights, frozen text features) equal on every process: not re-sent
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False)
 
 
 def shard(items: Sequence) -> list:

@@ -90,24 +90,28 @@ def test_the_fast_dump_is_yacs_own_text_for_every_shipped_configuration():
         assert cfg.dump() == CfgNode.dump(cfg), f
 
 
-def test_a_frozen_configuration_dumps_once_and_a_changed_one_anew():
+def test_a_configuration_changed_in_any_way_dumps_and_hashes_anew():
+    """The dump's text is reused only for an equal tree: yacs lets merges and child nodes change a frozen one."""
     from clip_convpass.config import get_cfg_default
 
     cfg = get_cfg_default()
     cfg.freeze()
-    assert cfg.dump() is cfg.dump()  # made once
-    other = cfg.clone()
-    other.defrost()
-    other.SEED = 7
-    other.freeze()
-    assert "SEED: 7" in other.dump() and "SEED: 1\n" in cfg.dump()
-    cfg.defrost()
-    cfg.SEED = 9
-    assert "SEED: 9" in cfg.dump()
-    cfg.freeze()
-    assert "SEED: 9" in cfg.dump() and config_hash(cfg) != config_hash(other)
-    before = config_hash(cfg)
-    cfg.defrost()
+    text, digest = cfg.dump(), config_hash(cfg)
+    assert cfg.dump() is text  # reused
+    cfg.merge_from_list(["SEED", 7])  # yacs does not stop this on a frozen node
+    assert "SEED: 7" in cfg.dump() and config_hash(cfg) != digest
+    assert config_hash(cfg, exclude=("SEED",)) == config_hash(get_cfg_default(), exclude=("SEED",))
+    text, digest = cfg.dump(), config_hash(cfg)
+    cfg.OPTIM.defrost()  # a child node, behind the root's back
     cfg.OPTIM.LR = 0.5
-    cfg.freeze()
-    assert config_hash(cfg) != before and config_hash(cfg) == config_hash(cfg.clone())
+    assert "LR: 0.5" in cfg.dump() and config_hash(cfg) != digest
+    before = cfg.dump().count("- normalize")
+    cfg.INPUT.TRANSFORMS.append("normalize")  # in place, inside a list
+    assert cfg.dump().count("- normalize") == before + 1 and config_hash(cfg) == config_hash(cfg.clone())
+    assert cfg.dump() == CN_dump(cfg)
+
+
+def CN_dump(cfg):
+    from yacs.config import CfgNode
+
+    return CfgNode.dump(cfg)

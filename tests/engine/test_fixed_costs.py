@@ -13,6 +13,10 @@ COOP = "configs/trainers/CoOp/vit_b16_fewshot.yaml"
 def test_a_reused_backbone_equals_a_fresh_load_and_shares_nothing(cfg_factory, tiny_weights, tmp_path):
     cfg = cfg_factory(opts=["MODEL.PRETRAINED", tiny_weights])
     clip_loader._LOADED.clear()
+    clip_loader.load_clip_from_cfg(cfg)
+    assert not clip_loader._LOADED  # a run outside a grid keeps no copy of its model
+    reuse = clip_loader.reuse_loaded_models()
+    reuse.__enter__()
     torch.manual_seed(5)
     state = torch.get_rng_state()
     first = clip_loader.load_clip_from_cfg(cfg).model
@@ -38,6 +42,8 @@ def test_a_reused_backbone_equals_a_fresh_load_and_shares_nothing(cfg_factory, t
     y = clip_loader.load_clip_from_cfg(random_cfg).model
     assert not torch.equal(next(x.parameters()), next(y.parameters()))  # random weights: drawn from the seed,
     assert list(clip_loader._LOADED)[0][1] == str(copy)  # never kept for reuse
+    reuse.__exit__(None, None, None)
+    assert not clip_loader._LOADED
 
 
 def test_a_run_after_another_in_one_process_equals_it_run_alone(cfg_factory, tiny_weights, tmp_path):
@@ -51,7 +57,8 @@ def test_a_run_after_another_in_one_process_equals_it_run_alone(cfg_factory, tin
 
     clip_loader._LOADED.clear()
     alone = trained("alone", 1)
-    trained("other", 2)
-    assert len(clip_loader._LOADED) == 1
-    after = trained("after", 1)
+    with clip_loader.reuse_loaded_models():  # as in a grid process
+        trained("other", 2)
+        assert len(clip_loader._LOADED) == 1
+        after = trained("after", 1)
     assert alone.keys() == after.keys() and all(torch.equal(alone[k], after[k]) for k in alone)

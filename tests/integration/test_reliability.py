@@ -158,21 +158,23 @@ def test_split_files_are_json(cfg_factory):
 def test_checkpoint_cadence_thins_young_checkpoints_and_never_changes_results(cfg_factory, tmp_path, monkeypatch):
     from clip_convpass.engine import trainer as trainer_module
 
-    def weights(out, min_seconds):
+    def weights(out, min_seconds, keep=1):
         cfg = cfg_factory(config_file=CONVPASS, output_dir=out,
                           opts=["OPTIM.MAX_EPOCH", "4", "DATASET.NUM_SHOTS", "2", "OPTIM.LR", "0.01",
-                                "TRAIN.KEEP_CHECKPOINTS", "10", "TRAIN.CHECKPOINT_MIN_SECONDS", str(min_seconds)])
+                                "TRAIN.KEEP_CHECKPOINTS", str(keep), "TRAIN.CHECKPOINT_MIN_SECONDS", str(min_seconds)])
         run(cfg)
-        return sorted(p.name for p in (out / "checkpoints").glob("model-epoch*.pt")), \
-            load_checkpoint(latest_checkpoint(out))["state_dict"]
+        saved = [int(line.rsplit("model-epoch", 1)[1].split(".")[0])
+                 for line in (out / "log.txt").read_text().splitlines() if "Saved checkpoint" in line]
+        return saved, load_checkpoint(latest_checkpoint(out))["state_dict"]
 
     every, w_every = weights(tmp_path / "every", 0)
     thinned, w_thinned = weights(tmp_path / "thinned", 1e6)
-    assert every == [f"model-epoch{e}.pt" for e in (1, 2, 3, 4)] and thinned == ["model-epoch4.pt"]
+    assert every == [1, 2, 3, 4] and thinned == [4]
     assert all(torch.equal(w_every[k], w_thinned[k]) for k in w_every)
+    assert weights(tmp_path / "kept", 1e6, keep=2)[0] == [1, 2, 3, 4]  # checkpoints asked to be kept are made
     clock = iter(range(0, 10**6, 40))  # each reading 40 s later: a checkpoint is old enough every other epoch
     monkeypatch.setattr(trainer_module.time, "monotonic", lambda: next(clock))
-    assert weights(tmp_path / "slow", 60)[0] == ["model-epoch2.pt", "model-epoch4.pt"]
+    assert weights(tmp_path / "slow", 60)[0] == [2, 4]
 
 
 # ---- kill and resume --------------------------------------------------------------------------

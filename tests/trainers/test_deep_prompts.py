@@ -182,3 +182,12 @@ def test_gpa_is_the_weighted_average_of_each_epochs_prompts_and_resumes_exactly(
     run(cfg(tmp_path / "b"))
     resumed = load_checkpoint(latest_checkpoint(tmp_path / "b"))["state_dict"]
     assert all(torch.equal(final[k], resumed[k]) for k in final)
+    # a finished run holds the aggregate: extending it would train on from there, so it is refused in one line
+    from clip_convpass.config import ConfigError
+
+    longer = cfg(tmp_path / "a").clone()
+    longer.defrost()
+    longer.OPTIM.MAX_EPOCH = epochs + 1
+    longer.freeze()
+    with pytest.raises(ConfigError, match="Gaussian aggregate.*--force"):
+        run(longer)
