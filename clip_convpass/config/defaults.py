@@ -159,6 +159,10 @@ _C.TEST.PER_CLASS_RESULT = False
 # Evaluate on the training dataset's test split at the end of training.
 _C.TEST.AFTER_TRAIN = True
 _C.TEST.SPLIT = "test"  # test | val
+# Also score the model on TEST.SPLIT every N epochs during training and write it into the run's history
+# (`<split>_top1`), never into results.json, which holds the final model's. PETL-ViT's VTAB scripts report the
+# best of these every 10 epochs; the history lets that difference be measured. 0 = off.
+_C.TEST.MONITOR_EVERY = 0
 # Frozen-encoder methods read/write evaluation features here ("" = no cache). The grid and demo set it.
 _C.TEST.FEATURE_CACHE_DIR = ""
 # native: store features as computed (cached == uncached metrics, exactly); fp16: half the disk
@@ -428,6 +432,7 @@ def validate_engine_cfg(cfg: CN) -> None:
     check(0 <= cfg.SEED < 2**32, f"SEED must be an integer in 0..2**32-1, got {cfg.SEED}")
     check(cfg.TRAIN.CHECKPOINT_FREQ >= 1, "TRAIN.CHECKPOINT_FREQ must be >= 1")
     check(cfg.TRAIN.KEEP_CHECKPOINTS >= 1, "TRAIN.KEEP_CHECKPOINTS must be >= 1")
+    check(cfg.TEST.MONITOR_EVERY >= 0, f"TEST.MONITOR_EVERY must be >= 0 (epochs), got {cfg.TEST.MONITOR_EVERY}")
     check(cfg.TRAIN.CHECKPOINT_MIN_SECONDS >= 0, "TRAIN.CHECKPOINT_MIN_SECONDS must be >= 0 (seconds)")
     if cfg.TRAIN.TENSORBOARD:
         import importlib.util

@@ -172,10 +172,30 @@ def evaluate(trainer: "TrainerBase", dataset, split: str, stage: str = "final") 
     Under torchrun each process evaluates a contiguous shard (no padded duplicates) and the
     predictions are gathered, so the metrics equal a single-process run's.
     """
-    cfg = trainer.cfg
     check_same_classes(trainer, dataset)
     if trainer.transfer.get("not_applicable"):
         return write_not_applicable(trainer, dataset, split, stage)
+    metrics, skipped, elapsed = score(trainer, dataset, split)
+    for _, err in skipped:
+        logger.warning(f"Skipped unreadable image: {err}")
+    result = result_record(trainer, dataset, split, metrics, elapsed, skipped)
+    result["stage"] = stage
+    if distributed.is_main():
+        path = trainer.run_dir.write_results(result)
+        m = result["metrics"]
+        logger.info(
+            f"=> {result['dataset']}/{split}: top1 {m['top1']:.2f} top5 {m['top5']:.2f} "
+            f"macro-F1 {m['macro_f1']:.2f} mean-per-class {m['mean_per_class_acc']:.2f} "
+            f"({result['n_images']} images, {result['n_skipped']} skipped) -> {path}"
+        )
+    distributed.barrier()
+    return result
+
+
+def score(trainer: "TrainerBase", dataset, split: str) -> Tuple[dict, list, float]:
+    """(metrics, skipped files, seconds) of the model on a dataset split, every process's shard gathered; nothing
+    written (evaluate writes results.json; the training loop's monitor writes the history)."""
+    cfg = trainer.cfg
     items = distributed.shard(dataset.test if split == "test" else dataset.val)
     trainer.set_model_mode(False)
     evaluator = Evaluator(dataset.num_classes, dataset.classnames, cfg.TEST.PER_CLASS_RESULT)
@@ -193,21 +213,7 @@ def evaluate(trainer: "TrainerBase", dataset, split: str, stage: str = "final") 
     if distributed.is_distributed():
         evaluator.merge(distributed.gather_objects(evaluator.state()))
         skipped = [s for part in distributed.gather_objects(skipped) for s in part]
-    metrics = evaluator.evaluate()
-    for _, err in skipped:
-        logger.warning(f"Skipped unreadable image: {err}")
-    result = result_record(trainer, dataset, split, metrics, time.time() - t0, skipped)
-    result["stage"] = stage
-    if distributed.is_main():
-        path = trainer.run_dir.write_results(result)
-        m = result["metrics"]
-        logger.info(
-            f"=> {result['dataset']}/{split}: top1 {m['top1']:.2f} top5 {m['top5']:.2f} "
-            f"macro-F1 {m['macro_f1']:.2f} mean-per-class {m['mean_per_class_acc']:.2f} "
-            f"({result['n_images']} images, {result['n_skipped']} skipped) -> {path}"
-        )
-    distributed.barrier()
-    return result
+    return evaluator.evaluate(), skipped, time.time() - t0
 
 
 def write_not_applicable(trainer: "TrainerBase", dataset, split: str, stage: str) -> dict:

@@ -300,6 +300,7 @@ class TrainerBase:
             stats = self.run_epoch()
             if self.cfg.OPTIM.SCHEDULER_UNIT == "epoch":
                 self.sched.step()
+            stats.update(self.monitor(self.epoch + 1))
             if distributed.is_main():
                 scalars = {"lr": lr, **stats, "skipped_images": len(self.skipped_train_images)}
                 self.run_dir.append_history(self.epoch + 1, scalars)
@@ -312,6 +313,16 @@ class TrainerBase:
         self._train_loader = None  # its workers exit
         logger.info(f"Training took {format_seconds(time.time() - t0)}")
         self.after_train()
+
+    def monitor(self, done: int) -> Dict[str, float]:
+        """TEST.MONITOR_EVERY: the model after `done` epochs scored on TEST.SPLIT, for the history only. Evaluation
+        draws no random numbers, so monitored and unmonitored runs train identically (tested)."""
+        every, split = self.cfg.TEST.MONITOR_EVERY, self.cfg.TEST.SPLIT
+        if not every or done % every:
+            return {}
+        metrics, _, _ = evaluation.score(self, self.dataset, split)
+        logger.info(f"epoch {done}: {split} top1 {metrics['top1']:.2f} (monitor; results.json holds the final model)")
+        return {f"{split}_top1": metrics["top1"]}
 
     def checkpoint_due(self, done: int, last_saved: float) -> bool:
         """After `done` epochs: every CHECKPOINT_FREQ epochs unless the last checkpoint is younger than

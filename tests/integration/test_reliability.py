@@ -222,3 +222,23 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(synth, tmp_path,
     rb = json.loads((cut_dir / "eval" / "ImageNet" / "results.json").read_text())
     assert ra["metrics"] == rb["metrics"]
     assert json.loads((ref_dir / "train_history.json").read_text()) == json.loads((cut_dir / "train_history.json").read_text())
+
+
+def test_monitoring_the_test_accuracy_during_training_changes_nothing_else(cfg_factory, tmp_path):
+    """TEST.MONITOR_EVERY (PETL-ViT reports the best of its every-10-epochs test evaluations): the scores go into the
+    history only; the weights and the final results.json equal an unmonitored run's."""
+    def trained(out, every):
+        cfg = cfg_factory(config_file=CONVPASS, output_dir=out,
+                          opts=["OPTIM.MAX_EPOCH", "4", "DATASET.NUM_SHOTS", "2", "OPTIM.LR", "0.01",
+                                "TEST.MONITOR_EVERY", str(every), "DATALOADER.NUM_WORKERS", "1"])
+        record = run(cfg)[0]
+        history = json.loads((out / "train_history.json").read_text())
+        return record, load_checkpoint(latest_checkpoint(out))["state_dict"], history
+
+    plain, w_plain, h_plain = trained(tmp_path / "plain", 0)
+    watched, w_watched, h_watched = trained(tmp_path / "watched", 2)
+    assert all(torch.equal(w_plain[k], w_watched[k]) for k in w_plain) and plain["metrics"] == watched["metrics"]
+    assert [("test_top1" in h) for h in h_watched] == [False, True, False, True]
+    assert not any("test_top1" in h for h in h_plain)
+    assert h_watched[-1]["test_top1"] == watched["metrics"]["top1"]  # the last one is the final model's score
+    assert "test_top1" in (tmp_path / "watched" / "train_history.csv").read_text()

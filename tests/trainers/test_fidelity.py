@@ -228,7 +228,7 @@ BAD_VALUES = {
     "OPTIM.MAX_EPOCH_BY_SHOTS": "'1=50'", "TRAINER.TIP.SEARCH_SPLIT": "test",
     "DATASET.FEWSHOT_SAMPLER": "random",
     "TRAIN.CHECKPOINT_MIN_SECONDS": "-1.0", "OPTIM.ITERS_PER_SHOT": "-1", "OPTIM.MIN_LR": "-1.0",
-    "MODEL.DROP_PATH_RATE": "1.0",
+    "MODEL.DROP_PATH_RATE": "1.0", "TEST.MONITOR_EVERY": "-1",
 }
 # Keys whose pairs are checked together (a bad value needs its partner changed too).
 BAD_PAIRS = {("TRAINER.COOP.N_CTX", "TRAINER.COOP.CTX_INIT"): ("0", "''"),
