@@ -232,9 +232,7 @@ def read_yaml(path: Path) -> dict:
     try:
         st = os.stat(path)
     except OSError:
-        st = None
-    if st is None:  # let the reading below say what is wrong
-        return _read_yaml(path)
+        return _read_yaml(path)  # which says what is wrong
     return copy.deepcopy(_read_yaml_cached(os.path.realpath(path), st.st_mtime_ns, st.st_size))  # callers edit it
 
 

@@ -9,7 +9,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -126,6 +126,18 @@ class TrainerBase:
     def logits_from_features(self, feats: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def class_text_features(self, compute, state: Sequence[torch.Tensor]) -> torch.Tensor:
+        """compute() of the class texts: each training step anew (gradients flow), at evaluation once per state of
+        the tensors they depend on (their identity and _version, which every in-place update and checkpoint load
+        bumps) and autocast mode, not once per batch."""
+        if torch.is_grad_enabled():
+            return compute()
+        key = (tuple((id(t), t._version) for t in state), torch.is_autocast_enabled(self.device.type))
+        if getattr(self, "_text_cache_key", None) != key:
+            self._text_cache = compute()
+            self._text_cache_key = key
+        return self._text_cache
+
     def logits_over(self, feats: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
         """Logits of the universe columns a dataset is scored on (a method may compute only those)."""
         return self.logits_from_features(feats).index_select(1, columns)
@@ -221,10 +233,9 @@ class TrainerBase:
         return min(self.cfg.OPTIM.MAX_EPOCH, math.ceil(self.iteration_budget / self.planned_steps_per_epoch()))
 
     def planned_steps_per_epoch(self) -> int:
-        """The training loader's length before it exists (data/loader.py: W processes share the global batch)."""
-        w = distributed.world_size()
-        per_process = math.ceil(len(self.dataset.train_x) / w) if w > 1 else len(self.dataset.train_x)
-        return max(1, math.ceil(per_process / (self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE // w)))
+        """The training loader's length (the loader made now if training has not made it: its workers start only
+        when it is iterated)."""
+        return max(1, len(self.train_loader()))
 
     def trainable_named_parameters(self):
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]

@@ -263,7 +263,8 @@ def _weights_identity(cfg):
     if tag.lower() in RANDOM_INIT:
         return None
     path = Path(tag).expanduser()
-    file_id = (str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
+    st = path.stat() if path.is_file() else None
+    file_id = (str(path.resolve()), st.st_size, st.st_mtime_ns) if st is not None else None
     config = Path(cfg.MODEL.CONFIG_FILE).read_text() if cfg.MODEL.CONFIG_FILE else ""
     return cfg.MODEL.BACKBONE, tag, file_id, cfg.MODEL.CACHE_DIR, config
 

@@ -15,7 +15,7 @@ from yacs.config import CfgNode as CN
 from clip_convpass.adapters.lora import QKV, inject_lora
 from clip_convpass.config import check
 from clip_convpass.engine.trainer import TrainerBase
-from clip_convpass.models.blocks import AdaptedBlock
+from clip_convpass.models.blocks import fuse_attention
 from clip_convpass.models.clip_loader import load_clip_from_cfg
 from clip_convpass.models.prompts import check_templates, template_info
 from clip_convpass.models.text_encoder import TextEncoder
@@ -50,14 +50,6 @@ class LoRACLIP(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.logits(self.encode_image(images), self.text_features())
-
-
-def wrapped_blocks(transformer: nn.Module, fast_attention: bool = True):
-    """The tower's blocks, each in an AdaptedBlock (the q/k/v slot LoRA fills)."""
-    for i, block in enumerate(transformer.resblocks):
-        if not isinstance(block, AdaptedBlock):
-            transformer.resblocks[i] = AdaptedBlock(block, transformer.batch_first, fast_attention)
-    return list(transformer.resblocks)
 
 
 @TRAINER_REGISTRY.register
@@ -104,21 +96,14 @@ class CLIPLoRA(TrainerBase):
         towers["both"] = towers["vision"] + towers["text"]
         scale = c.ALPHA / math.sqrt(c.RANK)
         for transformer in towers[c.ENCODER]:
-            injection = inject_lora(wrapped_blocks(transformer), c.RANK, scale, c.TARGETS, c.DROPOUT)
+            fuse_attention(transformer)  # every block an AdaptedBlock: LoRA fills its q/k/v slot
+            injection = inject_lora(list(transformer.resblocks), c.RANK, scale, c.TARGETS, c.DROPOUT)
             for p in injection.parameters:
                 p.requires_grad_(True)
         self.prompt_info = template_info(c.TEMPLATES, templates)
 
     # Nothing is class-bound: LoRA changes the towers, the classes are only their names' texts.
     def model_inference(self, images):
-        text = self.model.text_features() if torch.is_grad_enabled() else self._eval_text_features()
+        # evaluation: once per state of the LoRA weights (merged into the frozen ones), not per batch
+        text = self.class_text_features(self.model.text_features, [p for _, p in self.trainable_named_parameters()])
         return self.model.logits(self.model.encode_image(images), text)
-
-    def _eval_text_features(self):
-        """The class texts once per state of the LoRA weights (merged for evaluation), not per batch."""
-        key = (tuple(p._version for _, p in self.trainable_named_parameters()),
-               torch.is_autocast_enabled(self.device.type))
-        if getattr(self, "_text_cache_key", None) != key:
-            self._text_cache = self.model.text_features()
-            self._text_cache_key = key
-        return self._text_cache

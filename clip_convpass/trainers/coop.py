@@ -1,5 +1,4 @@
 """CoOp (Zhou et al., 2022): learnable context vectors in the text prompt; both encoders frozen."""
-import torch
 import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
@@ -86,14 +85,6 @@ class CoOp(TrainerBase):
 
     def logits_from_features(self, feats):
         # at evaluation the prompts do not change: the class texts are encoded once, not per batch
-        text = self.model.text_features() if torch.is_grad_enabled() else self._eval_text_features()
-        return self.model.logit_scale * F.normalize(feats, dim=-1) @ text.t()
-
-    def _eval_text_features(self):
         ctx = self.model.prompt_learner.ctx
-        # _version is bumped by every in-place update (optimizer step, checkpoint load)
-        key = (id(ctx), ctx._version, torch.is_autocast_enabled(self.device.type))
-        if getattr(self, "_text_cache_key", None) != key:
-            self._text_cache = self.model.text_features().float()
-            self._text_cache_key = key
-        return self._text_cache
+        text = self.class_text_features(lambda: self.model.text_features().float(), [ctx])
+        return self.model.logit_scale * F.normalize(feats, dim=-1) @ text.t()

@@ -139,16 +139,7 @@ class IVLP(TrainerBase):
 
     # Every prompt is class-agnostic: the target classes' names are encoded with the learned prompts.
     def model_inference(self, images):
-        feats = self.model.encode_image(images)
-        text = self.model.text_features() if torch.is_grad_enabled() else self._eval_text_features()
-        return self.model.logit_scale * feats @ text.t().to(feats.dtype)
-
-    def _eval_text_features(self):
-        """The class texts once per state of the text prompts (not per evaluation batch)."""
         m = self.model
-        key = (id(m.prompt_learner.ctx), m.prompt_learner.ctx._version, id(m.deep_text), m.deep_text._version,
-               torch.is_autocast_enabled(self.device.type))
-        if getattr(self, "_text_cache_key", None) != key:
-            self._text_cache = m.text_features().float()
-            self._text_cache_key = key
-        return self._text_cache
+        feats = m.encode_image(images)
+        text = self.class_text_features(lambda: m.text_features().float(), [m.prompt_learner.ctx, m.deep_text])
+        return m.logit_scale * feats @ text.t().to(feats.dtype)
