@@ -469,10 +469,15 @@ def main(argv=None) -> int:
         result["train_steps"] = bench_train_steps(args.classes, args.batch, args.repeats)
     out = Path(args.output or REPO / "benchmarks" / "results" /
                f"{platform.node()}-{datetime.date.today().isoformat()}.json")
+    write_result(result, out)
+    return 0
+
+
+def write_result(result: dict, out: Path) -> None:
+    """A benchmark's JSON, its folder made if needed (bench.py and gpu_check.py)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"Wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

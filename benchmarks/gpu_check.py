@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import platform
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import build_trainer, step_rows, timed  # noqa: E402
+from bench import build_trainer, step_rows, timed, write_result  # noqa: E402
 
 from clip_convpass.config import dataset_config_file, setup_cfg  # noqa: E402
 from clip_convpass.registry import DATASET_REGISTRY, evaluation_domains, method_rows, trainable_datasets  # noqa: E402
@@ -185,9 +184,7 @@ def main(argv=None) -> int:
     out = Path(args.output) if args.output else (
         Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else
         Path(__file__).resolve().parent / "results" / f"gpu-{args.device}-{datetime.date.today().isoformat()}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"Wrote {out}")
+    write_result(result, out)
     return 0
 
 
