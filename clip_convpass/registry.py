@@ -212,10 +212,15 @@ def dataset_order(names: List[str]) -> List[str]:
     return sorted(names, key=lambda n: (DATASET_REGISTRY.get(n).ORDER, n))
 
 
-def trainable_datasets() -> List[str]:
-    """Every registered dataset with a training split of its own (few-shot curves, base-to-new; the
-    cross-dataset targets are these but the source), in registry order."""
-    return [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]
+def trainable_datasets(benchmark: str = "coop") -> List[str]:
+    """Every registered dataset of a benchmark family with a training split of its own (CoOp's family: few-shot
+    curves, base-to-new; the cross-dataset targets are these but the source), in registry order."""
+    return [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN and c.BENCHMARK == benchmark]
+
+
+def benchmark_datasets(benchmark: str) -> List[str]:
+    """Every registered dataset of a benchmark family, in table order."""
+    return dataset_order([c.NAME for c in DATASET_REGISTRY.classes() if c.BENCHMARK == benchmark])
 
 
 def evaluation_domains(source: str) -> List[str]:

@@ -2,7 +2,7 @@
 
     python -m clip_convpass.cli.paths cell --output OUT --config trainers/CoOp/x.yaml \
         --dataset-config datasets/imagenet.yaml --shots 16 --seed 1
-    python -m clip_convpass.cli.paths rows --table table2 | datasets [--trainable] [--source imagenet]
+    python -m clip_convpass.cli.paths rows --table table2 | datasets [--trainable] [--source imagenet] [--benchmark vtab1k]
 
 The scripts ask here instead of rebuilding paths or restating lists.
 """
@@ -32,13 +32,14 @@ def table_methods(table: str) -> List[str]:
     return out
 
 
-def listed_datasets(trainable: bool = False, source: str = "") -> List[str]:
-    """Dataset config names (configs/datasets/<name>.yaml) in table order, optionally filtered."""
+def listed_datasets(trainable: bool = False, source: str = "", benchmark: str = "coop") -> List[str]:
+    """Dataset config names (configs/datasets/<name>.yaml) of a benchmark family in table order, optionally
+    filtered."""
     from clip_convpass.config import ConfigError, dataset_config_files
     from clip_convpass.registry import DATASET_REGISTRY, dataset_order, evaluation_domains
 
     files = dataset_config_files()
-    names = dataset_order(list(files))
+    names = [n for n in dataset_order(list(files)) if DATASET_REGISTRY.get(n).BENCHMARK == benchmark]
     if trainable:
         names = [n for n in names if DATASET_REGISTRY.get(n).HAS_TRAIN]
     if source:
@@ -72,13 +73,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     datasets = sub.add_parser("datasets", help="dataset config names, one per line")
     datasets.add_argument("--trainable", action="store_true", help="only datasets with a training split")
     datasets.add_argument("--source", default="", help="only the evaluation sets of this training dataset (config name)")
+    datasets.add_argument("--benchmark", default="coop",
+                          help="the benchmark family: coop (CoOp's datasets and ImageNet's variants), vtab1k, ...")
     args = p.parse_args(argv)
     if args.what == "rows":
         for line in table_methods(args.table):
             print(line)
         return 0
     if args.what == "datasets":
-        for name in listed_datasets(args.trainable, args.source):
+        for name in listed_datasets(args.trainable, args.source, args.benchmark):
             print(name)
         return 0
     cfg = setup_cfg(args.dataset_config, getattr(args, "config", None))

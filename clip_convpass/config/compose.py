@@ -62,6 +62,11 @@ def validate_cfg(cfg: CN) -> None:
           f"Unknown TRAINER.NAME {cfg.TRAINER.NAME!r}; registered: {TRAINER_REGISTRY.names()}")
     check(cfg.DATASET.NAME in DATASET_REGISTRY,
           f"Unknown DATASET.NAME {cfg.DATASET.NAME!r}; registered: {DATASET_REGISTRY.names()}")
+    dataset = DATASET_REGISTRY.get(cfg.DATASET.NAME)
+    check(dataset.SHOT_SOURCE == "sampled" or cfg.DATASET.SUBSAMPLE == "all",
+          f"DATASET.SUBSAMPLE {cfg.DATASET.SUBSAMPLE}: base-to-new halves are defined on sampled shots only, and "
+          f"{dataset.NAME}'s training images are a published list")
+    dataset.check_config(cfg)
     # every method checks its own node, whichever trainer runs: a bad value fails wherever it is set
     for cls in TRAINER_REGISTRY.classes():
         if "check_config" in cls.__dict__:

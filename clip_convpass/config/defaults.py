@@ -92,6 +92,8 @@ _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = -1
 _C.DATALOADER.TRAIN_X = CN()
 _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
+# Drop each epoch's last, incomplete training batch (PETL-ViT and NOAH: 1,000 VTAB images at 64 = 15 steps).
+_C.DATALOADER.TRAIN_X.DROP_LAST = False
 _C.DATALOADER.TEST = CN()
 _C.DATALOADER.TEST.BATCH_SIZE = 100
 
@@ -137,6 +139,12 @@ _C.OPTIM.WARMUP_EPOCH = 0
 _C.OPTIM.WARMUP_TYPE = "constant"  # constant | linear
 _C.OPTIM.WARMUP_CONS_LR = 1e-5
 _C.OPTIM.WARMUP_MIN_LR = 1e-5
+# True: the main schedule starts after the warm-up (Dassl); False: it counts from epoch 0 and the warm-up replaces
+# its first epochs (timm's CosineLRScheduler, warmup_prefix=False: PETL-ViT, NOAH).
+_C.OPTIM.WARMUP_PREFIX = True
+# Epoch e trains at the schedule's value for epoch e - SCHEDULE_LAG (the first epochs at its value for 0): PETL-ViT
+# and NOAH call timm's scheduler.step(epoch) after each epoch, so they train one epoch behind (1). Epoch unit only.
+_C.OPTIM.SCHEDULE_LAG = 0
 
 _C.TRAIN = CN()
 _C.TRAIN.PRINT_FREQ = 10
@@ -179,6 +187,9 @@ _C.MODEL.PRETRAINED = "openai"
 # Stochastic depth of a timm backbone's blocks, on its branches and on the adapters beside them as PETL-ViT does
 # (its VTAB recipe: 0.1). open_clip's towers have none.
 _C.MODEL.DROP_PATH_RATE = 0.0
+# timm: keep a checkpoint's representation layer (Linear + tanh before the head: Google's ImageNet-21K .npz has one,
+# and timm 0.4.12 kept it frozen for PETL-ViT, NOAH and VPT) | drop it (current timm's loading)
+_C.MODEL.PRE_LOGITS = "keep"
 # An open_clip model-config JSON registered under MODEL.BACKBONE (a custom architecture; "" = none).
 _C.MODEL.CONFIG_FILE = ""
 # Where open_clip looks for / caches downloaded weights ("" = open_clip's default).
@@ -390,6 +401,7 @@ def check(cond: bool, msg: str) -> None:
 def validate_engine_cfg(cfg: CN) -> None:
     """Reject invalid engine values before any work starts (methods check their own nodes)."""
     per_dataset_dirs(cfg)
+    check(cfg.MODEL.PRE_LOGITS in ("keep", "drop"), f"MODEL.PRE_LOGITS must be keep|drop, got {cfg.MODEL.PRE_LOGITS!r}")
     check(0 <= cfg.MODEL.DROP_PATH_RATE < 1, f"MODEL.DROP_PATH_RATE must be in [0, 1), got {cfg.MODEL.DROP_PATH_RATE}")
     check(cfg.MODEL.DROP_PATH_RATE == 0 or cfg.MODEL.BACKBONE.startswith("timm:"),
           "MODEL.DROP_PATH_RATE needs a timm backbone (MODEL.BACKBONE timm:<name>); open_clip's towers have none")
@@ -416,6 +428,9 @@ def validate_engine_cfg(cfg: CN) -> None:
     check(cfg.OPTIM.WARMUP_TYPE in VALID_WARMUP,
            f"OPTIM.WARMUP_TYPE must be one of {VALID_WARMUP}, got {cfg.OPTIM.WARMUP_TYPE!r}")
     check(cfg.OPTIM.WARMUP_EPOCH >= 0, "OPTIM.WARMUP_EPOCH must be >= 0")
+    check(cfg.OPTIM.SCHEDULE_LAG >= 0, f"OPTIM.SCHEDULE_LAG must be >= 0 epochs, got {cfg.OPTIM.SCHEDULE_LAG}")
+    check(cfg.OPTIM.SCHEDULE_LAG == 0 or cfg.OPTIM.SCHEDULER_UNIT == "epoch",
+          "OPTIM.SCHEDULE_LAG is a number of epochs: it needs OPTIM.SCHEDULER_UNIT epoch")
     check(cfg.DATASET.NUM_SHOTS >= 1, f"DATASET.NUM_SHOTS must be >= 1 (shots per class), got {cfg.DATASET.NUM_SHOTS}")
     check(cfg.DATASET.VAL_SHOTS >= -1, f"DATASET.VAL_SHOTS must be >= 0 (or -1: min(NUM_SHOTS, 4)), got {cfg.DATASET.VAL_SHOTS}")
     check(cfg.DATASET.FEWSHOT_SAMPLER in ("per_class", "coop"),

@@ -74,6 +74,17 @@ class DatasetBase:
 
     NAME = ""
     ORDER = 100  # position in tables (the training dataset comes first anyway)
+    # The benchmark family whose protocols this dataset belongs to: "coop" (CoOp's few-shot datasets and ImageNet's
+    # variants: few-shot curves, base-to-new, cross-dataset, domain generalization), or a family of its own
+    # ("vtab1k", "fgvc_fewshot") that those protocols' lists, grids and averages never include.
+    BENCHMARK = "coop"
+    # Where the training images come from: "sampled" (NUM_SHOTS per class drawn by SEED, data/fewshot.py),
+    # "lists" (published lists per shot count and seed) or "fixed" (one published training list; NUM_SHOTS does
+    # not apply and results record no shots).
+    SHOT_SOURCE = "sampled"
+    # False: the classes are known by label only (VTAB-1K's lists); methods that read class names are refused.
+    NAMED_CLASSES = True
+    GROUP = ""  # a benchmark's group of datasets (VTAB-1K's Natural / Specialized / Structured)
     SOURCE = ""  # a test-only set names the training dataset whose models it evaluates (domain shift)
     LABEL = ""  # column label in tables (default NAME)
     LAYOUTS: Tuple[str, ...] = ()
@@ -92,6 +103,10 @@ class DatasetBase:
     # "dataset" / "dataset_tip".
     TEMPLATES: Union[str, Tuple[str, ...]] = ("a photo of a {}.",)
     TIP_TEMPLATES: Union[str, Tuple[str, ...], None] = None
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Raise ConfigError for settings this dataset cannot serve (e.g. a shot count its lists do not have)."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -206,7 +221,18 @@ class DatasetBase:
         if not self.HAS_TRAIN:
             raise ValueError(f"{self.NAME} is a test-only dataset; train on {self.SOURCE or 'another dataset'} "
                              f"and evaluate here")
+        if self.SHOT_SOURCE != "sampled":
+            return self.read_training_lists()
         return fewshot.load_or_sample(self)
+
+    def read_training_lists(self) -> Tuple[List[Datum], List[Datum]]:
+        """(training images, validation images) from the dataset's published lists (SHOT_SOURCE lists / fixed)."""
+        raise NotImplementedError(f"{self.NAME} declares SHOT_SOURCE {self.SHOT_SOURCE} but reads no lists")
+
+    @property
+    def train_list(self) -> str:
+        """The published list the model trains on ("": sampled shots)."""
+        return ""
 
     @property
     def train_x(self) -> List[Datum]:

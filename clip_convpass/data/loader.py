@@ -111,4 +111,5 @@ def build_loader(cfg, items: Sequence, is_train: bool, device: torch.device, tra
         generator=generator,
         pin_memory=device.type == "cuda",
         persistent_workers=persistent and workers > 0,
+        drop_last=is_train and cfg.DATALOADER.TRAIN_X.DROP_LAST and len(ds) > batch_size,
     )

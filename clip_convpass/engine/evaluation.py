@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+from torch import nn
 
 from clip_convpass.config import config_hash, experiment_hash, flat_items
 from clip_convpass.data import build_transform
@@ -229,8 +230,22 @@ def write_not_applicable(trainer: "TrainerBase", dataset, split: str, stage: str
 
 
 def trainable_encoder_params(model) -> int:
+    """Trainable parameters of the image encoder, the head excluded (a timm model keeps its head inside)."""
     visual = getattr(model, "visual", None)
-    return sum(p.numel() for p in visual.parameters() if p.requires_grad) if visual is not None else 0
+    if visual is None:
+        return 0
+    head = {id(p) for p in model.head.parameters()} if isinstance(getattr(model, "head", None), nn.Module) else set()
+    return sum(p.numel() for p in visual.parameters() if p.requires_grad and id(p) not in head)
+
+
+def shot_fields(trainer: "TrainerBase", trained: dict) -> dict:
+    """What the model trained on: shots per class and validation shots, or the published list it trained on."""
+    ds = trainer.dataset
+    if ds.SHOT_SOURCE == "fixed":
+        return {"shots": None, "val_shots": None, "train_list": ds.train_list}
+    out = {"shots": trained["DATASET.NUM_SHOTS"],
+           "val_shots": ds.val_shots if ds.HAS_TRAIN and ds.SHOT_SOURCE == "sampled" else trainer.cfg.DATASET.VAL_SHOTS}
+    return {**out, "train_list": ds.train_list} if ds.train_list else out
 
 
 def result_record(trainer: "TrainerBase", dataset, split: str, metrics: dict, elapsed: float, skipped) -> dict:
@@ -251,8 +266,7 @@ def result_record(trainer: "TrainerBase", dataset, split: str, metrics: dict, el
         "backbone": cfg.MODEL.BACKBONE,
         "pretrained": cfg.MODEL.PRETRAINED,
         "seed": trained["SEED"],
-        "shots": trained["DATASET.NUM_SHOTS"],
-        "val_shots": trainer.dataset.val_shots if trainer.dataset.HAS_TRAIN else cfg.DATASET.VAL_SHOTS,
+        **shot_fields(trainer, trained),
         "train_dataset": trainer.train_dataset,
         "epochs_trained": trainer.epochs_done,
         "config_hash": config_hash(cfg),

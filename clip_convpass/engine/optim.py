@@ -35,11 +35,12 @@ def lr_at_epoch(epoch: float, optim_cfg, total_epochs: Optional[float] = None) -
     """LR used during `epoch` (0-based). Warmup epochs come first; the main schedule then starts at its epoch 0.
     total_epochs: the cosine's length when not MAX_EPOCH (an iteration budget: a fractional number of epochs)."""
     c = optim_cfg
+    epoch = max(0, epoch - c.SCHEDULE_LAG)
     if epoch < c.WARMUP_EPOCH:
         if c.WARMUP_TYPE == "constant":
             return c.WARMUP_CONS_LR
         return c.WARMUP_MIN_LR + (c.LR - c.WARMUP_MIN_LR) * epoch / c.WARMUP_EPOCH
-    t = epoch - c.WARMUP_EPOCH
+    t = epoch - c.WARMUP_EPOCH if c.WARMUP_PREFIX else epoch
     if c.LR_SCHEDULER == "cosine":
         length = c.MAX_EPOCH if total_epochs is None else total_epochs
         return c.MIN_LR + 0.5 * (c.LR - c.MIN_LR) * (1 + math.cos(math.pi * t / max(1, length)))

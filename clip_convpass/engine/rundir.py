@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from clip_convpass.utils.io import atomic_write_json, atomic_write_text
 
@@ -106,10 +106,12 @@ def eval_tag(dataset: str, subsample: str = "all") -> str:
     return dataset if subsample == "all" else f"{dataset}-{subsample}"
 
 
-def cell_dir(output: str | Path, train_dataset: str, trainer: str, config_stem: str, shots: int, seed: int,
+def cell_dir(output: str | Path, train_dataset: str, trainer: str, config_stem: str, shots: Optional[int], seed: int,
              subsample: str = "all") -> RunDir:
+    """shots None: a dataset with one published training list (VTAB-1K)."""
     half = "" if subsample == "all" else f"_{subsample}"
-    return RunDir(Path(output) / train_dataset / trainer / f"{config_stem}_{shots}shots{half}" / f"seed{seed}")
+    name = config_stem if shots is None else f"{config_stem}_{shots}shots"
+    return RunDir(Path(output) / train_dataset / trainer / f"{name}{half}" / f"seed{seed}")
 
 
 def safe_name(text: str) -> str:

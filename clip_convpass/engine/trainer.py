@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clip_convpass.config import ConfigError
 from clip_convpass.data import DatasetBase, build_dataset, build_loader
 from clip_convpass.data.images import log_new_skipped
 from clip_convpass.data.loader import set_stream
@@ -24,6 +25,7 @@ from clip_convpass.engine.checkpoint import CheckpointManager
 from clip_convpass.engine.optim import build_lr_scheduler, build_optimizer
 from clip_convpass.engine.rundir import RunDir
 from clip_convpass.models.prompts import resolve_templates
+from clip_convpass.registry import DATASET_REGISTRY
 from clip_convpass.utils import distributed
 from clip_convpass.utils.errors import UserError
 from clip_convpass.utils.logging import Progress, RunClock, format_seconds
@@ -57,6 +59,11 @@ class TrainerBase:
         set_random_seed(cfg.SEED)
         self.output_dir = Path(cfg.OUTPUT_DIR)
         self.run_dir = RunDir(self.output_dir)
+        dataset_cls = DATASET_REGISTRY.get(cfg.DATASET.NAME)
+        if not dataset_cls.NAMED_CLASSES and self.reads_class_names(cfg):  # before any work
+            raise ConfigError(f"{self.NAME} reads class names (text prompts), and {dataset_cls.NAME} knows its classes by "
+                              f"label only; use a method whose head does not start from text (e.g. ConvpassCLIP or "
+                              f"PETLCLIP with HEAD_INIT random)")
         self.dataset: DatasetBase = build_dataset(cfg)
         self.classnames = self.dataset.universe.classnames  # the model is built over these
         self.model: Optional[nn.Module] = None
@@ -107,6 +114,12 @@ class TrainerBase:
     @classmethod
     def check_config(cls, cfg) -> None:
         """Raise ConfigError for invalid values of the method's own keys."""
+
+    @classmethod
+    def reads_class_names(cls, cfg) -> bool:
+        """Whether the method, so configured, builds anything from the class names (text prompts); a dataset that
+        knows its classes by label only (VTAB-1K) refuses such a method before any work."""
+        return True
 
     # ---- hooks ------------------------------------------------------------------------------
     def build_model(self) -> None:

@@ -42,9 +42,12 @@ def table2_rows() -> List[Row]:
 
 
 def row_dir(output: Path, cfg, row: Row) -> RunDir:
+    from clip_convpass.registry import DATASET_REGISTRY
+
     stem = row.tag or (Path(row.config).stem if row.config else row.name)
-    return cell_dir(output, cfg.DATASET.NAME, cfg.TRAINER.NAME, stem, cfg.DATASET.NUM_SHOTS, cfg.SEED,
-                    cfg.DATASET.SUBSAMPLE)
+    fixed = DATASET_REGISTRY.get(cfg.DATASET.NAME).SHOT_SOURCE == "fixed"  # one training list: no shots
+    return cell_dir(output, cfg.DATASET.NAME, cfg.TRAINER.NAME, stem, None if fixed else cfg.DATASET.NUM_SHOTS,
+                    cfg.SEED, cfg.DATASET.SUBSAMPLE)
 
 
 def build_cell_cfg(row: Row, seed: int, data: str, output: Path, extra_opts: Sequence[str] = (),
@@ -69,11 +72,13 @@ def select_by_sweep(row: Row, seed: int, data: str, output: Path, opts: Sequence
     class subset), running the sweep there first if it has not finished."""
     from clip_convpass.config import dataset_config_file
     from clip_convpass.experiments.sweep import parse_grid, run_sweep
+    from clip_convpass.registry import DATASET_REGISTRY
     from clip_convpass.utils.io import read_json
 
     swept = parse_grid(row.sweep)
     if sweep_json is None:
-        where = output / "sweeps" / f"{source}_{shots}shots{'' if subsample == 'all' else '_' + subsample}"
+        trained_on = source if DATASET_REGISTRY.get(source).SHOT_SOURCE == "fixed" else f"{source}_{shots}shots"
+        where = output / "sweeps" / f"{trained_on}{'' if subsample == 'all' else '_' + subsample}"
         sweep_json = where / (row.tag or row.name.replace(" ", "_")) / "sweep.json"
         done = sweep_json.is_file() and "best" in read_json(sweep_json)
         if not done:
@@ -308,6 +313,16 @@ def run_fewshot_grid(rows: Sequence[Row], datasets: Sequence[str], shots: Sequen
          for dataset in datasets for k in shots], Path(output), jobs, wait)
 
 
+def run_vtab_grid(rows: Sequence[Row], tasks: Sequence[str], seeds: Sequence[int], data: str, output: str | Path,
+                  extra_opts: Sequence[str] = (), **kwargs) -> List[Path]:
+    """VTAB-1K: per task, every (row, seed) cell trains on train800val200 and is scored on test; a row's sweep is
+    first run per task on train800 -> val200. With jobs, all tasks' cells go to the cluster as one array."""
+    jobs, wait = kwargs.pop("jobs", None), kwargs.pop("wait", True)
+    return run_grids_as_one_array(
+        [(f"[vtab-1k] {task}", functools.partial(run_grid, rows, seeds, data, output, extra_opts, domains=[task],
+                                                 source=task, **kwargs)) for task in tasks], Path(output), jobs, wait)
+
+
 def base2new_opts(extra_opts: Sequence[str], shots: int = BASE2NEW_SHOTS) -> List[str]:
     """The protocol's shots (a DATASET.NUM_SHOTS in extra_opts wins) and training on the base classes."""
     return ["DATASET.NUM_SHOTS", str(shots), *extra_opts, "DATASET.SUBSAMPLE", "base"]
@@ -382,6 +397,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--cross-dataset", nargs="*", default=None, metavar="DATASET",
                    help="cross-dataset transfer: the Table 2 cells (finished ones reused) evaluated on these datasets "
                         "with their own classes (none given: every dataset with a training split but ImageNet)")
+    p.add_argument("--vtab", nargs="*", default=None, metavar="TASK",
+                   help="VTAB-1K (the Convpass paper's Table 1) instead of Table 2: train on train800val200 and test "
+                        "on these tasks (registry names, vtab_<task>; none given: all 19); rows: the vtab table's")
     p.add_argument("--executor", choices=["inprocess", "local", "slurm"], default="inprocess",
                    help="inprocess: every cell in this process; local / slurm: one submitit job per cell (local: "
                         "subprocesses on this machine), submitted as one array; sweeps run here first")
@@ -433,9 +451,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     from clip_convpass.reporting.table2 import build_table, render
 
     protocols = [f for f, v in (("--fewshot", args.fewshot), ("--base2new", args.base2new),
-                                ("--cross-dataset", args.cross_dataset)) if v is not None]
+                                ("--cross-dataset", args.cross_dataset), ("--vtab", args.vtab)) if v is not None]
     if len(protocols) > 1:
         p.error(f"{' and '.join(protocols)}: choose one protocol per grid")
+    if args.vtab is not None:
+        return vtab_main(p, args, rows, common)
     if args.base2new is not None or args.cross_dataset is not None:
         return generalization_main(p, args, rows, common)
     if args.fewshot is not None:
@@ -467,6 +487,29 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     notes: List[str] = []
     print(render(build_table(aggregate(collect([args.output]), notes=notes), paper=True), paper=True, notes=notes))
+    return 0
+
+
+def vtab_main(p, args, rows, common) -> int:
+    """grid --vtab: run (or --status) the VTAB-1K cells of the chosen tasks, then print the VTAB table."""
+    from clip_convpass.registry import benchmark_datasets
+    from clip_convpass.reporting.records import collect
+    from clip_convpass.reporting.vtab import VTABView
+
+    every = benchmark_datasets("vtab1k")
+    tasks = args.vtab or every
+    wrong = [t for t in tasks if t not in every]
+    if wrong:
+        p.error(f"--vtab {wrong}: choose among {every}")
+    if args.methods is None:
+        rows = table_rows("vtab")
+    if args.status:
+        cells = [(r, s, t, list(args.opts), [t]) for t in tasks for r in rows for s in args.seeds]
+        print_status(grid_status(cells, args.data, Path(args.output), args.override_config))
+        return 0
+    run_vtab_grid(rows, tasks, args.seeds, args.data, args.output, args.opts, **common)
+    notes: List[str] = []
+    print(VTABView.render(VTABView.build(collect([args.output]), "top1", notes), "terminal", "top1", notes))
     return 0
 
 

@@ -11,6 +11,7 @@ computes. Weights load without unpickling: timm tags, Google's .npz (PETL-ViT / 
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -21,10 +22,14 @@ from clip_convpass.config import ConfigError
 from clip_convpass.models.attention import PackedAttention, self_attention
 from clip_convpass.utils.errors import UserError, refuse_unsafe_load_override
 
+logger = logging.getLogger(__name__)
 TIMM_PREFIX = "timm:"
 # The Convpass paper's Table 1 backbone: ViT-B/16 pretrained on ImageNet-21K, Google's original checkpoint
-# (ViT-B_16.npz), which timm publishes as this tag (the same weights, converted; its 21,843-class head is replaced).
-PAPER_VTAB_BACKBONE = "timm:vit_base_patch16_224.augreg_in21k"
+# (ViT-B_16.npz), which timm publishes as the tag orig_in21k (converted, without the representation layer). timm's
+# old name vit_base_patch16_224_in21k now points at another checkpoint (augreg_in21k, "How to train your ViT").
+PAPER_VTAB_BACKBONE, PAPER_VTAB_TAG = "timm:vit_base_patch16_224", "orig_in21k"
+# A 2-block ViT on 32 px images (patch 8, width 48): tests and the demo, no weights needed.
+TINY_VIT = "vit_tiny_demo"
 
 
 class MissingTimmWeightsError(UserError, FileNotFoundError):
@@ -119,13 +124,58 @@ class TimmVisual(nn.Module):
         return self.trunk(images)
 
 
+def register_tiny_vit() -> None:
+    """Register TINY_VIT with timm (once), as timm registers its own architectures."""
+    import timm
+    from timm.models import register_model
+    from timm.models.vision_transformer import VisionTransformer
+
+    if timm.is_model(TINY_VIT):
+        return
+
+    def vit_tiny_demo(pretrained=False, **kwargs):
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
+        return VisionTransformer(**{"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3,
+                                    **kwargs})
+
+    vit_tiny_demo.__name__ = TINY_VIT
+    register_model(vit_tiny_demo)
+
+
+class RepresentationLayer(nn.Module):
+    """The pre-logits layer of Google's ImageNet-21K ViTs: Linear + tanh between the [cls] features and the head.
+    timm 0.4.12, on which PETL-ViT, NOAH and VPT ran, built it for vit_base_patch16_224_in21k and loaded it from
+    the .npz (it stayed frozen); current timm drops it (MODEL.PRE_LOGITS keep | drop)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.fc = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            self.fc.weight.copy_(weight)
+            self.fc.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc(x))
+
+
+def attach_representation(model: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """Put the representation layer before timm's head (after its head dropout), where timm 0.4.12 had it."""
+    if weight.shape != (model.embed_dim, model.embed_dim):
+        raise MissingTimmWeightsError(f"a representation layer of shape {tuple(weight.shape)} does not fit width "
+                                      f"{model.embed_dim}")
+    model.head_drop = nn.Sequential(model.head_drop, RepresentationLayer(weight, bias))
+
+
 def create_timm_vit(backbone: str, pretrained: str = "none", num_classes: int = 0, drop_path_rate: float = 0.0,
-                    img_size=None, **kwargs) -> nn.Module:
+                    img_size=None, pre_logits: bool = True, **kwargs) -> nn.Module:
     """A timm model from `timm:<name>` with `pretrained` a timm tag ("<name>.<tag>" or "timm" for the name's
-    default), a local .npz / .pth / .pt / .safetensors file, or none; its head replaced for num_classes."""
+    default), a local .npz / .pth / .pt / .safetensors file, or none; its head replaced for num_classes.
+    pre_logits: keep a checkpoint's representation layer (RepresentationLayer) where it has one."""
     import timm
 
     name = backbone[len(TIMM_PREFIX):]
+    if name.split(".")[0] == TINY_VIT:
+        register_tiny_vit()
     if not name or not timm.is_model(name.split(".")[0]):
         raise ConfigError(f"MODEL.BACKBONE {backbone!r}: not a timm model name (timm.list_models())")
     extra = dict(kwargs, num_classes=num_classes, drop_path_rate=drop_path_rate)
@@ -140,7 +190,7 @@ def create_timm_vit(backbone: str, pretrained: str = "none", num_classes: int = 
             raise MissingTimmWeightsError(f"MODEL.PRETRAINED {path} does not exist: put the checkpoint for {name} there "
                                           f"(e.g. Google's ViT-B_16.npz for the Convpass paper's VTAB-1K backbone)")
         model = timm.create_model(name, pretrained=False, **extra)
-        load_local_weights(model, path)
+        load_local_weights(model, path, pre_logits)
         return model
     full = name if tag == "timm" else f"{name.split('.')[0]}.{tag}"
     try:
@@ -151,12 +201,21 @@ def create_timm_vit(backbone: str, pretrained: str = "none", num_classes: int = 
             f"another machine (huggingface.co/timm/{full}) and set MODEL.PRETRAINED /path/to/model.safetensors") from e
 
 
-def load_local_weights(model: nn.Module, path: Path) -> None:
+def load_local_weights(model: nn.Module, path: Path, pre_logits: bool = True) -> None:
     """Google's .npz through timm's own converter (numpy arrays, never pickles), or a state dict (weights-only
-    torch.load / safetensors) whose head is dropped when its shape is another class count's."""
+    torch.load / safetensors) whose head is dropped when its shape is another class count's. A representation
+    layer in the file (npz pre_logits/*, state dict pre_logits.fc.*) is kept before the head if pre_logits."""
     refuse_unsafe_load_override()
     if path.suffix == ".npz":
+        import numpy as np
+
         model.load_pretrained(str(path))  # timm: reads the arrays, resamples the position embedding if needed
+        with np.load(path, allow_pickle=False) as arrays:
+            if "pre_logits/kernel" in arrays and not pre_logits:
+                logger.info(f"{path}: its representation layer (pre_logits) is dropped (MODEL.PRE_LOGITS drop)")
+            elif "pre_logits/kernel" in arrays:
+                attach_representation(model, torch.from_numpy(arrays["pre_logits/kernel"]).T.float(),
+                                      torch.from_numpy(arrays["pre_logits/bias"]).float())
         return
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -169,6 +228,7 @@ def load_local_weights(model: nn.Module, path: Path) -> None:
             raise MissingTimmWeightsError(f"Cannot load {path} weights-only ({type(e).__name__}): a state dict of "
                                           f"tensors is expected (.pth/.pt), or .npz / .safetensors") from e
         state = state.get("model", state.get("state_dict", state)) if isinstance(state, dict) else state
+    representation = (state.pop("pre_logits.fc.weight", None), state.pop("pre_logits.fc.bias", None))
     own = model.state_dict()
     head = {k for k in state if k.startswith("head.") and (k not in own or own[k].shape != state[k].shape)}
     state = {k: v for k, v in state.items() if k not in head}
@@ -178,3 +238,8 @@ def load_local_weights(model: nn.Module, path: Path) -> None:
         raise MissingTimmWeightsError(f"{path} does not hold {type(model).__name__} weights of this shape: missing "
                                       f"{missing[:3]}, unexpected or of another shape {wrong[:3]}")
     model.load_state_dict(state, strict=False)
+    if representation[0] is not None:
+        if pre_logits:
+            attach_representation(model, representation[0].float(), representation[1].float())
+        else:
+            logger.info(f"{path}: its representation layer (pre_logits) is dropped (MODEL.PRE_LOGITS drop)")

@@ -40,7 +40,8 @@ def check_record(rec, path) -> dict:
                 or not 0 <= value <= 100:
             bad(f"metric {name!r} must be a finite percentage in [0, 100], got {value!r}")
     for key in ("seed", "shots"):
-        if key in rec and (isinstance(rec[key], bool) or not isinstance(rec[key], int)):
+        if key in rec and (isinstance(rec[key], bool) or not isinstance(rec[key], int)) \
+                and not (key == "shots" and rec[key] is None and rec.get("train_list")):  # one published list
             bad(f"{key!r} must be an integer, got {rec[key]!r}")
     if "seed" not in rec:
         bad("'seed' is missing")

@@ -12,7 +12,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from clip_convpass.adapters.base import inject
+from clip_convpass.adapters.base import Injection, inject
 from clip_convpass.config import check
 from clip_convpass.data import build_transform
 from clip_convpass.engine.trainer import TrainerBase
@@ -22,6 +22,7 @@ from clip_convpass.models.prompts import check_templates, template_info
 from clip_convpass.models.timm_backbone import TimmVisual, create_timm_vit, is_timm
 
 logger = logging.getLogger(__name__)
+NO_ADAPTER = "none"  # TRAINER.<node>.ADAPTER none: nothing injected (a linear probe trained by SGD, or full fine-tuning)
 
 
 def add_head_keys(c) -> None:
@@ -39,6 +40,9 @@ def add_head_keys(c) -> None:
     # the adapter's learning rate is OPTIM.LR x this: what the PETL rows without a scale (VPT, BitFit) search,
     # so that the head keeps the same learning rate in every row
     c.ADAPTER_LR_MULT = 1.0
+    # True: every parameter of the image encoder trains as well (full fine-tuning: the "Full" rows of the Convpass
+    # paper's Tables 1 and 3, with ADAPTER none); its learning rate is the adapter's.
+    c.BACKBONE_TRAINABLE = False
 
 
 class SupervisedClassifier(nn.Module):
@@ -89,6 +93,10 @@ def check_head_keys(c, node: str) -> None:
 class AdapterCLIPTrainer(TrainerBase):
     TRAINING_ONLY_KEYS = ("HEAD_LR_MULT", "ADAPTER_LR_MULT")
 
+    @classmethod
+    def reads_class_names(cls, cfg) -> bool:
+        return cfg.TRAINER[cls.CONFIG_NODE].HEAD_INIT == "text"
+
     def adapter(self) -> Tuple[str, Dict[str, object]]:
         """(registered adapter preset, option overrides) from this trainer's config node."""
         raise NotImplementedError
@@ -107,13 +115,23 @@ class AdapterCLIPTrainer(TrainerBase):
         if c.HEAD_INIT in ("text", "lp"):
             self.prompt_info.update(template_info(c.TEMPLATES, templates))
         del bundle  # the text tower is released once the head exists
+        self.model = self.adapted(visual, lambda v: CLIPClassifier(v, head))
+
+    def adapted(self, visual: nn.Module, classifier) -> nn.Module:
+        """The image tower with the configured adapter injected (none: nothing), wrapped by `classifier`; what
+        trains is the adapter's structure (not a name pattern), the head, and with BACKBONE_TRAINABLE the tower."""
+        c = self.cfg.TRAINER[self.CONFIG_NODE]
         preset, overrides = self.adapter()
-        self.injection = inject(visual, preset, overrides, c.FAST_ATTENTION)
-        self.model = CLIPClassifier(visual, head)
-        self.model.requires_grad_(False)
-        for p in self.injection.parameters:  # what trains is the adapter's structure, not a name pattern
+        self.injection = Injection() if preset == NO_ADAPTER else inject(visual, preset, overrides, c.FAST_ATTENTION)
+        model = classifier(visual)
+        model.requires_grad_(False)
+        if c.BACKBONE_TRAINABLE:
+            taken = {id(p) for p in [*model.head.parameters(), *self.injection.parameters]}
+            self.injection.parameters.extend(p for p in visual.parameters() if id(p) not in taken)
+        for p in self.injection.parameters:
             p.requires_grad_(True)
-        self.model.head.requires_grad_(c.HEAD_TRAINABLE)
+        model.head.requires_grad_(c.HEAD_TRAINABLE)
+        return model
 
     def build_supervised_model(self):
         """A timm ViT (MODEL.BACKBONE timm:<name>) with the adapter and a new linear head on its features, as
@@ -124,15 +142,9 @@ class AdapterCLIPTrainer(TrainerBase):
               f"MODEL.BACKBONE {self.cfg.MODEL.BACKBONE} has no text tower: set TRAINER.{self.CONFIG_NODE}.HEAD_INIT "
               f"random (a new linear head) with HEAD_PARAM folded and HEAD_TEMPERATURE fixed")
         trunk = create_timm_vit(self.cfg.MODEL.BACKBONE, self.cfg.MODEL.PRETRAINED, len(self.classnames),
-                                self.cfg.MODEL.DROP_PATH_RATE, img_size=tuple(self.cfg.INPUT.SIZE))
-        visual = TimmVisual(trunk)
-        preset, overrides = self.adapter()
-        self.injection = inject(visual, preset, overrides, c.FAST_ATTENTION)
-        self.model = SupervisedClassifier(visual)
-        self.model.requires_grad_(False)
-        for p in self.injection.parameters:
-            p.requires_grad_(True)
-        self.model.head.requires_grad_(c.HEAD_TRAINABLE)
+                                self.cfg.MODEL.DROP_PATH_RATE, img_size=tuple(self.cfg.INPUT.SIZE),
+                                pre_logits=self.cfg.MODEL.PRE_LOGITS == "keep")
+        self.model = self.adapted(TimmVisual(trunk), SupervisedClassifier)
         self.prompt_info = {"head_init": "random", "backbone": self.cfg.MODEL.BACKBONE}
 
     def optimizer_param_groups(self) -> List[dict]:
@@ -186,6 +198,8 @@ class AdapterCLIPTrainer(TrainerBase):
         # The frozen backbone stays in eval mode; only the adapter modules switch (dropout, LoRA merging), and a
         # timm backbone's stochastic depth (MODEL.DROP_PATH_RATE), which acts while training only.
         self.model.eval()
+        if self.cfg.TRAINER[self.CONFIG_NODE].BACKBONE_TRAINABLE:  # full fine-tuning: the tower's own dropouts too
+            self.model.visual.train(train)
         for m in [*self.injection.modules, *getattr(self.model, "stochastic_modules", lambda: [])()]:
             m.train(train)
 

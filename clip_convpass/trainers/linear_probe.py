@@ -77,6 +77,10 @@ class LinearProbeCLIP(TrainerBase):
         check(lp.REFINE_POINTS >= 2, f"TRAINER.LINEAR_PROBE.REFINE_POINTS must be >= 2, got {lp.REFINE_POINTS}")
         check(lp.MAX_ITER >= 1, f"TRAINER.LINEAR_PROBE.MAX_ITER must be >= 1, got {lp.MAX_ITER}")
 
+    @classmethod
+    def reads_class_names(cls, cfg) -> bool:
+        return False  # image features only
+
     def build_model(self):
         bundle = load_clip_from_cfg(self.cfg, self.device)
         self.model = LinearProbeModel(bundle.model.visual, len(self.classnames),

@@ -5,9 +5,9 @@ from typing import Dict, List
 from yacs.config import CfgNode as CN
 
 from clip_convpass.adapters.base import resolve
-from clip_convpass.config import ConfigError
+from clip_convpass.config import ConfigError, check
 from clip_convpass.registry import ADAPTER_REGISTRY, TRAINER_REGISTRY
-from clip_convpass.trainers.adapter_clip import AdapterCLIPTrainer, add_head_keys, check_head_keys
+from clip_convpass.trainers.adapter_clip import NO_ADAPTER, AdapterCLIPTrainer, add_head_keys, check_head_keys
 
 # The five keys PETLCLIP had before its node came from the adapters: a stored config with their old
 # "keep the preset's value" settings still means that.
@@ -31,7 +31,9 @@ class PETLCLIP(AdapterCLIPTrainer):
     @classmethod
     def config_node(cls):
         c = CN()
-        c.ADAPTER = "adaptformer"  # a registered adapter preset: python -m clip_convpass.params lists them
+        # a registered adapter preset (python -m clip_convpass.params lists them), or none: nothing injected (the head
+        # alone trains: Linear; with BACKBONE_TRAINABLE: Full)
+        c.ADAPTER = "adaptformer"
         # One key per option of every registered adapter kind (AdapterKind.OPTIONS, AdapterKind.config_key);
         # None keeps the preset's value, and an option the chosen adapter does not have is refused.
         for key in sorted(option_keys()):
@@ -42,9 +44,13 @@ class PETLCLIP(AdapterCLIPTrainer):
     @classmethod
     def overrides(cls, c) -> dict:
         """{option: value} of the chosen adapter's options that the config sets; refuses any other set key."""
+        given = {k: c[k] for k in option_keys() if c[k] is not None and LEGACY_UNSET.get(k, object()) != c[k]}
+        if c.ADAPTER == NO_ADAPTER:
+            if given:
+                raise ConfigError(f"TRAINER.PETL.{sorted(given)[0]} is an adapter option, and ADAPTER is none; leave it unset")
+            return {}
         kind = resolve(c.ADAPTER)[0]
         own = {kind.config_key(o): o for o in kind.OPTIONS}
-        given = {k: c[k] for k in option_keys() if c[k] is not None and LEGACY_UNSET.get(k, object()) != c[k]}
         foreign = sorted(set(given) - set(own))
         if foreign:
             raise ConfigError(f"TRAINER.PETL.{foreign[0]} is not an option of adapter {c.ADAPTER!r} (its options: "
@@ -59,6 +65,11 @@ class PETLCLIP(AdapterCLIPTrainer):
     def check_config(cls, cfg):
         c = cfg.TRAINER.PETL
         check_head_keys(c, "PETL")
+        if c.ADAPTER == NO_ADAPTER:
+            cls.overrides(c)
+            check(c.HEAD_TRAINABLE or c.BACKBONE_TRAINABLE, "TRAINER.PETL: ADAPTER none with a frozen head and a frozen "
+                                                              "backbone: nothing would train")
+            return
         try:
             resolve(c.ADAPTER, cls.overrides(c))
         except ConfigError as e:

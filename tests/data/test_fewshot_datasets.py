@@ -16,10 +16,10 @@ from clip_convpass.data.synthetic import build_synthetic_tree
 from clip_convpass.datasets.coop_split import SplitFileDataset
 from clip_convpass.engine.runner import run
 from clip_convpass.models.prompts import get_templates
-from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY, TRAINER_REGISTRY, method_rows
+from clip_convpass.registry import DATASET_REGISTRY, SYNTHETIC_TREE_REGISTRY, TRAINER_REGISTRY, method_rows, trainable_datasets
 from clip_convpass.reporting.fewshot import AVERAGE, fewshot_curves, plot_curves, render_curves
 
-TRAINABLE = [c.NAME for c in DATASET_REGISTRY.classes() if c.HAS_TRAIN]
+TRAINABLE = trainable_datasets()  # CoOp's family: the few-shot protocol's datasets
 SPLIT_DATASETS = [c.NAME for c in DATASET_REGISTRY.classes() if issubclass(c, SplitFileDataset)]
 N_CLASSES = 3
 
