@@ -115,32 +115,16 @@ def test_local_weights_load_without_pickles_and_bad_files_say_what_is_expected(t
         create_timm_vit("timm:not_a_model", "none")
 
 
-def register_tiny_timm_vit():
-    """A 2-block timm ViT on 32 px images for runs (registered once, as timm registers its own models)."""
-    import timm
-    from timm.models import register_model
-    from timm.models.vision_transformer import VisionTransformer
-
-    if not timm.is_model("vit_test_tiny"):
-        @register_model
-        def vit_test_tiny(pretrained=False, **kwargs):
-            kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay",
-                                                                   "cache_dir")}  # timm's loading arguments
-            return VisionTransformer(**{"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3,
-                                        **kwargs})
-
-
 def test_a_supervised_run_trains_the_adapter_and_head_only_and_reloads(cfg_factory, tmp_path):
     from clip_convpass.config import ConfigError
     from clip_convpass.engine.checkpoint import latest_checkpoint, load_checkpoint
     from clip_convpass.engine.runner import run
     from clip_convpass.registry import TRAINER_REGISTRY
 
-    register_tiny_timm_vit()
     torch.manual_seed(0)
-    backbone = create_timm_vit("timm:vit_test_tiny", "none", num_classes=1000)
+    backbone = create_timm_vit("timm:vit_tiny_demo", "none", num_classes=1000)
     torch.save(backbone.state_dict(), tmp_path / "in21k.pth")  # a pretrained checkpoint with another head
-    opts = ["MODEL.BACKBONE", "timm:vit_test_tiny", "MODEL.PRETRAINED", str(tmp_path / "in21k.pth"),
+    opts = ["MODEL.BACKBONE", "timm:vit_tiny_demo", "MODEL.PRETRAINED", str(tmp_path / "in21k.pth"),
             "TRAINER.PETL.HEAD_INIT", "random", "MODEL.DROP_PATH_RATE", "0.1", "DATASET.NUM_SHOTS", "2",
             "OPTIM.MAX_EPOCH", "2", "OPTIM.LR", "0.01", "DATALOADER.NUM_WORKERS", "2"]
     cfg = cfg_factory(config_file="configs/trainers/PETLCLIP/convpass_attn.yaml", output_dir=tmp_path / "run",
@@ -162,3 +146,70 @@ def test_a_supervised_run_trains_the_adapter_and_head_only_and_reloads(cfg_facto
         TRAINER_REGISTRY.get("CoOp")(cfg_factory(config_file="configs/trainers/CoOp/vit_b16_ep50.yaml", opts=opts[:4]))
     with pytest.raises(ConfigError, match="DROP_PATH_RATE needs a timm backbone"):
         cfg_factory(opts=["MODEL.DROP_PATH_RATE", "0.1"])
+
+
+def google_npz(model, path, representation=None):
+    """A timm ViT in the layout of Google's ViT .npz files (ViT-B_16.npz: what timm's _load_weights reads), with a
+    representation layer (pre_logits/kernel, pre_logits/bias) if given."""
+    import numpy as np
+
+    def a(t):
+        return t.detach().numpy()
+
+    d, heads = model.embed_dim, model.blocks[0].attn.num_heads
+    w = {"embedding/kernel": a(model.patch_embed.proj.weight.permute(2, 3, 1, 0)),
+         "embedding/bias": a(model.patch_embed.proj.bias), "cls": a(model.cls_token),
+         "Transformer/posembed_input/pos_embedding": a(model.pos_embed),
+         "Transformer/encoder_norm/scale": a(model.norm.weight), "Transformer/encoder_norm/bias": a(model.norm.bias)}
+    for i, b in enumerate(model.blocks):
+        p = f"Transformer/encoderblock_{i}/"
+        w.update({p + "LayerNorm_0/scale": a(b.norm1.weight), p + "LayerNorm_0/bias": a(b.norm1.bias),
+                  p + "LayerNorm_2/scale": a(b.norm2.weight), p + "LayerNorm_2/bias": a(b.norm2.bias),
+                  p + "MultiHeadDotProductAttention_1/out/kernel": a(b.attn.proj.weight.reshape(d, heads, -1).permute(1, 2, 0)),
+                  p + "MultiHeadDotProductAttention_1/out/bias": a(b.attn.proj.bias)})
+        for name, weight, bias in zip(("query", "key", "value"), b.attn.qkv.weight.chunk(3), b.attn.qkv.bias.chunk(3)):
+            w[p + f"MultiHeadDotProductAttention_1/{name}/kernel"] = a(weight.T.reshape(d, heads, -1))
+            w[p + f"MultiHeadDotProductAttention_1/{name}/bias"] = a(bias.reshape(heads, -1))
+        for r, fc in enumerate((b.mlp.fc1, b.mlp.fc2)):
+            w[p + f"MlpBlock_3/Dense_{r}/kernel"], w[p + f"MlpBlock_3/Dense_{r}/bias"] = a(fc.weight.T), a(fc.bias)
+    if representation is not None:
+        w["pre_logits/kernel"], w["pre_logits/bias"] = a(representation[0].T), a(representation[1])
+    np.savez(path, **w)
+
+
+def test_googles_npz_loads_with_its_representation_layer_frozen_before_the_head(tmp_path):
+    """timm 0.4.12's vit_base_patch16_224_in21k (PETL-ViT, NOAH): head(tanh(pre_logits.fc(cls features)))."""
+    from clip_convpass.config import setup_cfg
+    from clip_convpass.registry import TRAINER_REGISTRY
+
+    torch.manual_seed(0)
+    source = create_timm_vit("timm:vit_tiny_demo", "none", num_classes=0).eval()
+    weight, bias = torch.randn(48, 48) / 7, torch.randn(48)
+    google_npz(source, tmp_path / "ViT.npz", (weight, bias))
+    with torch.no_grad():
+        features = source.forward_head(source.forward_features(IMAGES), pre_logits=True)
+        kept = create_timm_vit("timm:vit_tiny_demo", str(tmp_path / "ViT.npz"), num_classes=5).eval()
+        assert torch.allclose(kept.forward_head(kept.forward_features(IMAGES), pre_logits=True),
+                              torch.tanh(features @ weight.T + bias), atol=1e-5)
+        dropped = create_timm_vit("timm:vit_tiny_demo", str(tmp_path / "ViT.npz"), num_classes=5, pre_logits=False)
+        assert torch.allclose(dropped.eval().forward_head(dropped.forward_features(IMAGES), pre_logits=True), features,
+                              atol=1e-5)
+        # a timm-0.4.12 state dict names it pre_logits.fc
+        state = {**source.state_dict(), "pre_logits.fc.weight": weight, "pre_logits.fc.bias": bias}
+        torch.save(state, tmp_path / "old_timm.pth")
+        from_pth = create_timm_vit("timm:vit_tiny_demo", str(tmp_path / "old_timm.pth"), num_classes=5).eval()
+        assert torch.allclose(from_pth.forward_head(from_pth.forward_features(IMAGES), pre_logits=True),
+                              torch.tanh(features @ weight.T + bias), atol=1e-5)
+    cfg = setup_cfg(None, "configs/trainers/PETLCLIP/vtab_convpass.yaml",
+                    ["MODEL.BACKBONE", "timm:vit_tiny_demo", "MODEL.PRETRAINED", str(tmp_path / "ViT.npz"),
+                     "INPUT.SIZE", "(32,32)", "DATASET.ROOT", str(tmp_path), "DEVICE", "cpu"])
+    from clip_convpass.data.synthetic import build_synthetic_tree
+
+    build_synthetic_tree(tmp_path, source="vtab_kitti")
+    cfg.defrost()
+    cfg.DATASET.NAME = "vtab_kitti"
+    cfg.freeze()
+    trainer = TRAINER_REGISTRY.get("PETLCLIP")(cfg)
+    representation = trainer.model.visual.trunk.head_drop[1]
+    assert not any(p.requires_grad for p in representation.parameters())  # frozen, as in the reference
+    assert torch.equal(representation.fc.weight, weight)
