@@ -101,12 +101,19 @@ _C.INPUT = CN()
 _C.INPUT.SIZE = (224, 224)
 _C.INPUT.INTERPOLATION = "bicubic"
 # Training transforms, in order. Choices: random_resized_crop, random_flip, resize (shorter side),
-# resize_square (to exactly SIZE), center_crop, normalize. The default test transform is CLIP's, CoOp's and
+# resize_square (to exactly SIZE), center_crop, rand_augment, normalize, random_erasing. The default test transform is CLIP's, CoOp's and
 # Dassl's (resize + centre crop, CLIP mean/std); configs/overrides/paper_preprocessing.yaml gives the paper's
 # wording ("resize to 224x224", ImageNet mean/std).
 _C.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip", "normalize"]
 _C.INPUT.TEST_TRANSFORMS = ["resize", "center_crop", "normalize"]
 _C.INPUT.CROP_SCALE = (0.08, 1.0)
+# The size "resize" / "resize_square" resize to before a centre crop (NOAH's few-shot test: 256, then crop 224);
+# 0 = INPUT.SIZE.
+_C.INPUT.RESIZE_SIZE = 0
+# rand_augment: timm's RandAugment policy string (NOAH's "rand-m9-mstd0.5-inc1"), with timm's parameters for
+# the crop size and PIXEL_MEAN; random_erasing (after normalize): its probability, timm's pixel mode, one box.
+_C.INPUT.RAND_AUGMENT = "rand-m9-mstd0.5-inc1"
+_C.INPUT.RANDOM_ERASING = 0.25
 _C.INPUT.PIXEL_MEAN = CLIP_MEAN
 _C.INPUT.PIXEL_STD = CLIP_STD
 
@@ -148,6 +155,12 @@ _C.OPTIM.SCHEDULE_LAG = 0
 
 _C.TRAIN = CN()
 _C.TRAIN.PRINT_FREQ = 10
+# Batch mixing and soft targets (timm's Mixup, NOAH's few-shot recipe: 0.8, 1.0, 0.1): mixup / cutmix alphas (0 =
+# off; both on: one of the two per batch, at even odds) and label smoothing of the targets. Methods with their
+# own loss refuse them.
+_C.TRAIN.MIXUP = 0.0
+_C.TRAIN.CUTMIX = 0.0
+_C.TRAIN.LABEL_SMOOTHING = 0.0
 # Save a checkpoint every N epochs (the last epoch is always saved).
 _C.TRAIN.CHECKPOINT_FREQ = 1
 # ...but skip an epoch's checkpoint while the last one is younger than this many seconds (runs of many short
@@ -218,7 +231,8 @@ VALID_OPTIM = ("sgd", "adam", "adamw")
 MAX_WORKERS = 256  # more DataLoader processes than any machine runs usefully: a typo
 VALID_SCHED = ("cosine", "step", "constant")
 VALID_WARMUP = ("constant", "linear")
-VALID_TRANSFORMS = ("random_resized_crop", "random_flip", "resize", "resize_square", "center_crop", "normalize")
+VALID_TRANSFORMS = ("random_resized_crop", "random_flip", "resize", "resize_square", "center_crop", "rand_augment",
+                    "normalize", "random_erasing")
 
 
 class ConfigError(UserError, ValueError):
@@ -463,6 +477,23 @@ def validate_engine_cfg(cfg: CN) -> None:
         for t in cfg.INPUT[key]:
             check(t in VALID_TRANSFORMS, f"INPUT.{key}: unknown transform {t!r}; choices: {VALID_TRANSFORMS}")
     check_crop_scale(cfg.INPUT.CROP_SCALE, "INPUT.CROP_SCALE")
+    check(cfg.INPUT.RESIZE_SIZE >= 0, f"INPUT.RESIZE_SIZE must be >= 0 (0: INPUT.SIZE), got {cfg.INPUT.RESIZE_SIZE}")
+    check(0 <= cfg.INPUT.RANDOM_ERASING <= 1, f"INPUT.RANDOM_ERASING must be a probability, got {cfg.INPUT.RANDOM_ERASING}")
+    if "rand_augment" in cfg.INPUT.TRANSFORMS:
+        try:
+            from timm.data.auto_augment import rand_augment_transform
+
+            rand_augment_transform(cfg.INPUT.RAND_AUGMENT, {})
+        except Exception as e:  # timm's parser: an AssertionError or KeyError naming the bad part
+            raise ConfigError(f"INPUT.RAND_AUGMENT {cfg.INPUT.RAND_AUGMENT!r} is not a timm RandAugment policy "
+                              f"(e.g. rand-m9-mstd0.5-inc1): {type(e).__name__} {e}") from e
+    for key in ("MIXUP", "CUTMIX", "LABEL_SMOOTHING"):
+        check(math.isfinite(cfg.TRAIN[key]) and cfg.TRAIN[key] >= 0, f"TRAIN.{key} must be >= 0, got {cfg.TRAIN[key]}")
+    check(cfg.TRAIN.LABEL_SMOOTHING < 1, f"TRAIN.LABEL_SMOOTHING must be < 1, got {cfg.TRAIN.LABEL_SMOOTHING}")
+    check(not (cfg.TRAIN.MIXUP or cfg.TRAIN.CUTMIX) or (cfg.DATALOADER.TRAIN_X.DROP_LAST
+                                                          and cfg.DATALOADER.TRAIN_X.BATCH_SIZE % 2 == 0),
+          "TRAIN.MIXUP / TRAIN.CUTMIX pair each image with another of its batch: they need an even "
+          "DATALOADER.TRAIN_X.BATCH_SIZE and DATALOADER.TRAIN_X.DROP_LAST True")
     check(len(cfg.INPUT.PIXEL_MEAN) == 3 and len(cfg.INPUT.PIXEL_STD) == 3,
           "INPUT.PIXEL_MEAN and INPUT.PIXEL_STD must have 3 values (R, G, B)")
     check(all(math.isfinite(s) and s > 0 for s in cfg.INPUT.PIXEL_STD),

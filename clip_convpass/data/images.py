@@ -1,7 +1,9 @@
 """Image decoding to RGB, and the torch Dataset / collate that can skip (and count) unreadable files."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
 from typing import Callable, List, Sequence, Tuple, Union
 
 import numpy as np
@@ -74,11 +76,26 @@ class ImageListDataset(Dataset):
             return {"bad_path": d.impath, "error": str(e)}
         if sample_seed is None:
             return {"img": self.transform(img), "label": d.label}
-        with torch.random.fork_rng(devices=[]):
+        seed = stable_int(sample_seed, i)
+        with torch.random.fork_rng(devices=[]), forked_python_and_numpy_rng(seed):
             # the CPU generator alone: torch.manual_seed would also queue a CUDA seeding call (with its stack
             # trace) per sample while CUDA is not initialised, a millisecond each and a list that only grows
-            torch.default_generator.manual_seed(stable_int(sample_seed, i) % (2**63))
+            torch.default_generator.manual_seed(seed % (2**63))
             return {"img": self.transform(img), "label": d.label}
+
+
+@contextlib.contextmanager
+def forked_python_and_numpy_rng(seed: int):
+    """Python's and numpy's global generators seeded for one sample and restored after it: timm's RandAugment and
+    random erasing draw from them, torchvision's transforms from torch's."""
+    state, np_state = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    try:
+        yield
+    finally:
+        random.setstate(state)
+        np.random.set_state(np_state)
 
 
 def log_new_skipped(batch: dict, seen: set) -> None:

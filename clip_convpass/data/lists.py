@@ -61,6 +61,10 @@ class ListFileDataset(DatasetBase):
     def image_root(self) -> Path:
         return self.dataset_dir
 
+    @property
+    def val_shots(self) -> int:  # the published val list is used whole
+        return len(self.lists["val"]) if "val" in self.lists else 0
+
     def class_universe(self) -> ClassUniverse:
         """Classes known by label (the lists carry no names) unless the family names them (`class_names`)."""
         names = self.class_names()

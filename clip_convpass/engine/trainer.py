@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,6 +60,11 @@ class TrainerBase:
         set_random_seed(cfg.SEED)
         self.output_dir = Path(cfg.OUTPUT_DIR)
         self.run_dir = RunDir(self.output_dir)
+        self._mixer = None  # timm's Mixup, made at the first mixed batch (TRAIN.MIXUP / TRAIN.CUTMIX)
+        own_loss = type(self).forward_backward is not TrainerBase.forward_backward
+        if own_loss and (cfg.TRAIN.MIXUP or cfg.TRAIN.CUTMIX or cfg.TRAIN.LABEL_SMOOTHING):
+            raise ConfigError(f"{self.NAME} computes its own loss: TRAIN.MIXUP, TRAIN.CUTMIX and TRAIN.LABEL_SMOOTHING "
+                              f"do not apply to it; leave them 0")
         dataset_cls = DATASET_REGISTRY.get(cfg.DATASET.NAME)
         if not dataset_cls.NAMED_CLASSES and self.reads_class_names(cfg):  # before any work
             raise ConfigError(f"{self.NAME} reads class names (text prompts), and {dataset_cls.NAME} knows its classes by "
@@ -157,9 +163,10 @@ class TrainerBase:
 
     def forward_backward(self, batch: dict) -> Dict[str, float]:
         images, labels = batch["img"].to(self.device), batch["label"].to(self.device)
+        images, targets = self.mix(images, labels)
         with self.autocast():  # through DDP under torchrun (every model's forward() is its model_inference)
             logits = self.ddp(images) if self.ddp is not None else self.model_inference(images)
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = self.classification_loss(logits.float(), targets)
         self.optimize(loss)
         acc = (logits.argmax(1) == labels).float().mean().item() * 100
         return {"loss": loss.item(), "acc": acc}
@@ -374,11 +381,30 @@ class TrainerBase:
         # Each epoch's randomness depends only on (seed, epoch): a resumed run repeats it exactly.
         return stable_int(self.cfg.SEED, "epoch", self.epoch) % (2**63)
 
+    def mix(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """TRAIN.MIXUP / TRAIN.CUTMIX: timm's Mixup on the batch, with soft (smoothed) targets; else the labels."""
+        c = self.cfg.TRAIN
+        if not (c.MIXUP or c.CUTMIX):
+            return images, labels
+        if self._mixer is None:
+            from timm.data import Mixup
+
+            self._mixer = Mixup(mixup_alpha=c.MIXUP, cutmix_alpha=c.CUTMIX, prob=1.0, switch_prob=0.5, mode="batch",
+                                label_smoothing=c.LABEL_SMOOTHING, num_classes=len(self.classnames))
+        return self._mixer(images, labels)
+
+    def classification_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy with class labels (smoothed by TRAIN.LABEL_SMOOTHING), or with soft targets (mixed)."""
+        if targets.dtype.is_floating_point:
+            return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()  # timm's SoftTargetCrossEntropy
+        return F.cross_entropy(logits, targets, label_smoothing=self.cfg.TRAIN.LABEL_SMOOTHING)
+
     def run_epoch(self) -> Dict[str, float]:
         cfg = self.cfg
         seed = self.epoch_seed()  # the process's own stream this epoch (dropout); data loading has its own
         torch.manual_seed(seed)
         random.seed(seed)
+        np.random.seed(seed % (2**32))  # timm's Mixup draws its mixing weights from numpy's generator
         loader = self.train_loader()
         self.steps_per_epoch = len(loader)
         per_iteration = cfg.OPTIM.SCHEDULER_UNIT == "iteration"

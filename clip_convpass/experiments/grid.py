@@ -387,7 +387,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="use this finished sweep.json for a row instead of running its sweep (repeatable)")
     p.add_argument("--fewshot", nargs="*", default=None, metavar="DATASET",
                    help="few-shot curves instead of Table 2: train and test on these datasets (registry names; "
-                        "none given: every dataset with a training split) at each of --shots")
+                        "none given: CoOp's datasets with a training split) at each of --shots; NOAH's lists "
+                        "(fgvc_fs_*, the Convpass paper's Figure 5, seeds 0 1 2) run the fgvc_fewshot table's rows")
     p.add_argument("--shots", type=number_list(int), default=[1, 2, 4, 8, 16], metavar="SHOTS [SHOTS ...]",
                    help="shot counts for --fewshot")
     p.add_argument("--base2new", nargs="*", default=None, metavar="DATASET",
@@ -467,8 +468,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if test_only:
             p.error(f"--fewshot {test_only}: test-only datasets have no shots to train on; few-shot datasets: "
                     f"{trainable_datasets()}")
-        if args.methods is None:
-            rows = table_rows("fewshot")
+        families = sorted({DATASET_REGISTRY.get(name).BENCHMARK for name in datasets})
+        if len(families) > 1:
+            p.error(f"--fewshot {datasets}: one benchmark family per grid (these are {families}); curves average "
+                    f"within a family")
+        if args.methods is None:  # CoOp's family: the fewshot table; another family: its own (fgvc_fewshot)
+            rows = table_rows("fewshot" if families == ["coop"] else families[0])
         if args.status:
             cells = [(r, s, d, [*args.opts, "DATASET.NUM_SHOTS", str(k)], [d])
                      for d in datasets for k in args.shots for r in rows for s in args.seeds]

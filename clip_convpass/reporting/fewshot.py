@@ -57,24 +57,33 @@ def fewshot_curves(records: List[dict], metric: str = "top1", notes: List[str] |
                     notes.append(note)
         m, s = mean_std(list(seeds.values()))
         curves[label][dataset][shots] = (m, s, len(seeds))
-    datasets = sorted({d for c in curves.values() for d in c})
+    from clip_convpass.registry import DATASET_REGISTRY
+
+    families: Dict[str, List[str]] = defaultdict(list)  # an average never mixes benchmark families
+    for d in sorted({d for c in curves.values() for d in c}):
+        families[DATASET_REGISTRY.get(d).BENCHMARK].append(d)
     for per_dataset in curves.values():
         shots_all = sorted({k for d in per_dataset.values() for k in d})
-        for k in shots_all:
-            cells = [per_dataset.get(d, {}).get(k) for d in datasets]
-            if all(cells) and len(datasets) > 1:
-                means = [c[0] for c in cells]
-                per_dataset[AVERAGE][k] = (sum(means) / len(means), 0.0, min(c[2] for c in cells))
+        for family, datasets in families.items():
+            key = AVERAGE if len(families) == 1 else f"{AVERAGE} ({family})"
+            for k in shots_all:
+                cells = [per_dataset.get(d, {}).get(k) for d in datasets]
+                if all(cells) and len(datasets) > 1:
+                    means = [c[0] for c in cells]
+                    per_dataset[key][k] = (sum(means) / len(means), 0.0, min(c[2] for c in cells))
     return {k: dict(v) for k, v in curves.items()}
+
+
+def is_average(column: str) -> bool:
+    return column.startswith(AVERAGE)
 
 
 def curve_rows(curves: Curves) -> Tuple[List[str], List[int], List[Tuple[str, str, Dict[int, Cell]]]]:
     """Datasets (table order, Average last), shot counts, and (method, dataset, cells) rows."""
     from clip_convpass.reporting.format import order_rows
 
-    datasets = dataset_order(sorted({d for c in curves.values() for d in c if d != AVERAGE}))
-    if any(AVERAGE in c for c in curves.values()):
-        datasets.append(AVERAGE)
+    datasets = dataset_order(sorted({d for c in curves.values() for d in c if not is_average(d)}))
+    datasets += sorted({d for c in curves.values() for d in c if is_average(d)})
     shots = sorted({k for c in curves.values() for d in c.values() for k in d})
     rows = [(m, d, curves[m][d]) for d in datasets for m in order_rows(curves) if d in curves[m]]
     return datasets, shots, rows
@@ -90,7 +99,7 @@ def render_curves(curves: Curves, fmt: str = "terminal", metric: str = "top1", n
                                      "cells": {str(k): list(v) for k, v in c.items()}} for m, d, c in rows]},
                           indent=2)
     headers = ["Dataset", "Method"] + [f"{k} shot{'s' if k > 1 else ''}" for k in shots]
-    body = [[d if d == AVERAGE else domain_label(d), row_label(m)] + [fmt_cell(c.get(k)) for k in shots]
+    body = [[d if is_average(d) else domain_label(d), row_label(m)] + [fmt_cell(c.get(k)) for k in shots]
             for m, d, c in rows]
     title = f"Few-shot {METRIC_LABELS[metric]} (%) on each dataset's test split, mean ± std over seeds"
     return render_rows(headers, body, fmt, notes, title)
@@ -125,7 +134,7 @@ def plot_curves(curves: Curves, path: str | Path, metric: str = "top1") -> None:
         ax.set_xscale("log", base=2)
         ax.set_xticks(shots)
         ax.set_xticklabels([str(k) for k in shots])
-        ax.set_title(dataset if dataset == AVERAGE else domain_label(dataset), fontsize=9)
+        ax.set_title(dataset if is_average(dataset) else domain_label(dataset), fontsize=9)
         ax.set_xlabel("shots per class", fontsize=8)
         ax.set_ylabel(f"{METRIC_LABELS[metric]} (%)", fontsize=8)
     for ax in list(axes.flat)[len(datasets):]:
