@@ -101,9 +101,9 @@ _C.INPUT = CN()
 _C.INPUT.SIZE = (224, 224)
 _C.INPUT.INTERPOLATION = "bicubic"
 # Training transforms, in order. Choices: random_resized_crop, random_flip, resize (shorter side),
-# resize_square (to exactly SIZE), center_crop, rand_augment, normalize, random_erasing. The default test transform is CLIP's, CoOp's and
-# Dassl's (resize + centre crop, CLIP mean/std); configs/overrides/paper_preprocessing.yaml gives the paper's
-# wording ("resize to 224x224", ImageNet mean/std).
+# resize_square (to exactly SIZE), center_crop, rand_augment, normalize, random_erasing. The default test transform
+# is CLIP's, CoOp's and Dassl's (resize + centre crop, CLIP mean/std); configs/overrides/paper_preprocessing.yaml
+# gives the paper's wording ("resize to 224x224", ImageNet mean/std).
 _C.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip", "normalize"]
 _C.INPUT.TEST_TRANSFORMS = ["resize", "center_crop", "normalize"]
 _C.INPUT.CROP_SCALE = (0.08, 1.0)
