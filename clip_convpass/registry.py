@@ -138,6 +138,9 @@ class Row:
     sweep: Tuple[str, ...] = ()  # "KEY=v1,v2,..." chosen on the validation shots before the grid runs the row
     paper_params: Optional[float] = None  # the paper's trainable-parameter budget (millions), where it gives one
     family: str = ""  # figures give a family one hue (reporting/style.py): zero-shot, probe, prompt, cache, convpass...
+    # the benchmark family its configuration is made for (the datasets' BENCHMARK): "coop" = CLIP's protocols;
+    # "vtab1k" / "fgvc_fewshot" = the supervised-backbone benchmarks (timm models, labels-only datasets)
+    benchmark: str = "coop"
     trainer: str = ""  # the method whose metafile declares it
 
     @property

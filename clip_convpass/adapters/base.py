@@ -73,6 +73,8 @@ class AdapterKind:
     # Option values under which a fresh model is exactly the frozen one, for kinds whose presets are not (VPT's
     # prompts, NOAH's Adapter): the zero-shot invariant is tested with them.
     IDENTITY_OVERRIDES: Dict[str, object] = {}
+    # Injects into a hierarchical timm backbone's stages too (Convpass on Swin, as PETL-ViT's Convpass_swin).
+    HIERARCHICAL = False
 
     @classmethod
     def identity_at_init(cls, options: Dict[str, object]) -> bool:
@@ -117,6 +119,10 @@ def inject(visual: nn.Module, preset: str, overrides: Optional[Dict[str, object]
            fast_attention: bool = True) -> Injection:
     """Inject a registered adapter preset (with option overrides) into an open_clip image tower."""
     kind, options = resolve(preset, overrides)
+    if getattr(visual, "hierarchical", False) and not kind.HIERARCHICAL:
+        able = sorted(p for p, (k, _) in presets().items() if k.HIERARCHICAL)
+        raise ConfigError(f"adapter {preset!r} injects into a plain ViT's token sequence; a hierarchical backbone "
+                          f"({type(visual.trunk).__name__}) takes {able} or none")
     if getattr(visual, "adapter_preset", None):  # prompts, say, live outside the blocks: mark the model
         raise ConfigError(f"this model already has adapters injected ({visual.adapter_preset}); build a fresh model "
                           f"for another adapter")

@@ -25,6 +25,7 @@ from open_clip.transformer import QuickGELU
 from torch import nn
 
 from clip_convpass.adapters.base import AdapterKind, AdapterModule, Injection
+from clip_convpass.config import ConfigError
 from clip_convpass.models.blocks import AdaptedBlock, unwrapped, vision_transformer_parts
 from clip_convpass.registry import ADAPTER_REGISTRY
 
@@ -44,12 +45,18 @@ class ConvpassSpec:
     mode: str = "parallel"
     share: bool = False  # Convpass_share: one down/up pair for all bypasses, depthwise conv per bypass, no biases
     fast_attention: bool = True  # batch-first fused attention in training (see ConvpassBlock._attn_branch)
+    # the kernel of the bypasses beside attention / the MLP (0: kernel_size): the paper's 1x1-vs-3x3 ablation (Table 5)
+    attn_kernel_size: int = 0
+    mlp_kernel_size: int = 0
 
     def __post_init__(self):
         if self.hidden < 1:
             raise ValueError(f"HIDDEN (Convpass bottleneck width) must be >= 1, got {self.hidden}")
-        if self.kernel_size not in (1, 3):
-            raise ValueError(f"KERNEL_SIZE (Convpass conv kernel) must be 1 or 3, got {self.kernel_size}")
+        for key, value, choices in (("KERNEL_SIZE", self.kernel_size, (1, 3)),
+                                    ("ATTN_KERNEL_SIZE", self.attn_kernel_size, (0, 1, 3)),
+                                    ("MLP_KERNEL_SIZE", self.mlp_kernel_size, (0, 1, 3))):
+            if value not in choices:
+                raise ValueError(f"{key} (Convpass conv kernel) must be one of {choices}, got {value}")
         for value, choices, key in ((self.positions, POSITIONS, "POSITIONS"), (self.mode, MODES, "MODE"),
                                     (self.conv_init, CONV_INITS, "CONV_INIT")):
             if value not in choices:
@@ -59,7 +66,12 @@ class ConvpassSpec:
     def from_cfg(cls, node) -> "ConvpassSpec":
         return cls(hidden=node.HIDDEN, scale=node.SCALE, kernel_size=node.KERNEL_SIZE, dropout=node.DROPOUT,
                    conv_init=node.CONV_INIT, positions=node.POSITIONS, mode=node.MODE, share=node.SHARE,
-                   fast_attention=node.FAST_ATTENTION)
+                   fast_attention=node.FAST_ATTENTION, attn_kernel_size=node.ATTN_KERNEL_SIZE,
+                   mlp_kernel_size=node.MLP_KERNEL_SIZE)
+
+    def kernel(self, where: str) -> int:
+        """The conv kernel of the bypasses beside "attn" or "mlp"."""
+        return (self.attn_kernel_size if where == "attn" else self.mlp_kernel_size) or self.kernel_size
 
 
 class SharedProjections(AdapterModule):
@@ -75,7 +87,7 @@ class SharedProjections(AdapterModule):
 
 class Convpass(AdapterModule):
     def __init__(self, dim: int, grid_size: Tuple[int, int], spec: ConvpassSpec,
-                 shared: Optional[SharedProjections] = None):
+                 shared: Optional[SharedProjections] = None, kernel_size: int = 0):
         super().__init__()
         h = spec.hidden
         self.grid_size = tuple(grid_size)
@@ -91,7 +103,7 @@ class Convpass(AdapterModule):
         else:
             # Registered in every bypass; parameters() de-duplicates, so each weight counts (and trains) once.
             self.down, self.up = shared.down, shared.up
-        k = spec.kernel_size
+        k = kernel_size or spec.kernel_size
         self.conv = nn.Conv2d(h, h, k, padding=k // 2, groups=h if self.shared else 1, bias=not self.shared)
         with torch.no_grad():
             if spec.conv_init == "identity":
@@ -156,18 +168,61 @@ def inject_convpass(visual: nn.Module, spec: ConvpassSpec) -> List[Convpass]:
         visual.convpass_shared = shared
     bypasses: List[Convpass] = []
 
-    def make() -> Convpass:
-        bp = Convpass(dim, grid, spec, shared)
+    def make(where: str) -> Convpass:
+        bp = Convpass(dim, grid, spec, shared, spec.kernel(where))
         bypasses.append(bp)
         return bp
 
     if spec.positions == "none":
         return bypasses
     for i, block in enumerate(blocks):
-        ba = make() if spec.positions in ("both", "attn") else None
-        bm = make() if spec.positions in ("both", "mlp") else None
+        ba = make("attn") if spec.positions in ("both", "attn") else None
+        bm = make("mlp") if spec.positions in ("both", "mlp") else None
         transformer.resblocks[i] = ConvpassBlock(block, ba, bm, spec.scale, spec.mode, transformer.batch_first,
                                                  spec.fast_attention)
+    return bypasses
+
+
+class ConvpassSwinBlock(nn.Module):
+    """A timm SwinTransformerBlock with bypasses beside (S)W-MSA and the MLP, as PETL-ViT's forward_swin_block: each
+    sees the normalised stage map (B, H, W, C) whole, before the cyclic shift and window partition, and shares the
+    branch's drop-path (drawn separately):
+
+        x = x + dp(attn(norm1(x))) + dp(bypass_attn(norm1(x))) * s;  x = x + dp(mlp(norm2(x))) + dp(bypass_mlp(norm2(x))) * s
+    """
+
+    def __init__(self, block: nn.Module, bypass_attn: Optional[Convpass], bypass_mlp: Optional[Convpass], scale: float):
+        super().__init__()
+        self.block, self.bypass_attn, self.bypass_mlp, self.scale = block, bypass_attn, bypass_mlp, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blk = self.block
+        b, h, w, c = x.shape
+        y = blk.norm1(x)
+        out = x + blk.drop_path1(blk._attn(y))
+        if self.bypass_attn is not None:
+            out = out + blk.drop_path1(self.bypass_attn(y.reshape(b, h * w, c))).reshape(b, h, w, c) * self.scale
+        out = out.reshape(b, h * w, c)
+        y = blk.norm2(out)
+        res = out + blk.drop_path2(blk.mlp(y))
+        if self.bypass_mlp is not None:
+            res = res + blk.drop_path2(self.bypass_mlp(y)) * self.scale
+        return res.reshape(b, h, w, c)
+
+
+def inject_convpass_swin(visual: nn.Module, spec: ConvpassSpec) -> List[Convpass]:
+    """Wrap every block of a timm Swin (models.timm_backbone.TimmClassifier) in a ConvpassSwinBlock: bypasses of the
+    block's width on its stage's H x W map (no [cls] token); returns the bypasses."""
+    if spec.mode != "parallel" or spec.share:
+        raise ValueError("MODE / SHARE: on Swin, Convpass is parallel and unshared (PETL-ViT's Convpass_swin)")
+    bypasses: List[Convpass] = []
+    for blocks in visual.swin_stages():
+        for i, block in enumerate(blocks):
+            dim, grid = block.norm1.normalized_shape[0], tuple(block.input_resolution)
+            made = [Convpass(dim, grid, spec, kernel_size=spec.kernel(where)) if spec.positions in ("both", where)
+                    else None for where in ("attn", "mlp")]
+            bypasses += [bp for bp in made if bp is not None]
+            blocks[i] = ConvpassSwinBlock(block, *made, spec.scale)
     return bypasses
 
 
@@ -180,10 +235,11 @@ class ConvpassAdapter(AdapterKind):
     NAME = "convpass"
     PAPER = "Jie & Deng, Convolutional Bypasses Are Better Vision Transformer Adapters"
     OPTIONS = {"hidden": 8, "scale": 1.0, "kernel_size": 3, "dropout": 0.1, "conv_init": "identity",
-               "positions": "both", "mode": "parallel", "share": False}
+               "positions": "both", "mode": "parallel", "share": False, "attn_kernel_size": 0, "mlp_kernel_size": 0}
     PRESETS = {"convpass": {}, "convpass_attn": {"positions": "attn"},
                "convpass_share": {"hidden": 32, "share": True}}
     PARAMS_AT_VIT_B16 = {"convpass": 327552, "convpass_attn": 163776, "convpass_share": 56064}
+    HIERARCHICAL = True  # Swin: inject_convpass_swin
 
     @classmethod
     def spec(cls, options, fast_attention=True) -> ConvpassSpec:
@@ -195,6 +251,11 @@ class ConvpassAdapter(AdapterKind):
 
     @classmethod
     def inject(cls, visual, options, fast_attention=True):
+        if getattr(visual, "hierarchical", False):
+            try:
+                return Injection(modules=inject_convpass_swin(visual, cls.spec(options, fast_attention)))
+            except ValueError as e:
+                raise ConfigError(f"Convpass on {type(visual.trunk).__name__}: {e}") from e
         bypasses = inject_convpass(visual, cls.spec(options, fast_attention))
         shared = getattr(visual, "convpass_shared", None)
         return Injection(modules=[*bypasses, *([shared] if shared is not None else [])])

@@ -29,7 +29,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--paper", action="store_true", help="show the paper's numbers and deltas")
     p.add_argument("--methods", nargs="+", default=None, help="only these row names")
     p.add_argument("--table", choices=["all", *table_names()], default="all",
-                   help="only the rows of this table; petl adds the trainable-parameter column")
+                   help="only the rows of this table (with any view too); petl adds the trainable-parameter column")
     p.add_argument("--plot", default="", help="write the plot here: .png, or .pdf / .svg for vector output (the bar "
                                               "chart; a view's own plot with a view flag)")
     group = p.add_mutually_exclusive_group()
@@ -71,7 +71,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def emit_view(view, records: List[dict], args, notes: List[str]) -> int:
     """Print (or write) a registered view and its plot; 1 with a message when there is nothing to show."""
-    data = view.build(records, args.metric, notes, args.methods)
+    methods = args.methods
+    if args.table != "all":  # a view shows the table's rows only (e.g. --vtab-summary --table vtab_ablations)
+        members = [r.name for r in method_rows(lambda r: args.table in r.tables)]
+        methods = [m for m in (methods or members) if m in members]
+    data = view.build(records, args.metric, notes, methods)
     if not data:
         print(view.EMPTY, file=sys.stderr)
         return 1

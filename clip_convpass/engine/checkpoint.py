@@ -2,6 +2,7 @@
 written atomically by rank 0, loaded weights-only, checked for compatibility before use."""
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from pathlib import Path
@@ -41,9 +42,19 @@ def config_differences(saved_yaml: str, cfg) -> list[tuple[str, object, object]]
     """(key, saved value, current value) for every key that differs and may not differ on resume."""
     saved, current = flat_items(saved_yaml), flat_items(cfg)
     keys = sorted(set(saved) | set(current))
+    # a key added since the run was made differs only if set to other than its default: a new key's default
+    # keeps what runs did before it existed
+    added_at_default = {k for k in set(current) - set(saved) if current[k] == default_items().get(k, object())}
     return [(k, saved.get(k), current.get(k)) for k in keys
-            if saved.get(k) != current.get(k) and k not in RESUME_MAY_DIFFER
+            if saved.get(k) != current.get(k) and k not in RESUME_MAY_DIFFER and k not in added_at_default
             and not k.startswith(RESUME_MAY_DIFFER_PREFIXES)]
+
+
+@functools.lru_cache(maxsize=1)
+def default_items() -> dict:
+    from clip_convpass.config import get_cfg_default
+
+    return flat_items(get_cfg_default())
 
 
 def format_differences(diffs: list[tuple[str, object, object]], then: str, limit: int = 6) -> str:

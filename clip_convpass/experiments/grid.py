@@ -506,8 +506,8 @@ def vtab_main(p, args, rows, common) -> int:
     wrong = [t for t in tasks if t not in every]
     if wrong:
         p.error(f"--vtab {wrong}: choose among {every}")
-    if args.methods is None:
-        rows = table_rows("vtab")
+    if args.methods is None:  # the vtab table, or --table vtab_backbones / vtab_ablations
+        rows = table_rows(args.table if args.table.startswith("vtab") else "vtab")
     if args.status:
         cells = [(r, s, t, list(args.opts), [t]) for t in tasks for r in rows for s in args.seeds]
         print_status(grid_status(cells, args.data, Path(args.output), args.override_config))

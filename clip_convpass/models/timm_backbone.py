@@ -12,8 +12,9 @@ computes. Weights load without unpickling: timm tags, Google's .npz (PETL-ViT / 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -28,8 +29,9 @@ TIMM_PREFIX = "timm:"
 # (ViT-B_16.npz), which timm publishes as the tag orig_in21k (converted, without the representation layer). timm's
 # old name vit_base_patch16_224_in21k now points at another checkpoint (augreg_in21k, "How to train your ViT").
 PAPER_VTAB_BACKBONE, PAPER_VTAB_TAG = "timm:vit_base_patch16_224", "orig_in21k"
-# A 2-block ViT on 32 px images (patch 8, width 48): tests and the demo, no weights needed.
-TINY_VIT = "vit_tiny_demo"
+# Tiny architectures on 32 px images for tests and the demo (no weights needed): a 2-block ViT (patch 8, width 48)
+# and a 2-stage Swin (patch 4, windows of 4, widths 16 and 32).
+TINY_VIT, TINY_SWIN = "vit_tiny_demo", "swin_tiny_demo"
 
 
 class MissingTimmWeightsError(UserError, FileNotFoundError):
@@ -124,22 +126,64 @@ class TimmVisual(nn.Module):
         return self.trunk(images)
 
 
-def register_tiny_vit() -> None:
-    """Register TINY_VIT with timm (once), as timm registers its own architectures."""
+def register_tiny_models() -> None:
+    """Register TINY_VIT and TINY_SWIN with timm (once), as timm registers its own architectures."""
     import timm
     from timm.models import register_model
+    from timm.models.swin_transformer import SwinTransformer
     from timm.models.vision_transformer import VisionTransformer
 
-    if timm.is_model(TINY_VIT):
-        return
+    def entrypoint(name, model_cls, defaults):
+        def create(pretrained=False, **kwargs):
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay",
+                                                                   "cache_dir")}  # timm's loading arguments
+            return model_cls(**{**defaults, **kwargs})
 
-    def vit_tiny_demo(pretrained=False, **kwargs):
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
-        return VisionTransformer(**{"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3,
-                                    **kwargs})
+        create.__name__ = name
+        return create
 
-    vit_tiny_demo.__name__ = TINY_VIT
-    register_model(vit_tiny_demo)
+    for name, model_cls, defaults in (
+            (TINY_VIT, VisionTransformer, {"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3}),
+            (TINY_SWIN, SwinTransformer, {"img_size": 32, "patch_size": 4, "window_size": 4, "embed_dim": 16,
+                                          "depths": (2, 2), "num_heads": (2, 4)})):
+        if not timm.is_model(name):
+            register_model(entrypoint(name, model_cls, defaults))
+
+
+class TimmClassifier(nn.Module):
+    """A timm classifier that is not a plain ViT (Swin, ConvNeXt: the Convpass paper's backbone study): its trunk and
+    head, for Full / Linear (nothing injected) and for the adapters that inject into its stages (Convpass on Swin)."""
+
+    hierarchical = True  # adapters that need a token sequence with a [cls] token refuse it (adapters.base.inject)
+
+    def __init__(self, trunk: nn.Module):
+        super().__init__()
+        self.trunk = trunk
+
+    @property
+    def classifier_head(self) -> nn.Module:
+        return self.trunk.get_classifier()
+
+    def swin_stages(self) -> List[nn.Sequential]:
+        """Each stage's blocks of a timm SwinTransformer (blocks see the stage's H x W map)."""
+        stages = [layer.blocks for layer in getattr(self.trunk, "layers", [])
+                  if any(hasattr(b, "_attn") and hasattr(b, "input_resolution") for b in getattr(layer, "blocks", []))]
+        if not stages:
+            raise ConfigError(f"{type(self.trunk).__name__} has no Swin stages: adapters inject into ViTs (and Convpass "
+                              f"into Swin); on this backbone use TRAINER.PETL.ADAPTER none (Linear, or Full with "
+                              f"BACKBONE_TRAINABLE)")
+        return stages
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.trunk(images)
+
+
+def timm_visual(trunk: nn.Module) -> nn.Module:
+    """The view the adapters and trainers use: a plain ViT as an open_clip tower (TimmVisual), anything else as a
+    TimmClassifier."""
+    if hasattr(trunk, "blocks") and hasattr(trunk, "patch_embed") and hasattr(trunk, "pos_embed"):
+        return TimmVisual(trunk)
+    return TimmClassifier(trunk)
 
 
 class RepresentationLayer(nn.Module):
@@ -166,7 +210,7 @@ def attach_representation(model: nn.Module, weight: torch.Tensor, bias: torch.Te
     model.head_drop = nn.Sequential(model.head_drop, RepresentationLayer(weight, bias))
 
 
-def create_timm_vit(backbone: str, pretrained: str = "none", num_classes: int = 0, drop_path_rate: float = 0.0,
+def create_timm_model(backbone: str, pretrained: str = "none", num_classes: int = 0, drop_path_rate: float = 0.0,
                     img_size=None, pre_logits: bool = True, **kwargs) -> nn.Module:
     """A timm model from `timm:<name>` with `pretrained` a timm tag ("<name>.<tag>" or "timm" for the name's
     default), a local .npz / .pth / .pt / .safetensors file, or none; its head replaced for num_classes.
@@ -174,8 +218,8 @@ def create_timm_vit(backbone: str, pretrained: str = "none", num_classes: int = 
     import timm
 
     name = backbone[len(TIMM_PREFIX):]
-    if name.split(".")[0] == TINY_VIT:
-        register_tiny_vit()
+    if name.split(".")[0] in (TINY_VIT, TINY_SWIN):
+        register_tiny_models()
     if not name or not timm.is_model(name.split(".")[0]):
         raise ConfigError(f"MODEL.BACKBONE {backbone!r}: not a timm model name (timm.list_models())")
     extra = dict(kwargs, num_classes=num_classes, drop_path_rate=drop_path_rate)
@@ -183,22 +227,35 @@ def create_timm_vit(backbone: str, pretrained: str = "none", num_classes: int = 
         extra["img_size"] = img_size
     tag = str(pretrained)
     if tag.lower() in ("", "none", "random"):
-        return timm.create_model(name, pretrained=False, **extra)
+        return create_model(name, False, extra)
     path = Path(tag).expanduser()
     if path.suffix in (".npz", ".pth", ".pt", ".bin", ".safetensors") or path.is_file():
         if not path.is_file():
             raise MissingTimmWeightsError(f"MODEL.PRETRAINED {path} does not exist: put the checkpoint for {name} there "
                                           f"(e.g. Google's ViT-B_16.npz for the Convpass paper's VTAB-1K backbone)")
-        model = timm.create_model(name, pretrained=False, **extra)
+        model = create_model(name, False, extra)
         load_local_weights(model, path, pre_logits)
         return model
     full = name if tag == "timm" else f"{name.split('.')[0]}.{tag}"
     try:
-        return timm.create_model(full, pretrained=True, **extra)
+        return create_model(full, True, extra)
     except Exception as e:  # offline, or an unknown tag: say what to provide
         raise MissingTimmWeightsError(
             f"Cannot load timm weights {full!r} ({type(e).__name__}); without internet access download them on "
             f"another machine (huggingface.co/timm/{full}) and set MODEL.PRETRAINED /path/to/model.safetensors") from e
+
+
+def create_model(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
+    """timm.create_model; an architecture without an img_size argument (ConvNeXt: any size as it is) is made
+    without it."""
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as e:
+        if "img_size" not in str(e) or "img_size" not in kwargs:
+            raise
+        return timm.create_model(name, pretrained=pretrained, **{k: v for k, v in kwargs.items() if k != "img_size"})
 
 
 def load_local_weights(model: nn.Module, path: Path, pre_logits: bool = True) -> None:
@@ -229,6 +286,9 @@ def load_local_weights(model: nn.Module, path: Path, pre_logits: bool = True) ->
                                           f"tensors is expected (.pth/.pt), or .npz / .safetensors") from e
         state = state.get("model", state.get("state_dict", state)) if isinstance(state, dict) else state
     representation = (state.pop("pre_logits.fc.weight", None), state.pop("pre_logits.fc.bias", None))
+    convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if convert is not None and not any(k in model.state_dict() for k in list(state)[:5]):
+        state = convert(state, model)  # timm's converter of the authors' files (Microsoft's Swin, FAIR's ConvNeXt)
     own = model.state_dict()
     head = {k for k in state if k.startswith("head.") and (k not in own or own[k].shape != state[k].shape)}
     state = {k: v for k, v in state.items() if k not in head}

@@ -56,6 +56,10 @@ def vtab_table(records: List[dict], metric: str = "top1", notes: Optional[List[s
     tasks = benchmark_datasets(BENCHMARK)
     cells: Dict[str, Dict[str, tuple]] = {}
     params: Dict[str, int] = {}
+    backbones: Dict[str, set] = {}
+    for r in records:
+        if is_vtab_result(r):
+            backbones.setdefault(r.get("name") or r["trainer"], set()).add(str(r.get("backbone", "?")))
     for task in tasks:
         chosen = [r for r in records if r["dataset"] == task and is_vtab_result(r)]
         task_notes: List[str] = []
@@ -68,15 +72,10 @@ def vtab_table(records: List[dict], metric: str = "top1", notes: Optional[List[s
     for method in order_rows(cells):
         means = {t: c[0] for t, c in cells[method].items()}
         row = registered.get(base_name(method))
-        published = {k: float(v) for k, v in ((row.paper_tables or {}).get("vtab") or {}).items()} if row else {}
-        paper = None
-        if published:
-            paper = {**published, **{k: v for k, v in summarise(published).items() if v is not None}}
-            if AVERAGE in published:  # the paper's own rounding of its Average
-                paper[AVERAGE] = published[AVERAGE]
         out.append({"method": method, "cells": {t: cells[method].get(t) for t in tasks}, "summary": summarise(means),
-                    "params": params.get(method), "paper": paper,
-                    "paper_params": row.paper_params if row else None})
+                    "params": params.get(method), "paper": published(row),
+                    "paper_params": row.paper_params if row else None,
+                    "backbone": ", ".join(sorted(backbones.get(method, ())))})
     if notes is not None and out:
         done = {t for e in out for t, c in e["cells"].items() if c}
         if len(done) < len(tasks):
@@ -85,6 +84,18 @@ def vtab_table(records: List[dict], metric: str = "top1", notes: Optional[List[s
         notes.append("Trained on train800val200, scored on test, the final epoch's model (PETL-ViT reports the best "
                      "of its every-10-epoch test evaluations; ours are in each run's history as test_top1)")
     return out
+
+
+def published(row) -> Optional[Dict[str, float]]:
+    """A row's published numbers: per task (paper_tables.vtab) with the group means they give, and the published
+    Average / group means (paper_tables.vtab_summary, or vtab's own Average: the paper's rounding)."""
+    tables = (row.paper_tables or {}) if row else {}
+    per_task = {k: float(v) for k, v in (tables.get("vtab") or {}).items()}
+    paper = {**per_task, **{k: v for k, v in summarise(per_task).items() if v is not None}} if per_task else {}
+    if AVERAGE in per_task:
+        paper[AVERAGE] = per_task[AVERAGE]
+    paper.update({k: float(v) for k, v in (tables.get("vtab_summary") or {}).items()})
+    return paper or None
 
 
 def _columns(table: List[dict]) -> List[str]:
@@ -138,4 +149,36 @@ class VTABView(ReportView):
         return [e for e in vtab_table(records, metric, notes) if selected(e["method"], methods)]
 
     render = staticmethod(render_vtab)
+    plot = staticmethod(plot_vtab)
+
+
+def render_vtab_summary(table: List[dict], fmt: str = "terminal", metric: str = "top1", notes: Sequence[str] = ()) -> str:
+    """The backbone and ablation tables' layout: backbone, parameters, Average and the three group means."""
+    if fmt == "json":
+        return render_vtab(table, fmt, metric, notes)
+    columns = [AVERAGE, *groups()]
+    headers = ["Method", "Backbone", "Params (M)", *columns]
+    body = []
+    for e in table:
+        params = f"{e['params'] / 1e6:.2f}" if e["params"] is not None else "?"
+        body.append([row_label(e["method"]), e["backbone"], params] + [_num(e["summary"].get(c)) for c in columns])
+        if e["paper"] and any(c in e["paper"] for c in columns):
+            p = e["paper"]
+            budget = f"{e['paper_params']:g}" if e["paper_params"] is not None else "-"
+            body.append(["  paper", "", budget] + [_num(p[c]) if c in p else "-" for c in columns])
+            body.append(["  delta", "", ""] + [f"{e['summary'][c] - p[c]:+.1f}" if c in p and e["summary"].get(c)
+                                               is not None else "-" for c in columns])
+    title = (f"VTAB-1K summary, {METRIC_LABELS[metric]} (%) on test: {AVERAGE} = mean of the group means (the "
+             f"backbone and ablation tables; `--table vtab_backbones` / `--table vtab_ablations` selects their rows)")
+    return render_rows(headers, body, fmt, notes, title)
+
+
+@REPORT_VIEW_REGISTRY.register
+class VTABSummaryView(ReportView):
+    NAME = "vtab_summary"
+    HELP = ("VTAB-1K group means per row with its backbone (the backbone study and the ablations: Tables 3-5 of the "
+            "report, 4-6 of the paper)")
+    EMPTY = VTABView.EMPTY
+    build = VTABView.build
+    render = staticmethod(render_vtab_summary)
     plot = staticmethod(plot_vtab)

@@ -19,7 +19,7 @@ from clip_convpass.engine.trainer import TrainerBase
 from clip_convpass.models.clip_loader import load_clip_from_cfg
 from clip_convpass.models.heads import HEAD_INITS, HEAD_PARAMS, HEAD_TEMPERATURES, CLIPClassifier, build_head
 from clip_convpass.models.prompts import check_templates, template_info
-from clip_convpass.models.timm_backbone import TimmVisual, create_timm_vit, is_timm
+from clip_convpass.models.timm_backbone import create_timm_model, is_timm, timm_visual
 
 logger = logging.getLogger(__name__)
 NO_ADAPTER = "none"  # TRAINER.<node>.ADAPTER none: nothing injected (a linear probe trained by SGD, or full fine-tuning)
@@ -46,9 +46,9 @@ def add_head_keys(c) -> None:
 
 
 class SupervisedClassifier(nn.Module):
-    """A timm ViT with its own head (trunk.head): logits from its pooled, unnormalised features."""
+    """A timm model with its own head (trunk.head): logits from its pooled, unnormalised features."""
 
-    def __init__(self, visual: TimmVisual):
+    def __init__(self, visual: nn.Module):
         super().__init__()
         self.visual = visual
 
@@ -141,10 +141,10 @@ class AdapterCLIPTrainer(TrainerBase):
         check(c.HEAD_INIT == "random" and c.HEAD_PARAM == "folded" and c.HEAD_TEMPERATURE == "fixed",
               f"MODEL.BACKBONE {self.cfg.MODEL.BACKBONE} has no text tower: set TRAINER.{self.CONFIG_NODE}.HEAD_INIT "
               f"random (a new linear head) with HEAD_PARAM folded and HEAD_TEMPERATURE fixed")
-        trunk = create_timm_vit(self.cfg.MODEL.BACKBONE, self.cfg.MODEL.PRETRAINED, len(self.classnames),
+        trunk = create_timm_model(self.cfg.MODEL.BACKBONE, self.cfg.MODEL.PRETRAINED, len(self.classnames),
                                 self.cfg.MODEL.DROP_PATH_RATE, img_size=tuple(self.cfg.INPUT.SIZE),
                                 pre_logits=self.cfg.MODEL.PRE_LOGITS == "keep")
-        self.model = self.adapted(TimmVisual(trunk), SupervisedClassifier)
+        self.model = self.adapted(timm_visual(trunk), SupervisedClassifier)
         self.prompt_info = {"head_init": "random", "backbone": self.cfg.MODEL.BACKBONE}
 
     def optimizer_param_groups(self) -> List[dict]:

@@ -20,6 +20,8 @@ class ConvpassCLIP(AdapterCLIPTrainer):
         # s in x + Attn(LN(x)) + s * Convpass(LN(x)); pick it on VAL_SHOTS with `python -m clip_convpass.sweep`.
         c.SCALE = 1.0
         c.KERNEL_SIZE = 3  # 3, or 1 for the "language-oriented" 1x1 ablation
+        c.ATTN_KERNEL_SIZE = 0  # the kernel beside attention / beside the MLP alone (0: KERNEL_SIZE; Table 5)
+        c.MLP_KERNEL_SIZE = 0
         c.DROPOUT = 0.1
         c.CONV_INIT = "identity"  # identity (centre tap) | xavier
         c.POSITIONS = "both"  # both | attn | mlp | none (no bypasses: head-only probe)

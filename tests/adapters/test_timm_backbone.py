@@ -3,12 +3,14 @@ a fresh adapter model is exactly the frozen one, the counts at ViT-B/16 are the 
 transcription of PETL-ViT's (JieShibo/PETL-ViT convpass/vtab/convpass.py: set_Convpass, forward_block, Convpass)."""
 import copy
 import json
+import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from clip_convpass.adapters.base import ADAPTER_REGISTRY, inject, presets
-from clip_convpass.models.timm_backbone import TimmVisual, create_timm_vit
+from clip_convpass.models.timm_backbone import TimmVisual, create_timm_model
 
 IMAGES = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 
@@ -16,7 +18,7 @@ IMAGES = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 @pytest.fixture(scope="module")
 def tiny_timm():
     torch.manual_seed(0)
-    return create_timm_vit("timm:vit_tiny_patch16_224", "none", num_classes=5, img_size=32, patch_size=8, depth=2).eval()
+    return create_timm_model("timm:vit_tiny_patch16_224", "none", num_classes=5, img_size=32, patch_size=8, depth=2).eval()
 
 
 def test_the_wrapped_timm_model_computes_what_timm_computes(tiny_timm):
@@ -103,16 +105,16 @@ def test_local_weights_load_without_pickles_and_bad_files_say_what_is_expected(t
     save_file(state, str(tmp_path / "w.safetensors"))
     kwargs = dict(num_classes=7, img_size=32, patch_size=8, depth=2)  # another class count: the head is new
     for name in ("w.pth", "w.safetensors"):
-        model = create_timm_vit("timm:vit_tiny_patch16_224", str(tmp_path / name), **kwargs)
+        model = create_timm_model("timm:vit_tiny_patch16_224", str(tmp_path / name), **kwargs)
         assert torch.equal(model.blocks[1].mlp.fc2.weight, tiny_timm.blocks[1].mlp.fc2.weight)
         assert model.head.out_features == 7
     with pytest.raises(MissingTimmWeightsError, match="does not exist"):
-        create_timm_vit("timm:vit_tiny_patch16_224", str(tmp_path / "absent.npz"), **kwargs)
+        create_timm_model("timm:vit_tiny_patch16_224", str(tmp_path / "absent.npz"), **kwargs)
     torch.save({"blocks.0.norm1.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(MissingTimmWeightsError, match="does not hold"):
-        create_timm_vit("timm:vit_tiny_patch16_224", str(tmp_path / "other.pth"), **kwargs)
+        create_timm_model("timm:vit_tiny_patch16_224", str(tmp_path / "other.pth"), **kwargs)
     with pytest.raises(Exception, match="timm model name"):
-        create_timm_vit("timm:not_a_model", "none")
+        create_timm_model("timm:not_a_model", "none")
 
 
 def test_a_supervised_run_trains_the_adapter_and_head_only_and_reloads(cfg_factory, tmp_path):
@@ -122,7 +124,7 @@ def test_a_supervised_run_trains_the_adapter_and_head_only_and_reloads(cfg_facto
     from clip_convpass.registry import TRAINER_REGISTRY
 
     torch.manual_seed(0)
-    backbone = create_timm_vit("timm:vit_tiny_demo", "none", num_classes=1000)
+    backbone = create_timm_model("timm:vit_tiny_demo", "none", num_classes=1000)
     torch.save(backbone.state_dict(), tmp_path / "in21k.pth")  # a pretrained checkpoint with another head
     opts = ["MODEL.BACKBONE", "timm:vit_tiny_demo", "MODEL.PRETRAINED", str(tmp_path / "in21k.pth"),
             "TRAINER.PETL.HEAD_INIT", "random", "MODEL.DROP_PATH_RATE", "0.1", "DATASET.NUM_SHOTS", "2",
@@ -183,21 +185,21 @@ def test_googles_npz_loads_with_its_representation_layer_frozen_before_the_head(
     from clip_convpass.registry import TRAINER_REGISTRY
 
     torch.manual_seed(0)
-    source = create_timm_vit("timm:vit_tiny_demo", "none", num_classes=0).eval()
+    source = create_timm_model("timm:vit_tiny_demo", "none", num_classes=0).eval()
     weight, bias = torch.randn(48, 48) / 7, torch.randn(48)
     google_npz(source, tmp_path / "ViT.npz", (weight, bias))
     with torch.no_grad():
         features = source.forward_head(source.forward_features(IMAGES), pre_logits=True)
-        kept = create_timm_vit("timm:vit_tiny_demo", str(tmp_path / "ViT.npz"), num_classes=5).eval()
+        kept = create_timm_model("timm:vit_tiny_demo", str(tmp_path / "ViT.npz"), num_classes=5).eval()
         assert torch.allclose(kept.forward_head(kept.forward_features(IMAGES), pre_logits=True),
                               torch.tanh(features @ weight.T + bias), atol=1e-5)
-        dropped = create_timm_vit("timm:vit_tiny_demo", str(tmp_path / "ViT.npz"), num_classes=5, pre_logits=False)
+        dropped = create_timm_model("timm:vit_tiny_demo", str(tmp_path / "ViT.npz"), num_classes=5, pre_logits=False)
         assert torch.allclose(dropped.eval().forward_head(dropped.forward_features(IMAGES), pre_logits=True), features,
                               atol=1e-5)
         # a timm-0.4.12 state dict names it pre_logits.fc
         state = {**source.state_dict(), "pre_logits.fc.weight": weight, "pre_logits.fc.bias": bias}
         torch.save(state, tmp_path / "old_timm.pth")
-        from_pth = create_timm_vit("timm:vit_tiny_demo", str(tmp_path / "old_timm.pth"), num_classes=5).eval()
+        from_pth = create_timm_model("timm:vit_tiny_demo", str(tmp_path / "old_timm.pth"), num_classes=5).eval()
         assert torch.allclose(from_pth.forward_head(from_pth.forward_features(IMAGES), pre_logits=True),
                               torch.tanh(features @ weight.T + bias), atol=1e-5)
     cfg = setup_cfg(None, "configs/trainers/PETLCLIP/vtab_convpass.yaml",
@@ -213,3 +215,120 @@ def test_googles_npz_loads_with_its_representation_layer_frozen_before_the_head(
     representation = trainer.model.visual.trunk.head_drop[1]
     assert not any(p.requires_grad for p in representation.parameters())  # frozen, as in the reference
     assert torch.equal(representation.fc.weight, weight)
+
+
+def tiny_swin():
+    torch.manual_seed(0)
+    return create_timm_model("timm:swin_tiny_patch4_window7_224", "none", num_classes=5, img_size=32, patch_size=4,
+                             window_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4)).eval()
+
+
+def petl_vit_forward_swin_block(blk, x, bp_attn, bp_mlp, s):
+    """PETL-ViT's forward_swin_block (timm 0.4.12's SwinTransformerBlock on (B, L, C) tokens) with its
+    Convpass_swin (H = sqrt(N); down, act, 3x3 conv, act, dropout, up), transcribed."""
+    from timm.models.swin_transformer import window_partition, window_reverse
+
+    def convpass_swin(bp, t):
+        b, n, _ = t.shape
+        h = int(math.sqrt(n))
+        z = F.linear(t, bp.down.weight, bp.down.bias).reshape(b, h, h, -1).permute(0, 3, 1, 2)
+        z = bp.act(z)
+        z = F.conv2d(z, bp.conv.weight, bp.conv.bias, padding=bp.conv.padding)
+        z = bp.act(z.permute(0, 2, 3, 1).reshape(b, n, -1))
+        return F.linear(z, bp.up.weight, bp.up.bias)
+
+    H, W = blk.input_resolution
+    B, L, C = x.shape
+    shortcut = x + convpass_swin(bp_attn, blk.norm1(x)) * s
+    y = blk.norm1(x).view(B, H, W, C)
+    shift = blk.shift_size[0]
+    if shift:
+        y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
+    ws = blk.window_size[0]
+    windows = window_partition(y, (ws, ws)).view(-1, ws * ws, C)
+    attn = blk.attn(windows, mask=blk.attn_mask).view(-1, ws, ws, C)
+    y = window_reverse(attn, (ws, ws), H, W)
+    if shift:
+        y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
+    x = shortcut + y.reshape(B, H * W, C)
+    return x + blk.mlp(blk.norm2(x)) + convpass_swin(bp_mlp, blk.norm2(x)) * s
+
+
+def test_convpass_on_swin_is_exact_at_init_and_equals_petl_vits_swin_block():
+    from clip_convpass.adapters.convpass import ConvpassSwinBlock
+    from clip_convpass.models.timm_backbone import timm_visual
+
+    swin = tiny_swin()
+    adapted = timm_visual(copy.deepcopy(swin))
+    injection = inject(adapted, "convpass", {"scale": 10.0})
+    adapted.eval()
+    with torch.no_grad():
+        assert torch.equal(adapted(IMAGES), swin(IMAGES))  # up projections start at zero
+        for p in injection.parameters:
+            p.add_(0.05 * torch.randn_like(p))
+        blocks = [b for b in adapted.trunk.modules() if isinstance(b, ConvpassSwinBlock)]
+        assert len(blocks) == 4 and len(injection.modules) == 8
+        for block in blocks:  # both stages, unshifted and shifted windows
+            h, w = block.block.input_resolution
+            x = torch.randn(2, h, w, block.block.norm1.normalized_shape[0])
+            ours = block(x).reshape(2, h * w, -1)
+            ref = petl_vit_forward_swin_block(block.block, x.reshape(2, h * w, -1), block.bypass_attn,
+                                              block.bypass_mlp, 10.0)
+            assert torch.allclose(ours, ref, atol=1e-5)
+        assert not torch.allclose(adapted(IMAGES), swin(IMAGES))
+
+
+def test_hierarchical_backbones_take_convpass_on_swin_and_nothing_else():
+    from clip_convpass.cli.params import adapter_param_counts
+    from clip_convpass.config import ConfigError
+    from clip_convpass.models.timm_backbone import TimmClassifier, timm_visual
+
+    swin = timm_visual(tiny_swin())
+    assert isinstance(swin, TimmClassifier)
+    for preset in ("lora", "vpt_deep", "adaptformer"):
+        with pytest.raises(ConfigError, match="hierarchical backbone"):
+            inject(copy.deepcopy(swin), preset)
+    with pytest.raises(ConfigError, match="parallel and unshared"):
+        inject(copy.deepcopy(swin), "convpass_share")
+    convnext = timm_visual(create_timm_model("timm:convnext_atto", "none", num_classes=4, img_size=(32, 32)))
+    with pytest.raises(ConfigError, match="no Swin stages.*ADAPTER none"):
+        inject(convnext, "convpass")
+    # Swin-B: bypasses of each stage's width (128, 256, 512, 1024) at h = 8
+    counts = adapter_param_counts("timm:swin_base_patch4_window7_224")
+    widths = [128] * 2 + [256] * 2 + [512] * 18 + [1024] * 2
+    assert counts == {"convpass": sum(2 * ((2 * 8 + 1) * d + 9 * 64 + 2 * 8) for d in widths),
+                      "convpass_attn": sum((2 * 8 + 1) * d + 9 * 64 + 2 * 8 for d in widths)}
+
+
+def test_fairs_convnext_checkpoint_loads_through_timms_converter(tmp_path):
+    import re
+
+    torch.manual_seed(0)
+    source = create_timm_model("timm:convnext_atto", "none", num_classes=0)
+    fair = {}
+    for k, v in source.state_dict().items():  # timm's names back to FAIR's (the inverse of checkpoint_filter_fn)
+        k = k.replace("stem.", "downsample_layers.0.")
+        k = re.sub(r"stages\.([0-9]+)\.blocks\.([0-9]+)", r"stages.\1.\2", k)
+        k = re.sub(r"stages\.([0-9]+)\.downsample\.([0-9]+)", r"downsample_layers.\1.\2", k)
+        k = k.replace("conv_dw", "dwconv").replace("mlp.fc", "pwconv").replace("head.norm.", "norm.")
+        fair[k] = v
+    fair["head.weight"], fair["head.bias"] = torch.randn(11, 320), torch.randn(11)  # ImageNet-22K's, another count
+    torch.save({"model": fair}, tmp_path / "convnext_atto_22k.pth")
+    loaded = create_timm_model("timm:convnext_atto", str(tmp_path / "convnext_atto_22k.pth"), num_classes=4)
+    for k, v in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    assert loaded.get_classifier().out_features == 4
+
+
+def test_full_and_linear_train_a_convnext(cfg_factory, tmp_path):
+    from clip_convpass.engine.runner import run
+
+    for method in ("linear", "full"):
+        opts = ["MODEL.BACKBONE", "timm:convnext_atto", "MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)",
+                "DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1", "OPTIM.WARMUP_EPOCH", "0",
+                "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "TEST.MONITOR_EVERY", "0", "TEST.SPLIT", "test"]
+        cfg = cfg_factory(config_file=f"configs/trainers/PETLCLIP/vtab_{method}.yaml", output_dir=tmp_path / method,
+                          opts=opts)
+        record = run(cfg)[0]
+        encoder = record["trainable_params"]["image_encoder"]
+        assert (encoder == 0) if method == "linear" else (encoder > 3_000_000)

@@ -115,3 +115,13 @@ def CN_dump(cfg):
     from yacs.config import CfgNode
 
     return CfgNode.dump(cfg)
+
+
+def test_a_key_added_since_a_run_was_made_differs_only_when_set_away_from_its_default():
+    """Finished cells stay finished after an upgrade adds keys: a new key's default keeps what runs did before."""
+    from clip_convpass.engine.checkpoint import config_differences
+
+    cfg = setup_cfg(None, None, ["TRAIN.LABEL_SMOOTHING", "0.1"])
+    old = "\n".join(line for line in cfg.dump().splitlines() if "MIXUP" not in line and "LABEL_SMOOTHING" not in line)
+    assert config_differences(old, cfg) == [("TRAIN.LABEL_SMOOTHING", None, 0.1)]
+    assert config_differences(old, setup_cfg(None, None)) == []

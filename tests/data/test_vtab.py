@@ -216,3 +216,89 @@ def test_grid_sweeps_on_val200_then_reports_test_with_paper_deltas(kitti, tmp_pa
     assert convpass["paper"]["vtab_kitti"] == 80.0 and convpass["paper"]["Average"] == 76.6
     assert convpass["summary"]["Structured"] is None  # one task of eight
     assert main([*argv, "--status"]) == 0 and (REPO / "scripts" / "vtab.sh").is_file()
+
+
+def test_the_ablation_rows_build_the_placements_and_kernels_they_name(kitti, tmp_path):
+    from clip_convpass.adapters.convpass import Convpass
+
+    def kernels(config):
+        trainer = TRAINER_REGISTRY.get("PETLCLIP")(vtab_cfg(kitti, tmp_path, f"trainers/PETLCLIP/{config}.yaml"))
+        blocks = trainer.model.visual.transformer.resblocks
+        out = {}
+        for where in ("attn", "mlp"):
+            bypass = getattr(blocks[0], f"bypass_{where}", None)
+            out[where] = bypass.conv.kernel_size[0] if isinstance(bypass, Convpass) else None
+        return out, blocks[0]
+
+    assert kernels("vtab_convpass_1x1")[0] == {"attn": 1, "mlp": 1}
+    assert kernels("vtab_convpass_1x1_attn")[0] == {"attn": 1, "mlp": 3}
+    assert kernels("vtab_convpass_1x1_mlp")[0] == {"attn": 3, "mlp": 1}
+    assert kernels("vtab_convpass_mlp")[0] == {"attn": None, "mlp": 3}
+    placed, block = kernels("vtab_seq_convpass_attn")
+    assert placed == {"attn": 3, "mlp": None}
+    assert [mode for _, mode, _ in block.attn_adapters] == ["sequential"]
+
+
+def test_the_summary_view_shows_each_rows_backbone_and_published_group_means(tmp_path):
+    from clip_convpass.cli.report import main as report
+
+    def write(name, trainer, backbone, task, top1):
+        folder = tmp_path / name.replace(" ", "_") / task
+        folder.mkdir(parents=True)
+        rec = {"dataset": task, "train_dataset": task, "name": name, "trainer": trainer, "seed": 42, "shots": None,
+               "train_list": "train800val200.txt", "split": "test", "metrics": {"top1": top1}, "backbone": backbone,
+               "experiment": "e", "trainable_params": {"total": 1, "image_encoder": 437504}}
+        (folder / "results.json").write_text(json.dumps(rec))
+
+    for i, task in enumerate(benchmark_datasets("vtab1k")):
+        write("VTAB swin_convpass", "PETLCLIP", "timm:swin_base_patch4_window7_224", task, 70.0 + i % 3)
+        write("VTAB seq_convpass_mlp", "PETLCLIP", "timm:vit_base_patch16_224", task, 60.0)
+    out = tmp_path / "summary.json"
+    assert report([str(tmp_path), "--vtab-summary", "--format", "json", "--output", str(out)]) == 0
+    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    swin = rows["VTAB swin_convpass"]
+    assert swin["backbone"] == "timm:swin_base_patch4_window7_224" and swin["paper"]["Average"] == 78.1
+    assert swin["summary"]["Average"] == pytest.approx(sum(swin["summary"][g] for g in ("Natural", "Specialized",
+                                                                                          "Structured")) / 3)
+    assert report([str(tmp_path), "--vtab-summary", "--table", "vtab_ablations", "--format", "json", "--output",
+                   str(out)]) == 0
+    assert [r["method"] for r in json.loads(out.read_text())["rows"]] == ["VTAB seq_convpass_mlp"]
+    assert report([str(tmp_path), "--vtab-summary", "--table", "vtab_backbones", "--output", str(out)]) == 0
+    assert "Swin-B Convpass" in out.read_text() and "78.1" in out.read_text()
+
+
+TINY_BY_FAMILY = {"vit": "timm:vit_tiny_demo", "swin": "timm:swin_tiny_demo", "convnext": "timm:convnext_atto"}
+SOURCE_BY_BENCHMARK = {"vtab1k": "vtab_kitti", "fgvc_fewshot": "fgvc_fs_pets"}
+
+
+@pytest.fixture(scope="module")
+def benchmark_trees(tmp_path_factory):
+    root = tmp_path_factory.mktemp("benchmarks")
+    for source in SOURCE_BY_BENCHMARK.values():
+        build_synthetic_tree(root, source=source)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", method_rows(lambda r: r.benchmark != "coop"), ids=lambda r: r.name)
+def test_every_supervised_row_trains_reloads_and_reports_on_its_benchmark(row, benchmark_trees, tmp_path):
+    """Each VTAB / FGVC row (its sweep skipped) on a synthetic tree of its benchmark, the backbone replaced by a tiny
+    model of the same family: trains, reloads its checkpoint to the same metrics, and is reported."""
+    from clip_convpass.reporting.records import collect
+
+    backbone = setup_cfg(None, row.config).MODEL.BACKBONE
+    tiny = TINY_BY_FAMILY[backbone.split(":")[1].split("_")[0]]
+    source = SOURCE_BY_BENCHMARK[row.benchmark]
+    opts = ["DATASET.ROOT", str(benchmark_trees), "OUTPUT_DIR", str(tmp_path / "run"), "NAME", row.name,
+            "MODEL.BACKBONE", tiny, "MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)", "DEVICE", "cpu",
+            "OPTIM.MAX_EPOCH", "2", "OPTIM.WARMUP_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
+            "DATALOADER.NUM_WORKERS", "0", "TEST.MONITOR_EVERY", "1", "SEED", "0", "DATASET.NUM_SHOTS", "2",
+            *(["INPUT.RESIZE_SIZE", "36"] if row.benchmark == "fgvc_fewshot" else []), *row.opts]
+    cfg = setup_cfg(f"datasets/{source}.yaml", row.config, opts)
+    record = run(cfg)[0]
+    trainer = TRAINER_REGISTRY.get(row.trainer)(cfg)
+    trainer.load_from_model_dir(tmp_path / "run")
+    assert trainer.test()["metrics"] == record["metrics"]
+    assert record["backbone"] == tiny and record["train_list"]
+    (rec,) = [r for r in collect([tmp_path / "run"]) if r["dataset"] == source]
+    assert rec["name"] == row.name
