@@ -302,3 +302,28 @@ def test_every_supervised_row_trains_reloads_and_reports_on_its_benchmark(row, b
     assert record["backbone"] == tiny and record["train_list"]
     (rec,) = [r for r in collect([tmp_path / "run"]) if r["dataset"] == source]
     assert rec["name"] == row.name
+
+
+def test_the_scripts_run_the_backbone_table_and_table_1_on_synthetic_trees(kitti, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from clip_convpass.experiments.grid import main
+
+    opts = ["MODEL.PRETRAINED", "none", "INPUT.SIZE", "(32,32)", "DATALOADER.NUM_WORKERS", "0", "OPTIM.MAX_EPOCH", "1",
+            "OPTIM.WARMUP_EPOCH", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "TEST.MONITOR_EVERY", "0"]
+    out = tmp_path / "backbones"
+    assert main(["--data", str(kitti), "--output", str(out), "--vtab", "vtab_kitti", "--table", "vtab_backbones",
+                 "--methods", "VTAB swin_convpass", "--seeds", "42", "--no-sweep", "MODEL.BACKBONE",
+                 "timm:swin_tiny_demo", *opts]) == 0
+    from clip_convpass.cli.report import main as report
+
+    assert report([str(out), "--vtab-summary", "--table", "vtab_backbones", "--output", str(tmp_path / "t.md")]) == 0
+    assert "Swin-B Convpass" in (tmp_path / "t.md").read_text()
+    env = {**os.environ, "DATA": str(kitti), "OUTPUT": str(tmp_path / "t1"), "TASKS": "vtab_kitti",
+           "METHODS": "VTAB linear", "GRID_ARGS": "--no-sweep", "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(REPO / "scripts" / "vtab.sh"), "42", "MODEL.BACKBONE", "timm:vit_tiny_demo",
+                           *opts], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Linear" in (tmp_path / "t1" / "vtab.md").read_text() and (tmp_path / "t1" / "vtab.png").is_file()
