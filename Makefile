@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUTPUT ?= demo_output
 
-.PHONY: demo demo-fewshot demo-generalization demo-vtab test lint env clean
+.PHONY: demo demo-fewshot demo-generalization demo-supervised test lint env clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,8 @@ demo-fewshot: $(VENV)/.installed
 demo-generalization: $(VENV)/.installed
 	$(PY) -m clip_convpass demo --generalization --output $(DEMO_OUTPUT)_generalization
 
-demo-vtab: $(VENV)/.installed
-	$(PY) -m clip_convpass demo --vtab --output $(DEMO_OUTPUT)_vtab
+demo-supervised: $(VENV)/.installed
+	$(PY) -m clip_convpass demo --supervised --output $(DEMO_OUTPUT)_supervised
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
@@ -38,4 +38,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(DEMO_OUTPUT) $(DEMO_OUTPUT)_fewshot $(DEMO_OUTPUT)_generalization $(DEMO_OUTPUT)_vtab
+	rm -rf $(DEMO_OUTPUT) $(DEMO_OUTPUT)_fewshot $(DEMO_OUTPUT)_generalization $(DEMO_OUTPUT)_supervised

@@ -101,9 +101,9 @@ _C.INPUT = CN()
 _C.INPUT.SIZE = (224, 224)
 _C.INPUT.INTERPOLATION = "bicubic"
 # Training transforms, in order. Choices: random_resized_crop, random_flip, resize (shorter side),
-# resize_square (to exactly SIZE), center_crop, rand_augment, normalize, random_erasing. The default test transform
-# is CLIP's, CoOp's and Dassl's (resize + centre crop, CLIP mean/std); configs/overrides/paper_preprocessing.yaml
-# gives the paper's wording ("resize to 224x224", ImageNet mean/std).
+# resize_square (to exactly SIZE), center_crop, color_jitter, rand_augment, normalize, random_erasing. The default
+# test transform is CLIP's, CoOp's and Dassl's (resize + centre crop, CLIP mean/std);
+# configs/overrides/paper_preprocessing.yaml gives the paper's wording ("resize to 224x224", ImageNet mean/std).
 _C.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip", "normalize"]
 _C.INPUT.TEST_TRANSFORMS = ["resize", "center_crop", "normalize"]
 _C.INPUT.CROP_SCALE = (0.08, 1.0)
@@ -114,6 +114,10 @@ _C.INPUT.RESIZE_SIZE = 0
 # the crop size and PIXEL_MEAN; random_erasing (after normalize): its probability, timm's pixel mode, one box.
 _C.INPUT.RAND_AUGMENT = "rand-m9-mstd0.5-inc1"
 _C.INPUT.RANDOM_ERASING = 0.25
+# color_jitter: brightness / contrast / saturation strength (timm's 0.4). The Convpass paper names colour jitter for
+# few-shot training, but NOAH's code never applies it (timm skips it when RandAugment is on), so the few-shot recipe
+# leaves it out; add "color_jitter" before rand_augment in INPUT.TRANSFORMS for the paper's wording.
+_C.INPUT.COLOR_JITTER = 0.4
 _C.INPUT.PIXEL_MEAN = CLIP_MEAN
 _C.INPUT.PIXEL_STD = CLIP_STD
 
@@ -231,8 +235,8 @@ VALID_OPTIM = ("sgd", "adam", "adamw")
 MAX_WORKERS = 256  # more DataLoader processes than any machine runs usefully: a typo
 VALID_SCHED = ("cosine", "step", "constant")
 VALID_WARMUP = ("constant", "linear")
-VALID_TRANSFORMS = ("random_resized_crop", "random_flip", "resize", "resize_square", "center_crop", "rand_augment",
-                    "normalize", "random_erasing")
+VALID_TRANSFORMS = ("random_resized_crop", "random_flip", "resize", "resize_square", "center_crop", "color_jitter",
+                    "rand_augment", "normalize", "random_erasing")
 
 
 class ConfigError(UserError, ValueError):
@@ -478,6 +482,7 @@ def validate_engine_cfg(cfg: CN) -> None:
             check(t in VALID_TRANSFORMS, f"INPUT.{key}: unknown transform {t!r}; choices: {VALID_TRANSFORMS}")
     check_crop_scale(cfg.INPUT.CROP_SCALE, "INPUT.CROP_SCALE")
     check(cfg.INPUT.RESIZE_SIZE >= 0, f"INPUT.RESIZE_SIZE must be >= 0 (0: INPUT.SIZE), got {cfg.INPUT.RESIZE_SIZE}")
+    check(0 <= cfg.INPUT.COLOR_JITTER, f"INPUT.COLOR_JITTER must be >= 0, got {cfg.INPUT.COLOR_JITTER}")
     check(0 <= cfg.INPUT.RANDOM_ERASING <= 1, f"INPUT.RANDOM_ERASING must be a probability, got {cfg.INPUT.RANDOM_ERASING}")
     if "rand_augment" in cfg.INPUT.TRANSFORMS:
         try:

@@ -30,6 +30,8 @@ def build_transform(cfg, is_train: bool, names=None, crop_scale=None) -> T.Compo
             ops.append(T.CenterCrop(size))
         elif name == "rand_augment":
             ops.append(rand_augment(cfg, interp))
+        elif name == "color_jitter":  # brightness, contrast and saturation by INPUT.COLOR_JITTER, as timm's
+            ops.append(T.ColorJitter(*(cfg.INPUT.COLOR_JITTER,) * 3))
         elif name in ("normalize", "random_erasing"):
             continue  # on the tensor, after ToTensor
         else:

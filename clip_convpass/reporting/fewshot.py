@@ -33,8 +33,8 @@ def fewshot_curves(records: List[dict], metric: str = "top1", notes: List[str] |
     for r in sorted(records, key=lambda r: r.get("timestamp", "")):
         if r.get("split", "test") != "test" or r.get("stage", "final") != "final" or not same_protocol(r):
             continue
-        if r["dataset"] != r.get("train_dataset", r["dataset"]) or "shots" not in r:
-            continue  # domain-shift evaluations belong to Table 2, not to the curves
+        if r["dataset"] != r.get("train_dataset", r["dataset"]) or r.get("shots") is None:
+            continue  # domain-shift evaluations belong to Table 2, one-list datasets (VTAB-1K) to their own view
         name = r.get("name") or r["trainer"]
         model = (r.get("backbone"), r.get("pretrained"))
         by_seed[(name, model, r["dataset"], r["shots"], r.get("experiment"))][r["seed"]] = r["metrics"][metric]

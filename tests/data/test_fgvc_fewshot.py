@@ -61,6 +61,9 @@ def test_noahs_training_pipeline_is_seeded_per_sample_whatever_the_workers(pets)
     cfg = setup_cfg("datasets/fgvc_fs_pets.yaml", "trainers/PETLCLIP/fgvc_convpass.yaml")  # the recipe as shipped
     assert [type(t).__name__ for t in build_transform(cfg, True).transforms] == [
         "RandomResizedCrop", "RandomHorizontalFlip", "RandAugment", "ToTensor", "Normalize", "RandomErasing"]
+    jitter = setup_cfg(None, "trainers/PETLCLIP/fgvc_convpass.yaml", ["INPUT.TRANSFORMS", '["random_resized_crop", '
+                       '"random_flip", "color_jitter", "rand_augment", "normalize", "random_erasing"]'])
+    assert type(build_transform(jitter, True).transforms[2]).__name__ == "ColorJitter"  # the paper's wording
     test_ops = build_transform(cfg, False).transforms
     assert test_ops[0].size == (256, 256) and test_ops[1].size == (224, 224)
     cfg32 = pets_cfg(pets, ["DATASET.NUM_SHOTS", "2", "SEED", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "8",

@@ -327,3 +327,21 @@ def test_the_scripts_run_the_backbone_table_and_table_1_on_synthetic_trees(kitti
                            *opts], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Linear" in (tmp_path / "t1" / "vtab.md").read_text() and (tmp_path / "t1" / "vtab.png").is_file()
+
+
+@pytest.mark.slow
+def test_supervised_demo_runs_both_layouts_and_writes_the_tables(tmp_path, capsys):
+    """`make demo-supervised`: every vtab row on two synthetic tasks (sweeps on val200 included) and every
+    fgvc_fewshot row on NOAH's lists, a tiny timm ViT; the VTAB table and the curves, with their plots."""
+    from clip_convpass.experiments import demo
+
+    out = tmp_path / "sup"
+    assert demo.main(["--supervised", "--output", str(out)]) == 0
+    vtab = json.loads((out / "vtab.json").read_text())["rows"]
+    assert {r["method"] for r in vtab} == {r.name for r in method_rows(lambda r: "vtab" in r.tables)}
+    assert all(set(r["cells"][t] is not None for t in demo.VTAB_DEMO_TASKS) == {True} for r in vtab)
+    curves = json.loads((out / "fgvc_fewshot.json").read_text())["rows"]
+    assert {r["method"] for r in curves} == {r.name for r in method_rows(lambda r: "fgvc_fewshot" in r.tables)}
+    assert all(set(r["cells"]) == {"1", "2"} for r in curves)
+    assert (out / "vtab.png").stat().st_size > 1000 and (out / "fgvc_fewshot.png").stat().st_size > 1000
+    assert "SYNTHETIC" in capsys.readouterr().out
