@@ -19,6 +19,7 @@ class Adapter(AdapterKind):
     OPTIONS = {"hidden": 8, "scale": 1.0, "dropout": 0.1, "init": "noah", "act": "quickgelu"}
     PRESETS = {"adapter": {}, "adapter_zero": {"init": "zero_up", "act": "relu"}}
     PARAMS_AT_VIT_B16 = {"adapter": 156768, "adapter_zero": 156768}
+    HIERARCHICAL = True  # on Swin, beside each block's MLP at the stage's width
     IDENTITY_OVERRIDES = {"init": "zero_up"}
 
     @classmethod

@@ -21,6 +21,7 @@ class AdaptFormer(AdapterKind):
     OPTIONS = {"hidden": 8, "scale": 0.1, "dropout": 0.1, "input": "residual", "init": "lora", "act": "relu"}
     PRESETS = {"adaptformer": {}}
     PARAMS_AT_VIT_B16 = {"adaptformer": 156768}
+    HIERARCHICAL = True  # on Swin, beside each block's MLP at the stage's width
 
     @classmethod
     def check(cls, options):

@@ -50,11 +50,19 @@ class Injection:
 
 
 def adapted_blocks(visual: nn.Module, fast_attention: bool = True) -> List[AdaptedBlock]:
-    """The image tower's blocks, each wrapped once, for an adapter to fill (a model is adapted once)."""
+    """The image tower's blocks, each wrapped once, for an adapter to fill (a model is adapted once); a hierarchical
+    backbone's (Swin) blocks of every stage."""
+    if getattr(visual, "hierarchical", False):
+        return visual.adapted_blocks(fast_attention)
     transformer = vision_transformer_parts(visual, "An adapter")
     for i, block in enumerate(transformer.resblocks):
         transformer.resblocks[i] = AdaptedBlock(unwrapped(block), transformer.batch_first, fast_attention)
     return list(transformer.resblocks)
+
+
+def block_width(block: AdaptedBlock) -> int:
+    """The width of a wrapped block's tokens (a Swin stage's own, a ViT's everywhere)."""
+    return block.block.ln_1.normalized_shape[0]
 
 
 class AdapterKind:
@@ -73,7 +81,8 @@ class AdapterKind:
     # Option values under which a fresh model is exactly the frozen one, for kinds whose presets are not (VPT's
     # prompts, NOAH's Adapter): the zero-shot invariant is tested with them.
     IDENTITY_OVERRIDES: Dict[str, object] = {}
-    # Injects into a hierarchical timm backbone's stages too (Convpass on Swin, as PETL-ViT's Convpass_swin).
+    # Injects into a hierarchical timm backbone's stages too (Swin: adapters beside a block's branches, whose tokens
+    # are the stage's map; Convpass there is PETL-ViT's Convpass_swin).
     HIERARCHICAL = False
 
     @classmethod
@@ -131,5 +140,5 @@ def inject(visual: nn.Module, preset: str, overrides: Optional[Dict[str, object]
     return injection
 
 
-__all__ = ["ADAPTER_REGISTRY", "AdaptedBlock", "AdapterKind", "AdapterModule", "Injection", "adapted_blocks",
+__all__ = ["ADAPTER_REGISTRY", "AdaptedBlock", "AdapterKind", "AdapterModule", "Injection", "adapted_blocks", "block_width",
            "inject", "presets", "resolve", "output_projection", "project_qkv", "split_heads"]

@@ -11,7 +11,7 @@ import torch
 from open_clip.transformer import QuickGELU
 from torch import nn
 
-from clip_convpass.adapters.base import AdapterModule, Injection, adapted_blocks
+from clip_convpass.adapters.base import AdapterModule, Injection, adapted_blocks, block_width
 
 INITS = ("zero_up", "lora", "noah")
 ACTIVATIONS = {"relu": nn.ReLU, "quickgelu": QuickGELU}
@@ -57,7 +57,7 @@ def inject_bottlenecks(visual, options, fast_attention: bool, mode: str, name: s
     """One bottleneck per block, in the MLP's slot `mode` (parallel / residual / sequential), scaled by s."""
     modules = []
     for block in adapted_blocks(visual, fast_attention):
-        m = Bottleneck(visual.transformer.width, options["hidden"], options["dropout"], options["init"], options["act"])
+        m = Bottleneck(block_width(block), options["hidden"], options["dropout"], options["init"], options["act"])
         block.add("mlp", mode, name, m, options["scale"])
         modules.append(m)
     return Injection(modules=modules)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
 from torch import nn
 
-from clip_convpass.adapters.base import AdapterKind, AdapterModule, Injection
+from clip_convpass.adapters.base import AdapterKind, AdapterModule, Injection, adapted_blocks, block_width
 from clip_convpass.config import ConfigError
 from clip_convpass.models.blocks import AdaptedBlock, unwrapped, vision_transformer_parts
 from clip_convpass.registry import ADAPTER_REGISTRY
@@ -183,46 +183,21 @@ def inject_convpass(visual: nn.Module, spec: ConvpassSpec) -> List[Convpass]:
     return bypasses
 
 
-class ConvpassSwinBlock(nn.Module):
-    """A timm SwinTransformerBlock with bypasses beside (S)W-MSA and the MLP, as PETL-ViT's forward_swin_block: each
-    sees the normalised stage map (B, H, W, C) whole, before the cyclic shift and window partition, and shares the
-    branch's drop-path (drawn separately):
-
-        x = x + dp(attn(norm1(x))) + dp(bypass_attn(norm1(x))) * s;  x = x + dp(mlp(norm2(x))) + dp(bypass_mlp(norm2(x))) * s
-    """
-
-    def __init__(self, block: nn.Module, bypass_attn: Optional[Convpass], bypass_mlp: Optional[Convpass], scale: float):
-        super().__init__()
-        self.block, self.bypass_attn, self.bypass_mlp, self.scale = block, bypass_attn, bypass_mlp, scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blk = self.block
-        b, h, w, c = x.shape
-        y = blk.norm1(x)
-        out = x + blk.drop_path1(blk._attn(y))
-        if self.bypass_attn is not None:
-            out = out + blk.drop_path1(self.bypass_attn(y.reshape(b, h * w, c))).reshape(b, h, w, c) * self.scale
-        out = out.reshape(b, h * w, c)
-        y = blk.norm2(out)
-        res = out + blk.drop_path2(blk.mlp(y))
-        if self.bypass_mlp is not None:
-            res = res + blk.drop_path2(self.bypass_mlp(y)) * self.scale
-        return res.reshape(b, h, w, c)
-
-
 def inject_convpass_swin(visual: nn.Module, spec: ConvpassSpec) -> List[Convpass]:
-    """Wrap every block of a timm Swin (models.timm_backbone.TimmClassifier) in a ConvpassSwinBlock: bypasses of the
-    block's width on its stage's H x W map (no [cls] token); returns the bypasses."""
-    if spec.mode != "parallel" or spec.share:
-        raise ValueError("MODE / SHARE: on Swin, Convpass is parallel and unshared (PETL-ViT's Convpass_swin)")
+    """Bypasses in every Swin block's slots (adapters.base.adapted_blocks): of the block's width, convolving its
+    stage's H x W map (no [cls] token). In parallel mode this is PETL-ViT's forward_swin_block: the bypass reads the
+    normalised map whole, before the cyclic shift and window partition, and shares the branch's drop-path."""
+    if spec.share:
+        raise ValueError("SHARE: Swin's stages have different widths; one shared down/up pair cannot serve them")
     bypasses: List[Convpass] = []
-    for blocks in visual.swin_stages():
-        for i, block in enumerate(blocks):
-            dim, grid = block.norm1.normalized_shape[0], tuple(block.input_resolution)
-            made = [Convpass(dim, grid, spec, kernel_size=spec.kernel(where)) if spec.positions in ("both", where)
-                    else None for where in ("attn", "mlp")]
-            bypasses += [bp for bp in made if bp is not None]
-            blocks[i] = ConvpassSwinBlock(block, *made, spec.scale)
+    if spec.positions == "none":
+        return bypasses
+    for block in adapted_blocks(visual, fast_attention=False):
+        for where in ("attn", "mlp"):
+            if spec.positions in ("both", where):
+                bp = Convpass(block_width(block), block.block.grid_size, spec, kernel_size=spec.kernel(where))
+                block.add(where, spec.mode, f"bypass_{where}", bp, spec.scale)
+                bypasses.append(bp)
     return bypasses
 
 
@@ -255,7 +230,7 @@ class ConvpassAdapter(AdapterKind):
             try:
                 return Injection(modules=inject_convpass_swin(visual, cls.spec(options, fast_attention)))
             except ValueError as e:
-                raise ConfigError(f"Convpass on {type(visual.trunk).__name__}: {e}") from e
+                raise ConfigError(f"TRAINER.PETL.{e}") from e
         bypasses = inject_convpass(visual, cls.spec(options, fast_attention))
         shared = getattr(visual, "convpass_shared", None)
         return Injection(modules=[*bypasses, *([shared] if shared is not None else [])])

@@ -164,18 +164,61 @@ class TimmClassifier(nn.Module):
     def classifier_head(self) -> nn.Module:
         return self.trunk.get_classifier()
 
-    def swin_stages(self) -> List[nn.Sequential]:
-        """Each stage's blocks of a timm SwinTransformer (blocks see the stage's H x W map)."""
+    def adapted_blocks(self, fast_attention: bool = True) -> List[nn.Module]:
+        """Every block of a timm SwinTransformer's stages wrapped once in an AdaptedBlock around a SwinBlockView (the
+        adapters' slots, on the block's (B, H*W, C) tokens); the stage sees (B, H, W, C) as before."""
+        from clip_convpass.models.blocks import AdaptedBlock, unwrapped
+
         stages = [layer.blocks for layer in getattr(self.trunk, "layers", [])
                   if any(hasattr(b, "_attn") and hasattr(b, "input_resolution") for b in getattr(layer, "blocks", []))]
         if not stages:
-            raise ConfigError(f"{type(self.trunk).__name__} has no Swin stages: adapters inject into ViTs (and Convpass "
-                              f"into Swin); on this backbone use TRAINER.PETL.ADAPTER none (Linear, or Full with "
+            raise ConfigError(f"{type(self.trunk).__name__} has no Swin stages: adapters inject into ViTs (and some into "
+                              f"Swin); on this backbone use TRAINER.PETL.ADAPTER none (Linear, or Full with "
                               f"BACKBONE_TRAINABLE)")
-        return stages
+        out = []
+        for blocks in stages:
+            for i, block in enumerate(blocks):
+                adapted = AdaptedBlock(SwinBlockView(unwrapped(block)), batch_first=True, fast_attention=False)
+                blocks[i] = SwinStageBlock(adapted)
+                out.append(adapted)
+        return out
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.trunk(images)
+
+
+class SwinBlockView(nn.Module):
+    """A timm SwinTransformerBlock with open_clip's block names on (B, H*W, C) tokens: ln_1, attention (its shifted-
+    window attention on the stage's H x W map), ls_1 / drop_path_1 (its drop-path; Swin has no layer scale), ln_2,
+    mlp, ls_2 / drop_path_2, and grid_size (the map a Convpass bypass convolves)."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.swin = block
+        self.ln_1, self.ln_2, self.mlp = block.norm1, block.norm2, block.mlp
+        self.ls_1 = self.drop_path_1 = block.drop_path1
+        self.ls_2 = self.drop_path_2 = block.drop_path2
+        self.grid_size = tuple(block.input_resolution)
+
+    def attention(self, q_x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b, n, c = q_x.shape
+        return self.swin._attn(q_x.reshape(b, *self.grid_size, c)).reshape(b, n, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.ls_1(self.attention(self.ln_1(x)))
+        return x + self.ls_2(self.mlp(self.ln_2(x)))
+
+
+class SwinStageBlock(nn.Module):
+    """What a Swin stage holds in place of a block: (B, H, W, C) in and out around the token-sequence block."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        return self.block(x.reshape(b, h * w, c)).reshape(b, h, w, c)
 
 
 def timm_visual(trunk: nn.Module) -> nn.Module:

@@ -255,8 +255,7 @@ def petl_vit_forward_swin_block(blk, x, bp_attn, bp_mlp, s):
 
 
 def test_convpass_on_swin_is_exact_at_init_and_equals_petl_vits_swin_block():
-    from clip_convpass.adapters.convpass import ConvpassSwinBlock
-    from clip_convpass.models.timm_backbone import timm_visual
+    from clip_convpass.models.timm_backbone import SwinStageBlock, timm_visual
 
     swin = tiny_swin()
     adapted = timm_visual(copy.deepcopy(swin))
@@ -266,38 +265,47 @@ def test_convpass_on_swin_is_exact_at_init_and_equals_petl_vits_swin_block():
         assert torch.equal(adapted(IMAGES), swin(IMAGES))  # up projections start at zero
         for p in injection.parameters:
             p.add_(0.05 * torch.randn_like(p))
-        blocks = [b for b in adapted.trunk.modules() if isinstance(b, ConvpassSwinBlock)]
+        blocks = [b for b in adapted.trunk.modules() if isinstance(b, SwinStageBlock)]
         assert len(blocks) == 4 and len(injection.modules) == 8
         for block in blocks:  # both stages, unshifted and shifted windows
-            h, w = block.block.input_resolution
-            x = torch.randn(2, h, w, block.block.norm1.normalized_shape[0])
+            timm_block, slots = block.block.block.swin, block.block
+            h, w = timm_block.input_resolution
+            x = torch.randn(2, h, w, timm_block.norm1.normalized_shape[0])
             ours = block(x).reshape(2, h * w, -1)
-            ref = petl_vit_forward_swin_block(block.block, x.reshape(2, h * w, -1), block.bypass_attn,
-                                              block.bypass_mlp, 10.0)
+            ref = petl_vit_forward_swin_block(timm_block, x.reshape(2, h * w, -1), slots.bypass_attn, slots.bypass_mlp,
+                                              10.0)
             assert torch.allclose(ours, ref, atol=1e-5)
         assert not torch.allclose(adapted(IMAGES), swin(IMAGES))
 
 
-def test_hierarchical_backbones_take_convpass_on_swin_and_nothing_else():
+def test_hierarchical_backbones_take_the_slot_adapters_on_swin_and_nothing_else():
     from clip_convpass.cli.params import adapter_param_counts
     from clip_convpass.config import ConfigError
     from clip_convpass.models.timm_backbone import TimmClassifier, timm_visual
 
     swin = timm_visual(tiny_swin())
     assert isinstance(swin, TimmClassifier)
-    for preset in ("lora", "vpt_deep", "adaptformer"):
+    for preset in ("lora", "vpt_deep", "vpt_shallow", "bitfit"):
         with pytest.raises(ConfigError, match="hierarchical backbone"):
             inject(copy.deepcopy(swin), preset)
-    with pytest.raises(ConfigError, match="parallel and unshared"):
+    with pytest.raises(ConfigError, match="SHARE: Swin's stages have different widths"):
         inject(copy.deepcopy(swin), "convpass_share")
+    for preset in ("adaptformer", "adapter", "convpass_attn"):  # exact at init, and trainable
+        frozen, adapted = copy.deepcopy(swin).eval(), copy.deepcopy(swin)
+        injection = inject(adapted, preset, dict(presets()[preset][0].IDENTITY_OVERRIDES))
+        with torch.no_grad():
+            assert torch.equal(adapted.eval()(IMAGES), frozen(IMAGES)), preset
+        assert injection.count() > 0
     convnext = timm_visual(create_timm_model("timm:convnext_atto", "none", num_classes=4, img_size=(32, 32)))
     with pytest.raises(ConfigError, match="no Swin stages.*ADAPTER none"):
         inject(convnext, "convpass")
     # Swin-B: bypasses of each stage's width (128, 256, 512, 1024) at h = 8
     counts = adapter_param_counts("timm:swin_base_patch4_window7_224")
     widths = [128] * 2 + [256] * 2 + [512] * 18 + [1024] * 2
-    assert counts == {"convpass": sum(2 * ((2 * 8 + 1) * d + 9 * 64 + 2 * 8) for d in widths),
-                      "convpass_attn": sum((2 * 8 + 1) * d + 9 * 64 + 2 * 8 for d in widths)}
+    assert counts["convpass"] == sum(2 * ((2 * 8 + 1) * d + 9 * 64 + 2 * 8) for d in widths) == 437504
+    assert counts["convpass_attn"] == counts["convpass"] // 2
+    assert counts["adaptformer"] == sum((2 * 8 + 1) * d + 8 for d in widths)  # down + up with biases, per block
+    assert "lora" not in counts and "convpass_share" not in counts
 
 
 def test_fairs_convnext_checkpoint_loads_through_timms_converter(tmp_path):
