@@ -157,8 +157,9 @@ def main(argv=None) -> int:
               "cuda_tests": args.pytest_summary or None}
     measured = {}
     t0 = time.perf_counter()
-    # every method: bench.py's step rows, and each PETL preset (bench.py times those against the frozen forward)
-    rows = step_rows() + [r for r in method_rows() if r.trainer == "PETLCLIP"]
+    # every method: bench.py's step rows, and each PETL preset on CLIP (bench.py times those against the frozen
+    # forward); the supervised-backbone rows are benchmarks/supervised.py's
+    rows = step_rows() + [r for r in method_rows(lambda r: r.trainer == "PETLCLIP" and r.benchmark == "coop")]
     for row in rows:
         for prec in precs:
             m = measure_method(row, args.device, prec, args.classes, args.batch, args.eval_batch, size, args.repeats,
