@@ -24,7 +24,8 @@ from PIL import Image
 
 from clip_convpass.config import setup_cfg
 from clip_convpass.data import build_transform
-from clip_convpass.data.images import forked_python_and_numpy_rng
+from clip_convpass.data.images import ImageListDataset, forked_python_and_numpy_rng
+from clip_convpass.data.types import Datum
 
 CONFIGS = {"ViT-B/16 Linear": "vtab_linear", "ViT-B/16 Convpass_attn": "vtab_convpass_attn",
            "ViT-B/16 Convpass": "vtab_convpass", "ViT-B/16 LoRA": "vtab_lora", "ViT-B/16 VPT-Deep": "vtab_vpt_deep",
@@ -57,6 +58,12 @@ def bench_samples(n: int = 200) -> dict:
                         return transform(image)
             t = timed(lambda: [one(i) for i in range(n)], 2) / n
             out[f"{label}, seeding {seeding}"] = round(t * 1000, 3)
+        with tempfile.TemporaryDirectory() as folder:  # what a loader worker does: decode, seed, transform
+            path = str(Path(folder) / "x.jpg")
+            image.save(path, quality=90)
+            dataset = ImageListDataset([Datum(path, 0, "x")] * n, transform)
+            t = timed(lambda: [dataset[(7, i)] for i in range(n)], 2) / n
+            out[f"{label}, a dataset sample (decode, seeding as the transform needs)"] = round(t * 1000, 3)
     return {"ms_per_sample": out}
 
 

@@ -61,6 +61,8 @@ class ImageListDataset(Dataset):
         self.items = list(items)
         self.transform = transform
         self.skip_bad = skip_bad
+        # a transform that says it draws from torch's generator alone spares each sample Python's and numpy's
+        self.draws_python_numpy = getattr(transform, "draws_python_numpy", True)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -77,7 +79,8 @@ class ImageListDataset(Dataset):
         if sample_seed is None:
             return {"img": self.transform(img), "label": d.label}
         seed = stable_int(sample_seed, i)
-        with torch.random.fork_rng(devices=[]), forked_python_and_numpy_rng(seed):
+        others = forked_python_and_numpy_rng(seed) if self.draws_python_numpy else contextlib.nullcontext()
+        with torch.random.fork_rng(devices=[]), others:
             # the CPU generator alone: torch.manual_seed would also queue a CUDA seeding call (with its stack
             # trace) per sample while CUDA is not initialised, a millisecond each and a list that only grows
             torch.default_generator.manual_seed(seed % (2**63))

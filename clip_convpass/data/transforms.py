@@ -43,7 +43,11 @@ def build_transform(cfg, is_train: bool, names=None, crop_scale=None) -> T.Compo
         from timm.data.random_erasing import RandomErasing
 
         ops.append(RandomErasing(cfg.INPUT.RANDOM_ERASING, mode="pixel", max_count=1, device="cpu"))
-    return T.Compose(ops)
+    composed = T.Compose(ops)
+    # timm's RandAugment and random erasing draw from Python's and numpy's generators, torchvision's from torch's:
+    # only then must a sample seed (and restore) those two as well (a quarter of a millisecond per sample)
+    composed.draws_python_numpy = bool({"rand_augment", "random_erasing"} & set(names))
+    return composed
 
 
 def rand_augment(cfg, interp):
@@ -54,4 +58,21 @@ def rand_augment(cfg, interp):
     mean = tuple(min(255, round(255 * m)) for m in cfg.INPUT.PIXEL_MEAN)
     params = {"translate_const": int(min(cfg.INPUT.SIZE) * 0.45), "img_mean": mean,
               "interpolation": getattr(Image, interp.name)}
-    return rand_augment_transform(cfg.INPUT.RAND_AUGMENT, params)
+    policy = rand_augment_transform(cfg.INPUT.RAND_AUGMENT, params)
+    for op in policy.ops:  # this instance's posterize keeps the old meaning of 0 bits
+        if op.aug_fn.__name__ == "posterize":
+            op.aug_fn = posterize
+    return policy
+
+
+def posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
+    """timm's posterize with 0 bits meaning what it meant to the Pillow NOAH ran on: every pixel 0 (a black image).
+    timm's increasing posterize reaches 0 bits at the top magnitude (RandAugment's noise gets there), which Pillow
+    >= 11 refuses with an error: a run would fail at a random sample."""
+    from PIL import ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return img.point([0] * 256 * len(img.getbands()))
+    return ImageOps.posterize(img, bits_to_keep)

@@ -139,3 +139,20 @@ def test_grid_runs_the_fgvc_rows_with_their_val_meta_sweeps_and_refuses_mixed_fa
     assert "SCALE" in str(record["selected"])
     with pytest.raises(SystemExit):
         main(["--data", str(pets), "--output", str(out), "--fewshot", "fgvc_fs_pets", "OxfordPets", "--seeds", "0"])
+
+
+def test_randaugment_at_its_top_magnitude_posterizes_to_black_instead_of_failing():
+    """timm's increasing posterize reaches 0 bits at magnitude 10; Pillow >= 11 refuses 0 bits, older Pillow (NOAH's)
+    made every pixel 0. Our policy keeps the latter, so no sample can end a run."""
+    from PIL import Image
+
+    from clip_convpass.data.transforms import rand_augment
+
+    cfg = setup_cfg(None, None, ["INPUT.RAND_AUGMENT", "rand-m10-n1-inc1"])
+    policy = rand_augment(cfg, build_transform(cfg, False).transforms[0].interpolation)
+    (op,) = [o for o in policy.ops if o.name == "PosterizeIncreasing"]
+    image = Image.fromarray(np.random.default_rng(0).integers(1, 255, (8, 8, 3), dtype=np.uint8))
+    op.prob = 1.0
+    assert np.asarray(op(image)).max() == 0
+    policy.ops = [op]
+    assert np.asarray(policy(image)).max() == 0
