@@ -50,7 +50,8 @@ class ListFileDataset(DatasetBase):
     SHOT_SOURCE = "fixed"
 
     def list_names(self) -> Dict[str, str]:
-        """{"train" | "val" | "test": list file name in the list folder} for this configuration."""
+        """{"train" | "val" | "test": list file name in the list folder} for this configuration (TEST.SPLIT val
+        scores the val list instead of the test list: `evaluated_split`)."""
         raise NotImplementedError
 
     @property
@@ -63,51 +64,47 @@ class ListFileDataset(DatasetBase):
 
     @property
     def val_shots(self) -> int:  # the published val list is used whole
-        return len(self.lists["val"]) if "val" in self.lists else 0
+        return len(self.lists["val"])
 
     def class_universe(self) -> ClassUniverse:
-        """Classes known by label (the lists carry no names) unless the family names them (`class_names`)."""
-        names = self.class_names()
+        """Classes known by label: the lists carry no names."""
         ids = [str(i) for i in range(self.EXPECTED_CLASSES)]
-        source = "class names of the family" if names else f"labels of {self.NAME}'s lists (no class names)"
-        return ClassUniverse(ids, dict(zip(ids, names or [f"class {i}" for i in ids])), source=source)
-
-    def class_names(self) -> List[str]:
-        return []
+        return ClassUniverse(ids, {i: f"class {i}" for i in ids}, source=f"labels of {self.NAME}'s lists (no class names)")
 
     @property
     def train_list(self) -> str:
         """The list the model trains on (results.json records it)."""
         return self.list_names()["train"]
 
+    @property
+    def evaluated_split(self) -> str:
+        """The list a run is scored on: val while choosing (TEST.SPLIT val), test for the reported model."""
+        return "val" if self.cfg.TEST.SPLIT == "val" else "test"
+
     @cached_property
     def lists(self) -> Dict[str, List[Entry]]:
-        """Every split's entries, checked once: the files exist, and no test image is a training one."""
-        out = {split: read_image_list(self.list_dir / name, self.image_root, self.EXPECTED_CLASSES, self.NAME)
-               for split, name in self.list_names().items()}
-        missing = [p for split in ("train", "val") for p, _ in out.get(split, []) if not os.path.isfile(p)]
+        """The training, val and scored lists, each read once and checked: the training images exist, and no
+        image that is scored is a training one."""
+        names = self.list_names()
+        wanted = ("train", "val", self.evaluated_split)
+        out = {split: read_image_list(self.list_dir / names[split], self.image_root, self.EXPECTED_CLASSES, self.NAME)
+               for split in dict.fromkeys(wanted)}
+        missing = [p for split in ("train", "val") for p, _ in out[split] if not os.path.isfile(p)]
         if missing:
             raise DatasetLayoutError(f"{self.NAME}: {len(missing)} image(s) of its training lists do not exist, e.g. "
                                      f"{missing[0]}")
-        out = self.checked_splits(out)
-        leaked = {p for p, _ in out["train"]} & {p for p, _ in out["test"]}
+        scored = self.evaluated_split
+        leaked = {p for p, _ in out["train"]} & {p for p, _ in out[scored]}
         if leaked:
-            raise DatasetLayoutError(f"{self.NAME}: {len(leaked)} image(s) are in both {self.list_names()['train']} and "
-                                     f"{self.list_names()['test']}, e.g. {sorted(leaked)[0]}")
+            raise DatasetLayoutError(f"{self.NAME}: {len(leaked)} image(s) are in both {names['train']} and "
+                                     f"{names[scored]}, e.g. {sorted(leaked)[0]}")
         return out
-
-    def checked_splits(self, lists: Dict[str, List[Entry]]) -> Dict[str, List[Entry]]:
-        """The entries whose training/test overlap is checked (a family may score another list as test)."""
-        return lists
 
     def _datums(self, split: str) -> List[Datum]:
         return [Datum(p, label, self.classnames[label]) for p, label in self.lists[split]]
 
     def _read_test(self) -> List[Datum]:
-        return self._datums("test")
+        return self._datums(self.evaluated_split)
 
     def read_training_lists(self) -> Tuple[List[Datum], List[Datum]]:
-        return self._datums("train"), self._datums("val") if "val" in self.lists else []
-
-    def split_source_files(self) -> List[Path]:
-        return [self.list_dir / name for name in self.list_names().values()]
+        return self._datums("train"), self._datums("val")

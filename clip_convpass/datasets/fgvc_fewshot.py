@@ -49,14 +49,11 @@ class NOAHFewShot(ListFileDataset):
     def list_names(self) -> Dict[str, str]:
         c = self.cfg
         return {"train": f"train_meta.list.num_shot_{c.DATASET.NUM_SHOTS}.seed_{c.SEED}", "val": "val_meta.list",
-                "test": "val_meta.list" if c.TEST.SPLIT == "val" else "test_meta.list"}
+                "test": "test_meta.list"}
 
     @property
     def list_dir(self) -> Path:
         return self.root / "few-shot" / self.LISTS / "annotations"
-
-    def checked_splits(self, lists):
-        return {**lists, "test": lists["val"]} if self.cfg.TEST.SPLIT == "val" else lists
 
 
 class NOAHFewShotTree(SyntheticTree):

@@ -43,8 +43,7 @@ TASKS = (
     ("smallnorb_ele", "Structured", 9, "sNORB-Ele"),
 )
 # train800 -> val200 while choosing hyper-parameters (TEST.SPLIT val); train800val200 -> test for the reported model
-SEARCH_LISTS = {"train": "train800.txt", "val": "val200.txt", "test": "val200.txt"}
-FINAL_LISTS = {"train": "train800val200.txt", "val": "val200.txt", "test": "test.txt"}
+TRAIN_LISTS = {"val": "train800.txt", "test": "train800val200.txt"}  # by TEST.SPLIT
 
 
 class VTAB1kTask(ListFileDataset):
@@ -55,12 +54,7 @@ class VTAB1kTask(ListFileDataset):
                    "the images they name (NOAH's data/vtab-source/get_vtab1k.py writes this layout)")
 
     def list_names(self) -> Dict[str, str]:
-        return dict(SEARCH_LISTS if self.cfg.TEST.SPLIT == "val" else FINAL_LISTS)
-
-    def checked_splits(self, lists):
-        if self.cfg.TEST.SPLIT == "val":  # val200 is the search's test split: it must stay out of train800
-            return {**lists, "test": lists["val"]}
-        return lists
+        return {"train": TRAIN_LISTS[self.cfg.TEST.SPLIT], "val": "val200.txt", "test": "test.txt"}
 
 
 class VTAB1kTree(SyntheticTree):

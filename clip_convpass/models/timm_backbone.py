@@ -329,10 +329,10 @@ def load_local_weights(model: nn.Module, path: Path, pre_logits: bool = True) ->
                                           f"tensors is expected (.pth/.pt), or .npz / .safetensors") from e
         state = state.get("model", state.get("state_dict", state)) if isinstance(state, dict) else state
     representation = (state.pop("pre_logits.fc.weight", None), state.pop("pre_logits.fc.bias", None))
-    convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
-    if convert is not None and not any(k in model.state_dict() for k in list(state)[:5]):
-        state = convert(state, model)  # timm's converter of the authors' files (Microsoft's Swin, FAIR's ConvNeXt)
     own = model.state_dict()
+    convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if convert is not None and not any(k in own for k in list(state)[:5]):
+        state = convert(state, model)  # timm's converter of the authors' files (Microsoft's Swin, FAIR's ConvNeXt)
     head = {k for k in state if k.startswith("head.") and (k not in own or own[k].shape != state[k].shape)}
     state = {k: v for k, v in state.items() if k not in head}
     missing = [k for k in own if k not in state and not k.startswith("head.")]
