@@ -96,13 +96,36 @@ def fewshot_demo_grid(out: Path, weights: Path, seeds: List[int], force: bool) -
     return runs
 
 
-def demo_trees(data: Path, sources) -> Path:
-    """Synthetic trees of `sources` (each with its evaluation sets) under data/, and the tiny CLIP; the weights."""
+def synthetic_trees(data: Path, sources) -> None:
+    """Synthetic trees of `sources` (each with its evaluation sets) under data/, each written once."""
     for name in sources:
         marker = data / f".{name}.done"  # written last: the tree of this dataset is complete
         if not marker.is_file():
             build_synthetic_tree(data, source=name)
             marker.write_text("")
+
+
+def show_views(out: Path, runs: Path, views) -> None:
+    """The synthetic-data banner, then each (view, file stem) printed and written as markdown, JSON and PNG."""
+    print(BANNER)
+    print("SYNTHETIC DATA + TINY RANDOM-INIT MODEL: these numbers only show that the pipeline runs end to end.")
+    print(BANNER)
+    records = collect([runs])
+    for view, stem in views:
+        notes: List[str] = []
+        table = view.build(records, "top1", notes)
+        print(view.render(table, "terminal", "top1", notes) + "\n")
+        for fmt, suffix in (("markdown", "md"), ("json", "json")):
+            (out / f"{stem}.{suffix}").write_text(view.render(table, fmt, "top1", notes) + "\n")
+        view.plot(table, out / f"{stem}.png", "top1")
+    stems = [stem for _, stem in views]
+    print(f"Tables: {', '.join(f'{out}/{s}.{{md,json}}' for s in stems)}, plots: "
+          f"{', '.join(f'{out}/{s}.png' for s in stems)}; results: {runs}")
+
+
+def demo_trees(data: Path, sources) -> Path:
+    """Synthetic trees of `sources` (each with its evaluation sets) under data/, and the tiny CLIP; the weights."""
+    synthetic_trees(data, sources)
     weights = data / "tiny_clip.pt"
     if not weights.is_file():
         make_tiny_checkpoint(weights)
@@ -124,19 +147,7 @@ def generalization_demo(out: Path, seeds: List[int], force: bool) -> None:
     opts = ["MODEL.PRETRAINED", str(weights)]
     run_base2new_grid(table_rows("base2new"), FEWSHOT_DEMO_DATASETS, seeds, str(data), runs, opts, shots=8, **common)
     run_cross_dataset_grid(table_rows("cross_dataset"), FEWSHOT_DEMO_DATASETS, seeds, str(data), runs, opts, **common)
-    print(BANNER)
-    print("SYNTHETIC DATA + TINY RANDOM-INIT MODEL: these numbers only show that the pipeline runs end to end.")
-    print(BANNER)
-    records = collect([runs])
-    for view, stem in ((Base2NewView, "base2new"), (CrossDatasetView, "cross_dataset")):
-        notes: List[str] = []
-        data_ = view.build(records, "top1", notes)
-        print(view.render(data_, "terminal", "top1", notes) + "\n")
-        (out / f"{stem}.md").write_text(view.render(data_, "markdown", "top1", notes) + "\n")
-        (out / f"{stem}.json").write_text(view.render(data_, "json", "top1", notes) + "\n")
-        view.plot(data_, out / f"{stem}.png", "top1")
-    print(f"Tables: {out}/base2new.{{md,json}}, {out}/cross_dataset.{{md,json}}, plots: {out}/base2new.png, "
-          f"{out}/cross_dataset.png; results: {runs}")
+    show_views(out, runs, ((Base2NewView, "base2new"), (CrossDatasetView, "cross_dataset")))
 
 
 VTAB_DEMO_TASKS = ("vtab_patch_camelyon", "vtab_kitti")
@@ -156,30 +167,14 @@ def supervised_demo(out: Path, seeds: List[int], force: bool) -> None:
     from clip_convpass.reporting.vtab import VTABView
 
     data = out / "data"
-    for source in (*VTAB_DEMO_TASKS, *FGVC_DEMO_DATASETS):
-        marker = data / f".{source}.done"
-        if not marker.is_file():
-            build_synthetic_tree(data, source=source)
-            marker.write_text("")
+    synthetic_trees(data, (*VTAB_DEMO_TASKS, *FGVC_DEMO_DATASETS))
     runs = out / "runs"
     run_vtab_grid(table_rows("vtab"), VTAB_DEMO_TASKS, seeds, str(data), runs, list(TINY_TIMM_OPTS), force=force,
                   demo_opts=True)
     fgvc_opts = [*TINY_TIMM_OPTS, "INPUT.RESIZE_SIZE", "36"]  # NOAH's 256 -> 224 test crop, at 32 px
     run_fewshot_grid(table_rows("fgvc_fewshot"), FGVC_DEMO_DATASETS, FGVC_DEMO_SHOTS, [s - 1 for s in seeds],
                      str(data), runs, fgvc_opts, force=force, demo_opts=True)
-    print(BANNER)
-    print("SYNTHETIC DATA + TINY RANDOM-INIT MODEL: these numbers only show that the pipeline runs end to end.")
-    print(BANNER)
-    records = collect([runs])
-    for view, stem in ((VTABView, "vtab"), (FewShotView, "fgvc_fewshot")):
-        notes: List[str] = []
-        table = view.build(records, "top1", notes)
-        print(view.render(table, "terminal", "top1", notes) + "\n")
-        for fmt, suffix in (("markdown", "md"), ("json", "json")):
-            (out / f"{stem}.{suffix}").write_text(view.render(table, fmt, "top1", notes) + "\n")
-        view.plot(table, out / f"{stem}.png", "top1")
-    print(f"Tables: {out}/vtab.{{md,json}}, {out}/fgvc_fewshot.{{md,json}}, plots: {out}/vtab.png, "
-          f"{out}/fgvc_fewshot.png; results: {runs}")
+    show_views(out, runs, ((VTABView, "vtab"), (FewShotView, "fgvc_fewshot")))
 
 
 @entry_point
