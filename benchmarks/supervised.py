@@ -29,7 +29,8 @@ from clip_convpass.data.types import Datum
 
 CONFIGS = {"ViT-B/16 Linear": "vtab_linear", "ViT-B/16 Convpass_attn": "vtab_convpass_attn",
            "ViT-B/16 Convpass": "vtab_convpass", "ViT-B/16 LoRA": "vtab_lora", "ViT-B/16 VPT-Deep": "vtab_vpt_deep",
-           "ViT-B/16 Full": "vtab_full", "Swin-B Convpass": "vtab_swin_convpass", "ConvNeXt-B Full": "vtab_convnext_full"}
+           "ViT-B/16 Full": "vtab_full", "Swin-B Linear": "vtab_swin_linear", "Swin-B Convpass": "vtab_swin_convpass",
+           "Swin-B VPT-Deep": "vtab_swin_vpt_deep", "ConvNeXt-B Full": "vtab_convnext_full"}
 
 
 def timed(fn, repeats: int) -> float:

@@ -21,6 +21,7 @@ from torch import nn
 
 from clip_convpass.config import ConfigError
 from clip_convpass.models.attention import PackedAttention, self_attention
+from clip_convpass.models.prompted_swin import PromptedSwinStages
 from clip_convpass.utils.errors import UserError, refuse_unsafe_load_override
 
 logger = logging.getLogger(__name__)
@@ -169,19 +170,31 @@ class TimmClassifier(nn.Module):
         adapters' slots, on the block's (B, H*W, C) tokens); the stage sees (B, H, W, C) as before."""
         from clip_convpass.models.blocks import AdaptedBlock, unwrapped
 
-        stages = [layer.blocks for layer in getattr(self.trunk, "layers", [])
-                  if any(hasattr(b, "_attn") and hasattr(b, "input_resolution") for b in getattr(layer, "blocks", []))]
-        if not stages:
-            raise ConfigError(f"{type(self.trunk).__name__} has no Swin stages: adapters inject into ViTs (and some into "
-                              f"Swin); on this backbone use TRAINER.PETL.ADAPTER none (Linear, or Full with "
-                              f"BACKBONE_TRAINABLE)")
         out = []
-        for blocks in stages:
+        for stage in self.swin_stages():
+            blocks = stage.blocks
             for i, block in enumerate(blocks):
                 adapted = AdaptedBlock(SwinBlockView(unwrapped(block)), batch_first=True, fast_attention=False)
                 blocks[i] = SwinStageBlock(adapted)
                 out.append(adapted)
         return out
+
+    def swin_stages(self) -> List[nn.Module]:
+        """The trunk's Swin stages (each with `downsample` and `blocks`), or a one-line error naming what this
+        backbone takes."""
+        stages = [layer for layer in getattr(self.trunk, "layers", [])
+                  if any(hasattr(b, "_attn") and hasattr(b, "input_resolution") for b in getattr(layer, "blocks", []))]
+        if not stages:
+            raise ConfigError(f"{type(self.trunk).__name__} has no Swin stages: adapters inject into ViTs (and some into "
+                              f"Swin); on this backbone use TRAINER.PETL.ADAPTER none (Linear, or Full with "
+                              f"BACKBONE_TRAINABLE)")
+        return stages
+
+    def insert_prompts(self, prompts: List[nn.Module], pairing: str = "image") -> nn.Module:
+        """VPT's prompt tokens in the Swin stages (module replacement of trunk.layers; models.prompted_swin)."""
+        self.swin_stages()
+        self.trunk.layers = PromptedSwinStages(self.trunk.layers, prompts, pairing)
+        return self.trunk.layers
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.trunk(images)

@@ -181,7 +181,9 @@ def test_bad_adapter_settings_fail_before_work():
 
     for opts, key in ((["TRAINER.PETL.ADAPTER", "prefix_tuning"], "ADAPTER"), (["TRAINER.PETL.LORA_RANK", "-1"], "LORA_RANK"),
                       (["TRAINER.PETL.VPT_LENGTH", "-2"], "VPT_LENGTH"), (["TRAINER.PETL.HIDDEN", "-1"], "HIDDEN"),
-                      (["TRAINER.PETL.ADAPTER", "lora", "TRAINER.PETL.LORA_RANK", "0.5"], "LORA_RANK")):
+                      (["TRAINER.PETL.ADAPTER", "lora", "TRAINER.PETL.LORA_RANK", "0.5"], "LORA_RANK"),
+                      (["TRAINER.PETL.ADAPTER", "vpt_deep", "TRAINER.PETL.VPT_WINDOW_PAIRING", "window"],
+                       "VPT_WINDOW_PAIRING must be one of image, reference")):
         with pytest.raises(ConfigError, match=key):
             setup_cfg(None, PETL, opts)
 

@@ -285,7 +285,7 @@ def test_hierarchical_backbones_take_the_slot_adapters_on_swin_and_nothing_else(
 
     swin = timm_visual(tiny_swin())
     assert isinstance(swin, TimmClassifier)
-    for preset in ("lora", "vpt_deep", "vpt_shallow", "bitfit"):
+    for preset in ("lora", "bitfit"):  # VPT has its Swin form (test_vpt_swin.py)
         with pytest.raises(ConfigError, match="hierarchical backbone"):
             inject(copy.deepcopy(swin), preset)
     with pytest.raises(ConfigError, match="SHARE: Swin's stages have different widths"):

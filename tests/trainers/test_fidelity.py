@@ -232,6 +232,7 @@ BAD_VALUES = {
     "TRAINER.CONVPASS.ATTN_KERNEL_SIZE": "5", "TRAINER.CONVPASS.MLP_KERNEL_SIZE": "2", "OPTIM.SCHEDULE_LAG": "-1",
     "MODEL.PRE_LOGITS": "remove", "TRAIN.MIXUP": "-0.5", "TRAIN.CUTMIX": "-1.0", "TRAIN.LABEL_SMOOTHING": "1.0",
     "INPUT.RESIZE_SIZE": "-1", "INPUT.RANDOM_ERASING": "1.5", "INPUT.COLOR_JITTER": "-0.1",
+    "TRAINER.PETL.VPT_WINDOW_PAIRING": "window",
 }
 # Keys whose pairs are checked together (a bad value needs its partner changed too).
 BAD_PAIRS = {("TRAINER.COOP.N_CTX", "TRAINER.COOP.CTX_INIT"): ("0", "''"),
