@@ -46,14 +46,16 @@ class VPTPrompts(AdapterModule):
     def length(self) -> int:
         return self.prompts.shape[1]
 
-    def layer(self, i: int, dtype: torch.dtype) -> torch.Tensor:
-        return self.dropout(self.prompts[i].to(dtype))
+    def layer(self, i: int, dtype: torch.dtype, batch: int = 1) -> torch.Tensor:
+        """[batch, length, D]: dropout after the expansion, a mask per sample, as KMnP/vpt drops its ViT prompts."""
+        prompts = self.prompts[i].to(dtype).expand(batch, -1, -1)
+        return self.dropout(prompts) if self.dropout.p else prompts
 
 
 class PromptedTransformer(nn.Module):
     """Replaces visual.transformer: inserts (and later removes) the prompt tokens around its blocks.
 
-    prompts: any module with num_layers, length and layer(i, dtype) -> [length, D] (VPTPrompts, or MaPLe's
+    prompts: any module with num_layers, length and layer(i, dtype, batch) -> [batch, length, D] (VPTPrompts, or MaPLe's
     prompts coupled from the text tower's). Block i < num_layers gets prompts.layer(i) in place of the previous
     block's prompt outputs (deep); later blocks carry the last ones on. ln_pre: a norm the first block's prompts
     pass through (IVLP appends its prompts before the tower's ln_pre; VPT inserts them after it).
@@ -85,15 +87,15 @@ class PromptedTransformer(nn.Module):
             return self.inner(x, attn_mask=attn_mask)
         length = self.vpt.length
         b = x.shape[0]
-        first = self.vpt.layer(0, x.dtype)
+        first = self.vpt.layer(0, x.dtype, b)
         if self.ln_pre is not None:
             first = self.ln_pre(first)
-        x = torch.cat([x[:, :1], first.expand(b, -1, -1), x[:, 1:]], dim=1)
+        x = torch.cat([x[:, :1], first, x[:, 1:]], dim=1)
         if not self.batch_first:
             x = x.transpose(0, 1)
         for i, block in enumerate(self.inner.resblocks):
             if 0 < i < self.vpt.num_layers and length:
-                prompt = self.vpt.layer(i, x.dtype).expand(b, -1, -1)
+                prompt = self.vpt.layer(i, x.dtype, b)
                 if self.batch_first:
                     x = torch.cat([x[:, :1], prompt, x[:, 1 + length:]], dim=1)
                 else:

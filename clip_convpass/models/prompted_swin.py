@@ -45,7 +45,8 @@ def window_reverse(windows: torch.Tensor, window: Sequence[int], h: int, w: int)
 
 class PromptedSwinStages(nn.Module):
     """A timm SwinTransformer's `layers` with prompt tokens. prompts: one module per stage that has prompts (all
-    stages deep, the first one shallow), each with num_layers, length and layer(i, dtype) -> [P, stage width]."""
+    stages deep, the first one shallow), each with num_layers, length and layer(i, dtype, batch) -> [batch, P, stage
+    width]. As in KMnP/vpt, the first prompts are dropped out per sample, the deep ones once for the batch."""
 
     def __init__(self, stages: nn.Sequential, prompts: List[nn.Module], pairing: str = "image"):
         super().__init__()
@@ -73,12 +74,12 @@ class PromptedSwinStages(nn.Module):
         for s, stage in enumerate(self.stages):
             if prompts is None:  # the first stage: the prompts join after its merging, if it has one
                 x = stage.downsample(x)
-                prompts = self.prompts[0].layer(0, x.dtype).expand(b, -1, -1)
+                prompts = self.prompts[0].layer(0, x.dtype, b)
             else:
                 prompts, x = self.merge(stage.downsample, prompts, x)
             for i, block in enumerate(stage.blocks):
                 if s < len(self.prompts) and i < self.prompts[s].num_layers and (s, i) != (0, 0):
-                    prompts = self.prompts[s].layer(i, x.dtype).expand(b, -1, -1)
+                    prompts = self.prompts[s].layer(i, x.dtype).expand(b, -1, -1)  # one dropout mask for all
                 prompts, x = self.block(block, prompts, x)
         return torch.cat([prompts, x.flatten(1, 2)], dim=1).unsqueeze(1)
 

@@ -41,10 +41,10 @@ class CoupledVisionPrompts(nn.Module):
     def length(self) -> int:
         return self.model.prompt_learner.n_ctx
 
-    def layer(self, i: int, dtype: torch.dtype) -> torch.Tensor:
+    def layer(self, i: int, dtype: torch.dtype, batch: int = 1) -> torch.Tensor:
         if i == 0:
-            return self.proj(self.model.prompt_learner.ctx).to(dtype)
-        return self.projections[i - 1](self.model.deep_text[i - 1]).to(dtype)
+            return self.proj(self.model.prompt_learner.ctx).to(dtype).expand(batch, -1, -1)
+        return self.projections[i - 1](self.model.deep_text[i - 1]).to(dtype).expand(batch, -1, -1)
 
 
 @TRAINER_REGISTRY.register

@@ -97,7 +97,9 @@ def test_vpt_prompt_dropout_acts_in_training_only(visual):
     prompts = injection.modules[0]
     prompts.train()
     torch.manual_seed(0)
-    dropped = prompts.layer(0, torch.float32)
-    assert (dropped == 0).any() and torch.allclose(dropped[dropped != 0], 2 * prompts.prompts[0][dropped != 0])
+    dropped = prompts.layer(0, torch.float32, 2)
+    kept = prompts.prompts[0].expand(2, -1, -1)
+    assert (dropped == 0).any() and torch.allclose(dropped[dropped != 0], 2 * kept[dropped != 0])
+    assert not torch.equal(dropped[0] == 0, dropped[1] == 0)  # a mask per sample, as KMnP/vpt's ViT
     prompts.eval()
-    assert torch.equal(prompts.layer(0, torch.float32), prompts.prompts[0])
+    assert torch.equal(prompts.layer(0, torch.float32, 2), kept)

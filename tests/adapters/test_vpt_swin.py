@@ -188,3 +188,21 @@ def test_vpt_refuses_a_swin_whose_attention_it_does_not_know_and_window_pairing_
     vit = timm_visual(create_timm_model("timm:vit_tiny_demo", "none", num_classes=5))
     with pytest.raises(ConfigError, match="VPT_WINDOW_PAIRING pairs prompts with a Swin's windows; a ViT has none"):
         inject(vit, "vpt_deep", {"window_pairing": "reference"})
+
+
+def test_vpt_on_swin_drops_the_first_prompts_per_sample_and_each_deep_set_once_per_batch(swin):
+    """KMnP/vpt: prompt_dropout(prompt_embeddings.expand(B, -1, -1)), then prompt_dropout(deep_prompt_embeddings_s)
+    on the whole stage's sets, expanded per block after."""
+    visual = timm_visual(copy.deepcopy(swin))
+    injection = inject(visual, "vpt_deep", {"length": 3, "dropout": 0.5})
+    calls = []
+    for s, module in enumerate(injection.modules):
+        def recorded(i, dtype, batch=1, s=s, layer=module.layer):
+            calls.append((s, i, batch))
+            return layer(i, dtype, batch)
+        module.layer = recorded
+    visual.train()(IMAGES)
+    assert calls == [(0, 0, 3), (0, 1, 1), (1, 0, 1), (1, 1, 1), (2, 0, 1), (2, 1, 1)]
+    torch.manual_seed(0)
+    first = injection.modules[0].layer(0, torch.float32, 3)
+    assert not torch.equal(first[0] == 0, first[1] == 0)
