@@ -122,7 +122,7 @@ class VPT(AdapterKind):
     PAPER = "Jia et al., Visual Prompt Tuning (ECCV 2022)"
     # dropout: VPT's prompt dropout (0.0 in KMnP/vpt's code defaults, 0.1 in its VPT-Deep runs). window_pairing
     # (Swin only): "image" gives every window its own image's prompts; "reference" is KMnP/vpt's batch order
-    # (models/prompted_swin.py), the same model with deep prompts.
+    # (models/prompted_swin.py), the same model with deep prompts whose last stage is one window (Swin-B at 224).
     OPTIONS = {"length": 10, "deep": False, "dropout": 0.0, "window_pairing": "image"}
     CONFIG_KEYS = {"length": "VPT_LENGTH", "dropout": "VPT_DROPOUT", "window_pairing": "VPT_WINDOW_PAIRING"}
     # The Convpass paper's budgets at ViT-B/16 (its Table 1: 0.063M and 0.53M; "prompt length follows the best

@@ -14,8 +14,10 @@ frozen). The prompts are P tokens in front of each image's H*W tokens:
 Window pairing: "image" (the default) gives each window its own image's prompts. "reference" reproduces
 KMnP/vpt's index arithmetic, which orders windows image-major but prompts window-major, so window w of image b
 gets the prompts of image (b * nW + w) mod B and each prompt output averages windows of several images: outputs
-depend on the rest of the batch. With deep prompts (the published Swin row) the two compute the same: every
-image's input prompts are equal and the mixed outputs are overwritten before they are read (tested).
+depend on the rest of the batch. With deep prompts the two compute the same when the last stage is one window
+(Swin-B at 224: 7 x 7, window 7; the published row) and no prompt dropout acts: every block's input prompts are
+then equal across images and the mixed outputs are overwritten before they are read, except the last block's,
+which are pooled (tested both ways).
 """
 from __future__ import annotations
 

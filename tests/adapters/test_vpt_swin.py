@@ -142,7 +142,7 @@ def test_vpt_on_swin_equals_kmnp_vpts_prompted_swin(swin, preset, pairing):
         assert not torch.allclose(ours, swin(IMAGES), atol=1e-3)
 
 
-def test_the_reference_pairing_mixes_images_in_shallow_mode_and_is_the_same_model_deep(swin):
+def test_the_reference_pairing_mixes_images_and_is_the_same_model_only_deep_with_a_one_window_last_stage(swin):
     other = IMAGES.clone()
     other[1:] = torch.randn_like(other[1:])  # image 0 unchanged, the rest of the batch changed
     with torch.no_grad():
@@ -154,6 +154,24 @@ def test_the_reference_pairing_mixes_images_in_shallow_mode_and_is_the_same_mode
         deep_reference, _ = prompted(swin, "vpt_deep", "reference")
         deep_reference.load_state_dict(deep_fixed.state_dict())
         assert torch.allclose(deep_fixed(IMAGES), deep_reference(IMAGES), atol=1e-5)
+        # a last stage of 4 windows: its pooled prompt outputs are mixed
+        torch.manual_seed(0)
+        small_windows = create_timm_model("timm:swin_tiny_patch4_window7_224", "none", num_classes=5, img_size=64,
+                                          patch_size=4, window_size=2, embed_dim=16, depths=(2, 2, 2),
+                                          num_heads=(2, 4, 8)).eval()
+        deep_fixed, _ = prompted(small_windows, "vpt_deep", "image")
+        deep_reference, _ = prompted(small_windows, "vpt_deep", "reference")
+        deep_reference.load_state_dict(deep_fixed.state_dict())
+        assert (deep_fixed(IMAGES) - deep_reference(IMAGES)).abs().max() > 1e-4
+    # prompt dropout in training: the first prompts differ per image, and the reference pairing mixes them
+    outputs = []
+    for pairing in ("image", "reference"):
+        visual = timm_visual(copy.deepcopy(swin))
+        torch.manual_seed(1)  # the same prompts, and the same dropout masks
+        inject(visual, "vpt_deep", {"length": 3, "dropout": 0.5, "window_pairing": pairing})
+        with torch.no_grad():
+            outputs.append(visual.train()(IMAGES))
+    assert (outputs[0] - outputs[1]).abs().max() > 1e-5
 
 
 def test_vpt_on_swin_trains_its_prompts_only_with_the_first_stages_init(swin):
