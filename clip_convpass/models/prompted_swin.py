@@ -21,7 +21,7 @@ which are pooled (tested both ways).
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List
 
 import torch
 import torch.nn.functional as F
@@ -30,19 +30,6 @@ from torch import nn
 from clip_convpass.config import ConfigError
 
 WINDOW_PAIRINGS = ("image", "reference")
-
-
-def window_partition(x: torch.Tensor, window: Sequence[int]) -> torch.Tensor:
-    """(B, H, W, C) -> (B * nW, wh * ww, C), image-major, as timm orders windows."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // window[0], window[0], w // window[1], window[1], c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window[0] * window[1], c)
-
-
-def window_reverse(windows: torch.Tensor, window: Sequence[int], h: int, w: int) -> torch.Tensor:
-    c = windows.shape[-1]
-    x = windows.view(-1, h // window[0], w // window[1], window[0], window[1], c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
 
 
 class PromptedSwinStages(nn.Module):
@@ -105,6 +92,8 @@ class PromptedSwinStages(nn.Module):
 
     def window_attention(self, block: nn.Module, prompts: torch.Tensor, x: torch.Tensor):
         """timm's shifted-window attention (block._attn) with the prompts in every window."""
+        from timm.models.swin_transformer import window_partition, window_reverse
+
         b, h, w, c = x.shape
         length = prompts.shape[1]
         shift, window = block.shift_size, block.window_size
@@ -113,7 +102,7 @@ class PromptedSwinStages(nn.Module):
         pad_h, pad_w = (window[0] - h % window[0]) % window[0], (window[1] - w % window[1]) % window[1]
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         hp, wp = x.shape[1:3]
-        windows = window_partition(x, window)
+        windows = window_partition(x, window).view(-1, window[0] * window[1], c)  # image-major
         n_windows = windows.shape[0] // b
         if self.pairing == "image":
             window_prompts = prompts.repeat_interleave(n_windows, dim=0)
@@ -125,7 +114,7 @@ class PromptedSwinStages(nn.Module):
             prompts = out[:, :length].reshape(b, n_windows, length, c).mean(1)
         else:
             prompts = out[:, :length].reshape(n_windows, b, length, c).mean(0)
-        x = window_reverse(out[:, length:], window, hp, wp)[:, :h, :w]
+        x = window_reverse(out[:, length:].reshape(-1, *window, c), window, hp, wp)[:, :h, :w]
         if any(shift):
             x = torch.roll(x, shifts=shift, dims=(1, 2))
         return prompts, x
